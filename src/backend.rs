@@ -1,0 +1,147 @@
+//! The one trait that the optimisation loop is written against.
+//!
+//! Every tensor is a flat `f32` buffer in channels-last layout: an activation of `c` channels on an
+//! `h x w` grid is `(h, w, c)`, so a 3x3 convolution is an implicit GEMM with M = h*w, N = c_out,
+//! K = 9*c_in and contiguous K, on the CPU and on the GPU alike.
+//! Weights are `(3, 3, c_in, c_out)` (ky, kx, ci, co); the backward pass uses the same layout with
+//! the taps flipped and the channels swapped, `(3, 3, c_out, c_in)`, prepared once at load time.
+//!
+//! Conventions: ops named `*_acc` or documented "adds" accumulate into their output; the others
+//! overwrite it. Losses return their value as `f64` (a host scalar) and add their gradient.
+
+use anyhow::Result;
+
+/// A 3x3, stride 1, zero-padding 1 convolution over an `h x w` grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvShape {
+    pub h: usize,
+    pub w: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+}
+
+impl ConvShape {
+    /// Multiply-adds of the forward pass, times two (FLOPs).
+    pub fn flops(&self) -> u64 {
+        2 * (self.h * self.w * self.c_out * 9 * self.c_in) as u64
+    }
+}
+
+/// A 2x2, stride 2 pooling of an `(h, w, c)` input into `(h/2, w/2, c)` (floor, as PyTorch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+}
+
+impl PoolShape {
+    pub fn out_h(&self) -> usize {
+        self.h / 2
+    }
+    pub fn out_w(&self) -> usize {
+        self.w / 2
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum PoolKind {
+    #[default]
+    Max,
+    Avg,
+}
+
+/// One Adam update (PyTorch's `torch.optim.Adam`, no weight decay, no amsgrad).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// 1-based step number, for the bias corrections.
+    pub t: u32,
+}
+
+/// Arithmetic used by the convolutions and Gram products. The CPU always computes in fp32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+pub enum Precision {
+    Fp32,
+    #[default]
+    Tf32,
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fp32" => Ok(Self::Fp32),
+            "tf32" => Ok(Self::Tf32),
+            "bf16" => Ok(Self::Bf16),
+            _ => anyhow::bail!("unknown precision '{s}' (expected fp32, tf32 or bf16)"),
+        }
+    }
+}
+
+/// Everything one loss-and-gradient evaluation and the optimisers need from a device.
+pub trait Backend {
+    /// `Vec<f32>` on the CPU, a device allocation on CUDA.
+    type Buf;
+
+    /// Short description for logs, e.g. "cpu (2 threads)" or "cuda: NVIDIA H200 (tf32)".
+    fn name(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------------
+    fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    fn len(&self, buf: &Self::Buf) -> usize;
+    /// Waits for all queued work (a no-op on the CPU).
+    fn synchronize(&self) -> Result<()>;
+    /// Peak bytes this backend has held in buffers, if it tracks them.
+    fn peak_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    // ---- network ------------------------------------------------------------------------
+    /// y = relu(conv3x3(x, w) + b).  x (h, w, c_in), w (3, 3, c_in, c_out), b (c_out), y (h, w, c_out).
+    fn conv3x3_fwd(&self, s: ConvShape, x: &Self::Buf, w: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// dx = conv3x3(dy, w_flip): the gradient w.r.t. the input of a conv whose output gradient is dy.
+    /// dy (h, w, c_out), w_flip (3, 3, c_out, c_in) = w[2-ky][2-kx][ci][co] transposed, dx (h, w, c_in).
+    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Self::Buf, w_flip: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    /// dy *= (y > 0), where y is the ReLU's output.
+    fn relu_bwd(&self, y: &Self::Buf, dy: &mut Self::Buf) -> Result<()>;
+    /// y (h/2, w/2, c) = 2x2 pool of x (h, w, c).
+    fn pool_fwd(&self, kind: PoolKind, s: PoolShape, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// dx (h, w, c) = gradient of the pool given dy (h/2, w/2, c); max: the first maximum in
+    /// row-major window order takes it. Overwrites dx (also the rows/columns the pool dropped).
+    fn pool_bwd(&self, kind: PoolKind, s: PoolShape, x: &Self::Buf, dy: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+
+    // ---- Gram and losses ----------------------------------------------------------------
+    /// g (c, c) = fᵀ f / (c * hw), f (hw, c).
+    fn gram(&self, hw: usize, c: usize, f: &Self::Buf, g: &mut Self::Buf) -> Result<()>;
+    /// df (hw, c) += f (dg + dgᵀ) / (c * hw).
+    fn gram_bwd_acc(&self, hw: usize, c: usize, f: &Self::Buf, dg: &Self::Buf, df: &mut Self::Buf) -> Result<()>;
+    /// Returns weight * mean((f - p)²) and adds 2 weight (f - p) / n into df.
+    fn content_loss_acc(&self, weight: f32, f: &Self::Buf, p: &Self::Buf, df: &mut Self::Buf) -> Result<f64>;
+    /// Returns weight * mean((g - a)²) over the c² entries and writes dg = 2 weight (g - a) / c².
+    fn style_loss(&self, weight: f32, g: &Self::Buf, a: &Self::Buf, dg: &mut Self::Buf) -> Result<f64>;
+    /// Total variation of x (h, w, c): weight * Σ (x[i+1,j]-x[i,j])² + (x[i,j+1]-x[i,j])²; adds its gradient into dx.
+    fn tv_loss_acc(&self, weight: f32, h: usize, w: usize, c: usize, x: &Self::Buf, dx: &mut Self::Buf) -> Result<f64>;
+
+    // ---- vectors (optimisers) -------------------------------------------------------------
+    fn fill(&self, x: &mut Self::Buf, value: f32) -> Result<()>;
+    fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf) -> Result<()>;
+    /// Σ a_i b_i, accumulated in a fixed order (deterministic).
+    fn dot(&self, a: &Self::Buf, b: &Self::Buf) -> Result<f64>;
+    /// Σ |x_i|.
+    fn asum(&self, x: &Self::Buf) -> Result<f64>;
+    /// max |x_i|.
+    fn amax(&self, x: &Self::Buf) -> Result<f64>;
+    /// y += alpha x.
+    fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// x *= alpha.
+    fn scale(&self, alpha: f32, x: &mut Self::Buf) -> Result<()>;
+    /// One Adam update of `param` from `grad`, with moment buffers m and v.
+    fn adam_step(&self, step: AdamStep, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf) -> Result<()>;
+}

@@ -1,0 +1,83 @@
+//! Content, style and total-variation losses with their gradients.  Mirrors kernels/loss.cu.
+//! Sums are taken in f64 over fixed chunks, so results do not depend on the thread count.
+
+use rayon::prelude::*;
+
+const CHUNK: usize = 4096;
+
+/// Returns weight * mean((f - p)²); df += 2 weight (f - p) / n.
+pub fn content_loss_acc(weight: f32, f: &[f32], p: &[f32], df: &mut [f32]) -> f64 {
+    let n = f.len();
+    let g = 2.0 * weight / n as f32;
+    let sum: f64 = df
+        .par_chunks_mut(CHUNK)
+        .zip(f.par_chunks(CHUNK).zip(p.par_chunks(CHUNK)))
+        .map(|(d, (f, p))| {
+            let mut acc = 0.0f64;
+            for ((d, &f), &p) in d.iter_mut().zip(f).zip(p) {
+                let diff = f - p;
+                acc += (diff * diff) as f64;
+                *d += g * diff;
+            }
+            acc
+        })
+        .collect::<Vec<_>>()
+        .iter()
+        .sum();
+    weight as f64 * sum / n as f64
+}
+
+/// Returns weight * mean((g - a)²) over c² entries; dg = 2 weight (g - a) / c².
+pub fn style_loss(weight: f32, g: &[f32], a: &[f32], dg: &mut [f32]) -> f64 {
+    let n = g.len();
+    let k = 2.0 * weight / n as f32;
+    let mut sum = 0.0f64;
+    for ((d, &g), &a) in dg.iter_mut().zip(g).zip(a) {
+        let diff = g - a;
+        sum += (diff * diff) as f64;
+        *d = k * diff;
+    }
+    weight as f64 * sum / n as f64
+}
+
+/// Returns weight * Σ (x[i+1,j]-x[i,j])² + (x[i,j+1]-x[i,j])² over x (h, w, c); adds the gradient.
+pub fn tv_loss_acc(weight: f32, h: usize, w: usize, c: usize, x: &[f32], dx: &mut [f32]) -> f64 {
+    let row = w * c;
+    let k = 2.0 * weight;
+    // Gradient at (i, j): each difference it takes part in, as the later or the earlier term.
+    let sum: f64 = dx
+        .par_chunks_mut(row)
+        .enumerate()
+        .map(|(i, d_row)| {
+            let mut acc = 0.0f64;
+            for j in 0..w {
+                for ch in 0..c {
+                    let at = |ii: usize, jj: usize| x[(ii * w + jj) * c + ch];
+                    let v = at(i, j);
+                    let mut gsum = 0.0f32;
+                    if i + 1 < h {
+                        let dv = at(i + 1, j) - v;
+                        acc += (dv * dv) as f64;
+                        gsum -= dv;
+                    }
+                    if j + 1 < w {
+                        let dh = at(i, j + 1) - v;
+                        acc += (dh * dh) as f64;
+                        gsum -= dh;
+                    }
+                    if i > 0 {
+                        gsum += v - at(i - 1, j);
+                    }
+                    if j > 0 {
+                        gsum += v - at(i, j - 1);
+                    }
+                    d_row[j * c + ch] += k * gsum;
+                }
+            }
+            acc
+        })
+        .collect::<Vec<_>>()
+        .iter()
+        .sum();
+    weight as f64 * sum
+}

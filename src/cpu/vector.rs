@@ -1,0 +1,56 @@
+//! Vector ops for the optimisers.  Mirrors kernels/vector.cu.
+//! Reductions sum fixed-size chunks in f64, then the chunk sums in order: deterministic.
+
+use crate::backend::AdamStep;
+use rayon::prelude::*;
+
+const CHUNK: usize = 16384;
+
+fn chunked_sum(n: usize, f: impl Fn(std::ops::Range<usize>) -> f64 + Sync) -> f64 {
+    let parts: Vec<f64> = (0..n.div_ceil(CHUNK)).into_par_iter().map(|k| f(k * CHUNK..((k + 1) * CHUNK).min(n))).collect();
+    parts.iter().sum()
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    chunked_sum(a.len(), |r| a[r.clone()].iter().zip(&b[r]).map(|(&x, &y)| x as f64 * y as f64).sum())
+}
+
+pub fn asum(x: &[f32]) -> f64 {
+    chunked_sum(x.len(), |r| x[r].iter().map(|v| v.abs() as f64).sum())
+}
+
+pub fn amax(x: &[f32]) -> f64 {
+    x.par_chunks(CHUNK).map(|c| c.iter().fold(0.0f32, |m, v| m.max(v.abs()))).reduce(|| 0.0, f32::max) as f64
+}
+
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y += alpha * x;
+        }
+    });
+}
+
+pub fn scale(alpha: f32, x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK).for_each(|x| x.iter_mut().for_each(|v| *v *= alpha));
+}
+
+/// torch.optim.Adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
+/// p -= lr / (1-b1^t) * m / (sqrt(v / (1-b2^t)) + eps).
+pub fn adam_step(s: AdamStep, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
+    let bc1 = 1.0 - s.beta1.powi(s.t as i32);
+    let bc2 = 1.0 - s.beta2.powi(s.t as i32);
+    let step = s.lr / bc1;
+    let bc2_sqrt = bc2.sqrt();
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+        .for_each(|((p, g), (m, v))| {
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                *m = s.beta1 * *m + (1.0 - s.beta1) * g;
+                *v = s.beta2 * *v + (1.0 - s.beta2) * g * g;
+                *p -= step * *m / (v.sqrt() / bc2_sqrt + s.eps);
+            }
+        });
+}

@@ -1,0 +1,23 @@
+//! Optimisation-based neural style transfer (Gatys, Ecker, Bethge 2015/2016).
+//!
+//! Layout: [`backend::Backend`] is the one trait every device implements ([`cpu`] and [`cuda`]
+//! mirror each other op for op); [`model`] reads VGG weights; [`network`] runs the frozen conv
+//! stack; [`objective`] is the content + style + TV loss and its gradient; [`optim`] holds
+//! L-BFGS and Adam over backend vector ops; [`stylize`] is the loop that ties them together.
+
+pub mod backend;
+pub mod cpu;
+pub mod model;
+pub mod network;
+pub mod objective;
+pub mod optim;
+pub mod preprocess;
+pub mod rng;
+pub mod stylize;
+
+pub use backend::{Backend, ConvShape, PoolKind, PoolShape, Precision};
+pub use cpu::CpuBackend;
+pub use model::Vgg;
+pub use objective::{Image, LossParts, Objective, ObjectiveSpec};
+pub use preprocess::Convention;
+pub use stylize::{stylize, Init, Job, Optimizer, Output, Progress};

@@ -1,0 +1,91 @@
+//! The frozen VGG feature extractor: its layer table and where its weights come from.
+//!
+//! Files hold torchvision's `features.N.weight` / `features.N.bias` tensors. The layer table is
+//! read off the file: conv N is followed by its ReLU at N+1, and a gap of three indices to the
+//! next conv means a pooling layer sat between them. Names follow the paper: relu{block}_{k}.
+
+pub mod random;
+
+/// Convolution + ReLU, with torch-layout weights `(c_out, c_in, 3, 3)`.
+#[derive(Clone, Debug)]
+pub struct ConvLayer {
+    /// "relu1_1", ...: the name of the ReLU that follows the conv.
+    pub name: String,
+    /// Index N of `features.N.weight` in the file.
+    pub feature_index: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    /// (c_out, c_in, 3, 3), as PyTorch stores it.
+    pub weight: Vec<f32>,
+    /// (c_out).
+    pub bias: Vec<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Layer {
+    Conv(ConvLayer),
+    Pool,
+}
+
+/// A VGG-style conv stack (VGG-19, VGG-16 or a narrow test network of the same layout).
+#[derive(Clone, Debug)]
+pub struct Vgg {
+    pub layers: Vec<Layer>,
+    /// Where the weights came from, for logs ("embedded random VGG-19 (seed 0)", a path, ...).
+    pub source: String,
+}
+
+impl Vgg {
+    /// Layer names in network order (only the ReLU outputs can be content or style layers).
+    pub fn relu_names(&self) -> Vec<&str> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                Layer::Conv(c) => Some(c.name.as_str()),
+                Layer::Pool => None,
+            })
+            .collect()
+    }
+
+    /// Builds the layer table from `(feature_index, weight (c_out,c_in,3,3), weight shape, bias)`
+    /// entries sorted by index. Checks that shapes chain and that the index gaps are a conv's 2
+    /// (conv, relu) or 3 (conv, relu, pool) slots.
+    pub fn from_features(entries: Vec<(usize, Vec<usize>, Vec<f32>, Vec<f32>)>, source: String) -> anyhow::Result<Vgg> {
+        use anyhow::{bail, ensure};
+        ensure!(!entries.is_empty(), "no features.N.weight tensors found: not a VGG feature stack");
+        let mut layers = Vec::new();
+        let (mut block, mut k) = (1usize, 0usize);
+        let mut prev: Option<(usize, usize)> = None; // (index, c_out)
+        for (index, shape, weight, bias) in entries {
+            ensure!(
+                shape.len() == 4 && shape[2] == 3 && shape[3] == 3,
+                "features.{index}.weight has shape {shape:?}; expected (c_out, c_in, 3, 3)"
+            );
+            let (c_out, c_in) = (shape[0], shape[1]);
+            ensure!(weight.len() == c_out * c_in * 9, "features.{index}.weight holds {} values, shape says {}", weight.len(), c_out * c_in * 9);
+            ensure!(bias.len() == c_out, "features.{index}.bias has {} values; expected {c_out}", bias.len());
+            match prev {
+                None => {
+                    ensure!(index == 0, "the first conv is features.{index}; expected features.0");
+                    ensure!(c_in == 3, "features.0.weight takes {c_in} input channels; expected 3 (RGB)");
+                }
+                Some((pi, pc)) => {
+                    ensure!(c_in == pc, "features.{index}.weight takes {c_in} channels but features.{pi} gives {pc}");
+                    match index - pi {
+                        2 => {}
+                        3 => {
+                            layers.push(Layer::Pool);
+                            block += 1;
+                            k = 0;
+                        }
+                        gap => bail!("features.{pi} and features.{index} are {gap} apart; VGG layout has 2 (conv, relu) or 3 (conv, relu, pool)"),
+                    }
+                }
+            }
+            k += 1;
+            layers.push(Layer::Conv(ConvLayer { name: format!("relu{block}_{k}"), feature_index: index, c_in, c_out, weight, bias }));
+            prev = Some((index, c_out));
+        }
+        Ok(Vgg { layers, source })
+    }
+}

@@ -1,0 +1,151 @@
+//! The Gatys objective (jcjohnson/neural-style's): content + style + total variation, and its
+//! gradient w.r.t. the image, on any backend.
+
+use crate::backend::{Backend, PoolKind};
+use crate::model::Vgg;
+use crate::network::{layer_shapes, Network};
+use anyhow::{ensure, Result};
+use serde::Serialize;
+
+/// Loss terms of one evaluation.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct LossParts {
+    pub total: f64,
+    pub content: f64,
+    pub style: f64,
+    pub tv: f64,
+}
+
+/// A preprocessed (h, w, 3) image.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub h: usize,
+    pub w: usize,
+    pub data: Vec<f32>,
+}
+
+/// What the objective compares against and how the terms are weighted.
+#[derive(Clone, Debug)]
+pub struct ObjectiveSpec {
+    pub content_layers: Vec<String>,
+    pub style_layers: Vec<String>,
+    pub content_weight: f32,
+    pub style_weight: f32,
+    pub tv_weight: f32,
+    pub pooling: PoolKind,
+}
+
+struct StyleTerm<B: Backend> {
+    layer: usize,
+    target: B::Buf,
+    gram: B::Buf,
+    d_gram: B::Buf,
+}
+
+/// Everything one evaluation needs, allocated once for the optimised image's size.
+pub struct Objective<'b, B: Backend> {
+    backend: &'b B,
+    net: Network<B>,
+    spec: ObjectiveSpec,
+    h: usize,
+    w: usize,
+    content: Vec<(usize, B::Buf)>,
+    style: Vec<StyleTerm<B>>,
+    acts: Vec<B::Buf>,
+    grads: Vec<B::Buf>,
+}
+
+impl<'b, B: Backend> Objective<'b, B> {
+    /// Computes the content targets from `content` and the blended style Grams from `styles`
+    /// (each with its blend weight; the weights are normalised to sum to 1). Every style image
+    /// is run at its own size.
+    pub fn new(backend: &'b B, vgg: &Vgg, spec: ObjectiveSpec, content: &Image, styles: &[(Image, f32)]) -> Result<Self> {
+        ensure!(!spec.content_layers.is_empty() || !spec.style_layers.is_empty(), "no content or style layers chosen");
+        ensure!(!styles.is_empty() || spec.style_layers.is_empty() || spec.style_weight == 0.0, "no style image given");
+        let needed: Vec<String> = spec.content_layers.iter().chain(&spec.style_layers).cloned().collect();
+        let net = Network::new(backend, vgg, spec.pooling, &needed)?;
+        net.check_size(content.h, content.w, "the content image")?;
+        let (h, w) = (content.h, content.w);
+        let shapes = layer_shapes(&net.layers, h, w);
+
+        let mut acts = net.alloc_activations(backend, h, w)?;
+        let x = backend.upload(&content.data)?;
+        net.forward(backend, &x, h, w, &mut acts)?;
+        let mut content_terms = Vec::new();
+        for name in &spec.content_layers {
+            let i = net.index_of(name).expect("checked by Network::new");
+            let mut p = backend.zeros(backend.len(&acts[i]))?;
+            backend.copy(&acts[i], &mut p)?;
+            content_terms.push((i, p));
+        }
+
+        let blend_sum: f32 = styles.iter().map(|s| s.1).sum();
+        ensure!(styles.is_empty() || blend_sum > 0.0, "style blend weights must sum to more than zero");
+        let mut style_terms = Vec::new();
+        for name in &spec.style_layers {
+            let i = net.index_of(name).expect("checked by Network::new");
+            let c = shapes[i].2;
+            style_terms.push(StyleTerm { layer: i, target: backend.zeros(c * c)?, gram: backend.zeros(c * c)?, d_gram: backend.zeros(c * c)? });
+        }
+        for (k, (style, blend)) in styles.iter().enumerate() {
+            net.check_size(style.h, style.w, &format!("style image {}", k + 1))?;
+            let mut s_acts = net.alloc_activations(backend, style.h, style.w)?;
+            let xs = backend.upload(&style.data)?;
+            net.forward(backend, &xs, style.h, style.w, &mut s_acts)?;
+            let s_shapes = layer_shapes(&net.layers, style.h, style.w);
+            for t in &mut style_terms {
+                let (sh, sw, c) = s_shapes[t.layer];
+                backend.gram(sh * sw, c, &s_acts[t.layer], &mut t.gram)?;
+                backend.axpy(blend / blend_sum, &t.gram, &mut t.target)?;
+            }
+        }
+        let grads = net.alloc_activations(backend, h, w)?;
+        Ok(Objective { backend, net, spec, h, w, content: content_terms, style: style_terms, acts, grads })
+    }
+
+    pub fn height(&self) -> usize {
+        self.h
+    }
+    pub fn width(&self) -> usize {
+        self.w
+    }
+
+    /// FLOPs of one evaluation: 2 x the forward convolutions (forward + input gradient).
+    pub fn flops_per_evaluation(&self) -> u64 {
+        crate::network::conv_flops(&self.net.layers, self.h, self.w) * 2
+    }
+
+    /// Loss at x (h, w, 3) and its gradient, written into grad.
+    pub fn evaluate(&mut self, x: &B::Buf, grad: &mut B::Buf) -> Result<LossParts> {
+        let be = self.backend;
+        let (h, w) = (self.h, self.w);
+        self.net.forward(be, x, h, w, &mut self.acts)?;
+        let shapes = layer_shapes(&self.net.layers, h, w);
+        // Backward from the deepest layer; grads[i] holds d(loss)/d(output of layer i). The
+        // backward op of layer i+1 overwrites grads[i]; the loss terms at layer i are added after.
+        let last = self.net.layers.len() - 1;
+        be.fill(&mut self.grads[last], 0.0)?;
+        let mut parts = LossParts::default();
+        for i in (0..=last).rev() {
+            for (_, p) in self.content.iter().filter(|(l, _)| *l == i) {
+                parts.content += be.content_loss_acc(self.spec.content_weight, &self.acts[i], p, &mut self.grads[i])?;
+            }
+            for t in self.style.iter_mut().filter(|t| t.layer == i) {
+                let (lh, lw, c) = shapes[i];
+                be.gram(lh * lw, c, &self.acts[i], &mut t.gram)?;
+                parts.style += be.style_loss(self.spec.style_weight, &t.gram, &t.target, &mut t.d_gram)?;
+                be.gram_bwd_acc(lh * lw, c, &self.acts[i], &t.d_gram, &mut self.grads[i])?;
+            }
+            let (ih, iw, ic) = if i == 0 { (h, w, 3) } else { shapes[i - 1] };
+            if i == 0 {
+                self.net.backward_layer(be, 0, ih, iw, ic, x, &self.acts[0], &mut self.grads[0], grad)?;
+            } else {
+                let (lower, upper) = self.grads.split_at_mut(i);
+                self.net.backward_layer(be, i, ih, iw, ic, &self.acts[i - 1], &self.acts[i], &mut upper[0], &mut lower[i - 1])?;
+            }
+        }
+        parts.tv = be.tv_loss_acc(self.spec.tv_weight, h, w, 3, x, grad)?;
+        parts.total = parts.content + parts.style + parts.tv;
+        Ok(parts)
+    }
+}

@@ -1,0 +1,85 @@
+//! Finite-difference check of the whole objective (every op composed) on a narrow VGG.
+
+use neural_style::model::random::random_vgg;
+use neural_style::rng::Rng;
+use neural_style::{Backend, CpuBackend, Image, Objective, ObjectiveSpec, PoolKind};
+
+fn narrow_vgg() -> neural_style::Vgg {
+    random_vgg(&[4, 4, 0, 6, 6, 0, 8, 8, 8, 8, 0, 8, 8, 8, 8, 0, 8], 7, "narrow".into())
+}
+
+fn random_image(rng: &mut Rng, h: usize, w: usize) -> Image {
+    Image { h, w, data: rng.normal_vec(h * w * 3, 1.0) }
+}
+
+fn check(pooling: PoolKind, worst_bound: f64) {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(3);
+    let (h, w) = (18, 20);
+    let content = random_image(&mut rng, h, w);
+    let style = random_image(&mut rng, 16, 22);
+    let spec = ObjectiveSpec {
+        content_layers: vec!["relu4_2".into()],
+        style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].map(String::from).to_vec(),
+        content_weight: 1.0,
+        style_weight: 1e3,
+        tv_weight: 1e-2,
+        pooling,
+    };
+    let mut obj = Objective::new(&be, &narrow_vgg(), spec, &content, &[(style, 1.0)]).unwrap();
+    let x0 = random_image(&mut rng, h, w).data;
+    let mut g = vec![0.0; x0.len()];
+    let base = obj.evaluate(&x0, &mut g).unwrap();
+    assert!(base.content > 0.0 && base.style > 0.0 && base.tv > 0.0);
+    let g_max = g.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+    // Per coordinate (a sample of them), central differences.
+    let eps = 1e-2f32;
+    let mut errors = Vec::new();
+    for k in (0..x0.len()).step_by(37) {
+        let mut xp = x0.clone();
+        xp[k] += eps;
+        let mut xm = x0.clone();
+        xm[k] -= eps;
+        let mut scratch = vec![0.0; x0.len()];
+        let fp = obj.evaluate(&xp, &mut scratch).unwrap().total;
+        let fm = obj.evaluate(&xm, &mut scratch).unwrap().total;
+        let fd = (fp - fm) / (2.0 * eps as f64);
+        // Relative to the coordinate's own size, floored at 1% of the largest gradient entry so
+        // that near-zero entries (where f32 round-off dominates) do not decide the verdict.
+        errors.push((fd - g[k] as f64).abs() / (fd.abs().max(g[k].abs() as f64).max(1e-2 * g_max)));
+    }
+    errors.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = errors[errors.len() / 2];
+    let worst = *errors.last().unwrap();
+    // Max pooling and ReLU are kinked: a step can cross a kink, so the worst coordinate gets a
+    // looser bound there; the median is held tight in both cases.
+    assert!(median < 2e-3, "median relative gradient error {median}");
+    assert!(worst < worst_bound, "worst relative gradient error {worst}");
+
+    // Along directions that mix the gradient with noise: gᵀv against (f(x+εv) - f(x-εv)) / 2ε.
+    // (A purely random direction makes gᵀv a cancelling sum, dominated by round-off and kinks.)
+    let g_norm = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt() as f32;
+    for mix in [0.0f32, 0.5, 1.0] {
+        let noise = rng.normal_vec(x0.len(), 1.0 / (x0.len() as f32).sqrt());
+        let v: Vec<f32> = g.iter().zip(&noise).map(|(gv, n)| gv / g_norm + mix * n).collect();
+        let gv: f64 = g.iter().zip(&v).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let step = 1e-3f32;
+        let xp: Vec<f32> = x0.iter().zip(&v).map(|(a, b)| a + step * b).collect();
+        let xm: Vec<f32> = x0.iter().zip(&v).map(|(a, b)| a - step * b).collect();
+        let mut scratch = vec![0.0; x0.len()];
+        let fd = (obj.evaluate(&xp, &mut scratch).unwrap().total - obj.evaluate(&xm, &mut scratch).unwrap().total) / (2.0 * step as f64);
+        let err = (fd - gv).abs() / fd.abs().max(gv.abs());
+        assert!(err < 1e-2, "directional derivative {gv} vs finite difference {fd}");
+    }
+    let _ = be.name();
+}
+
+#[test]
+fn whole_objective_matches_finite_differences_max_pool() {
+    check(PoolKind::Max, 0.1);
+}
+
+#[test]
+fn whole_objective_matches_finite_differences_avg_pool() {
+    check(PoolKind::Avg, 2e-2);
+}
