@@ -12,7 +12,7 @@ fn random_image(rng: &mut Rng, h: usize, w: usize) -> Image {
     Image { h, w, data: rng.normal_vec(h * w * 3, 1.0) }
 }
 
-fn check(pooling: PoolKind, worst_bound: f64) {
+fn check(pooling: PoolKind, worst_bound: f64, (content_weight, style_weight, tv_weight): (f32, f32, f32)) {
     let be = CpuBackend::new();
     let mut rng = Rng::new(3);
     let (h, w) = (18, 20);
@@ -21,16 +21,16 @@ fn check(pooling: PoolKind, worst_bound: f64) {
     let spec = ObjectiveSpec {
         content_layers: vec!["relu4_2".into()],
         style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].map(String::from).to_vec(),
-        content_weight: 1.0,
-        style_weight: 1e3,
-        tv_weight: 1e-2,
+        content_weight,
+        style_weight,
+        tv_weight,
         pooling,
     };
     let mut obj = Objective::new(&be, &narrow_vgg(), spec, &content, &[(style, 1.0)]).unwrap();
     let x0 = random_image(&mut rng, h, w).data;
     let mut g = vec![0.0; x0.len()];
     let base = obj.evaluate(&x0, &mut g).unwrap();
-    assert!(base.content > 0.0 && base.style > 0.0 && base.tv > 0.0);
+    assert!(base.total > 0.0);
     let g_max = g.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
     // Per coordinate (a sample of them), central differences.
     let eps = 1e-2f32;
@@ -74,12 +74,19 @@ fn check(pooling: PoolKind, worst_bound: f64) {
     let _ = be.name();
 }
 
+/// Each term alone (so that a wrong factor in one is not hidden by a larger one), then all three.
+const TERMS: [(f32, f32, f32); 4] = [(1.0, 0.0, 0.0), (0.0, 1e3, 0.0), (0.0, 0.0, 1e-2), (1.0, 1e3, 1e-2)];
+
 #[test]
 fn whole_objective_matches_finite_differences_max_pool() {
-    check(PoolKind::Max, 0.1);
+    for t in TERMS {
+        check(PoolKind::Max, 0.1, t);
+    }
 }
 
 #[test]
 fn whole_objective_matches_finite_differences_avg_pool() {
-    check(PoolKind::Avg, 2e-2);
+    for t in TERMS {
+        check(PoolKind::Avg, 2e-2, t);
+    }
 }
