@@ -4,7 +4,10 @@
 //! read off the file: conv N is followed by its ReLU at N+1, and a gap of three indices to the
 //! next conv means a pooling layer sat between them. Names follow the paper: relu{block}_{k}.
 
+pub mod file;
 pub mod random;
+
+pub use file::load_file;
 
 /// Convolution + ReLU, with torch-layout weights `(c_out, c_in, 3, 3)`.
 #[derive(Clone, Debug)]
