@@ -30,16 +30,33 @@ __device__ __forceinline__ void gram_partial_body(const float* __restrict__ f, f
     const int l_c = t % BM, l_row = t / BM;
     typename ns::AccFor<P>::type acc;
     acc.zero();
+    // With c a multiple of 4 (every VGG layer), 16 threads per pixel row load float4s.
+    const bool vec4 = c % 4 == 0;
+    const int q = 4 * (t % 16), q_row = t / 16;
     for (int p0 = p_begin; p0 < p_end; p0 += BK) {
-        #pragma unroll 4
-        for (int r = 0; r < BK / 2; r++) {
-            const int kr = l_row + 2 * r, p = p0 + kr;
-            const int i = i0 + l_c, j = j0 + l_c;
-            const float* row = f + (size_t)p * c;
-            const float vi = (p < p_end && i < c) ? row[i] : 0.0f;
-            const float vj = (p < p_end && j < c) ? row[j] : 0.0f;
-            smem.ab.a[kr][l_c] = P::cvt(vi);  // a[k][i] = f[p][i]: Fᵀ stored k-major
-            smem.ab.b[kr][l_c] = P::cvt(vj);  // b[k][j] = f[p][j]
+        if (vec4) {
+            #pragma unroll 2
+            for (int r = 0; r < BK / 8; r++) {
+                const int kr = q_row + 8 * r, p = p0 + kr;
+                const int i = i0 + q, j = j0 + q;
+                const float* row = f + (size_t)p * c;
+                const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                const float4 vi = (p < p_end && i < c) ? *reinterpret_cast<const float4*>(row + i) : zero;
+                const float4 vj = (p < p_end && j < c) ? *reinterpret_cast<const float4*>(row + j) : zero;
+                ns::store4_row<P>(&smem.ab.a[kr][q], vi);
+                ns::store4_row<P>(&smem.ab.b[kr][q], vj);
+            }
+        } else {
+            #pragma unroll 4
+            for (int r = 0; r < BK / 2; r++) {
+                const int kr = l_row + 2 * r, p = p0 + kr;
+                const int i = i0 + l_c, j = j0 + l_c;
+                const float* row = f + (size_t)p * c;
+                const float vi = (p < p_end && i < c) ? row[i] : 0.0f;
+                const float vj = (p < p_end && j < c) ? row[j] : 0.0f;
+                smem.ab.a[kr][l_c] = P::cvt(vi);  // a[k][i] = f[p][i]: Fᵀ stored k-major
+                smem.ab.b[kr][l_c] = P::cvt(vj);  // b[k][j] = f[p][j]
+            }
         }
         __syncthreads();
         acc.mma(smem);
@@ -85,18 +102,37 @@ __device__ __forceinline__ void gram_bwd_acc_body(const float* __restrict__ f, c
     const int b_n = t % BN, b_row = t / BN;  // B loader: along n (columns of sym), rows t/64 + 2i
     typename ns::AccFor<P>::type acc;
     acc.zero();
+    const bool vec4 = c % 4 == 0;  // float4 loaders, as in conv3x3.cu
+    const int a4_k = 4 * (t % 8), a4_row = t / 8;
+    const int b4_n = 4 * (t % 16), b4_row = t / 16;
     for (int k0 = 0; k0 < c; k0 += BK) {
-        #pragma unroll 4
-        for (int i = 0; i < BM / 4; i++) {
-            const int r = a_row + 4 * i, p = m0 + r, k = k0 + a_k;
-            const float v = (p < hw && k < c) ? f[(size_t)p * c + k] : 0.0f;
-            smem.ab.a[a_k][r] = P::cvt(v);
-        }
-        #pragma unroll 4
-        for (int i = 0; i < BK / 2; i++) {
-            const int kr = b_row + 2 * i, k = k0 + kr, n = n0 + b_n;
-            const float v = (k < c && n < c) ? sym[(size_t)k * c + n] : 0.0f;
-            smem.ab.b[kr][b_n] = P::cvt(v);
+        if (vec4) {
+            const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            #pragma unroll 2
+            for (int i = 0; i < BM / 16; i++) {
+                const int r = a4_row + 16 * i, p = m0 + r, k = k0 + a4_k;
+                const float4 v = (p < hw && k < c) ? *reinterpret_cast<const float4*>(f + (size_t)p * c + k) : zero;
+                ns::store4_kmajor<P>(smem, a4_k, r, v);
+            }
+            #pragma unroll 2
+            for (int i = 0; i < BK / 8; i++) {
+                const int kr = b4_row + 8 * i, k = k0 + kr, n = n0 + b4_n;
+                const float4 v = (k < c && n < c) ? *reinterpret_cast<const float4*>(sym + (size_t)k * c + n) : zero;
+                ns::store4_row<P>(&smem.ab.b[kr][b4_n], v);
+            }
+        } else {
+            #pragma unroll 4
+            for (int i = 0; i < BM / 4; i++) {
+                const int r = a_row + 4 * i, p = m0 + r, k = k0 + a_k;
+                const float v = (p < hw && k < c) ? f[(size_t)p * c + k] : 0.0f;
+                smem.ab.a[a_k][r] = P::cvt(v);
+            }
+            #pragma unroll 4
+            for (int i = 0; i < BK / 2; i++) {
+                const int kr = b_row + 2 * i, k = k0 + kr, n = n0 + b_n;
+                const float v = (k < c && n < c) ? sym[(size_t)k * c + n] : 0.0f;
+                smem.ab.b[kr][b_n] = P::cvt(v);
+            }
         }
         __syncthreads();
         acc.mma(smem);

@@ -139,6 +139,23 @@ struct AccFp32 {
     }
 };
 
+// Loader helpers: four consecutive k of one row m (a float4 of x or f) into the k-major a[][],
+// and four consecutive n of one k row into b[][] (or into a[][] for the Gram's Fᵀ tile).
+template <class P>
+__device__ __forceinline__ void store4_kmajor(Smem<P>& s, int k, int m, float4 v) {
+    s.ab.a[k + 0][m] = P::cvt(v.x);
+    s.ab.a[k + 1][m] = P::cvt(v.y);
+    s.ab.a[k + 2][m] = P::cvt(v.z);
+    s.ab.a[k + 3][m] = P::cvt(v.w);
+}
+template <class P, class T>
+__device__ __forceinline__ void store4_row(T* row, float4 v) {
+    row[0] = P::cvt(v.x);
+    row[1] = P::cvt(v.y);
+    row[2] = P::cvt(v.z);
+    row[3] = P::cvt(v.w);
+}
+
 template <class P> struct AccFor { typedef AccWmma<P> type; };
 template <> struct AccFor<Fp32> { typedef AccFp32 type; };
 

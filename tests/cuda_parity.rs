@@ -94,12 +94,16 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-const CONV_SHAPES: [ConvShape; 5] = [
+const CONV_SHAPES: [ConvShape; 8] = [
     ConvShape { h: 7, w: 9, c_in: 3, c_out: 8 },      // the first layer: K = 27, one partial K slice
     ConvShape { h: 13, w: 11, c_in: 16, c_out: 24 },  // M not a multiple of the tile
     ConvShape { h: 9, w: 70, c_in: 64, c_out: 72 },   // N spans two tiles, K = 18 slices
     ConvShape { h: 5, w: 6, c_in: 40, c_out: 3 },     // a 3-channel output (the input gradient of conv1_1)
     ConvShape { h: 1, w: 1, c_in: 130, c_out: 65 },   // a 1x1 grid: only the centre tap sees data
+    // Channel counts that are multiples of 4 take the float4 loaders; tails in M and N.
+    ConvShape { h: 7, w: 5, c_in: 12, c_out: 20 },
+    ConvShape { h: 5, w: 6, c_in: 4, c_out: 132 },
+    ConvShape { h: 3, w: 4, c_in: 68, c_out: 4 },
 ];
 
 #[test]
@@ -185,7 +189,7 @@ fn gram_and_its_backward_match_cpu() {
         let cpu = CpuBackend::new();
         let mut rng = Rng::new(13);
         // (hw, c): tiny; one tile with a long split K; several tiles with mirrored ones; odd sizes.
-        for (hw, c) in [(37, 5), (20000, 64), (300, 130), (4096, 8), (77, 200)] {
+        for (hw, c) in [(37, 5), (20000, 64), (300, 130), (4096, 8), (77, 200), (300, 132), (999, 68), (50, 4)] {
             // ReLU-like features (non-negative), as the Gram sees them.
             let f: Vec<f32> = rng.normal_vec(hw * c, 1.0).into_iter().map(|v| v.max(0.0)).collect();
             let mut g_cpu = vec![0.0; c * c];

@@ -99,7 +99,7 @@ int main() {
 
     // ---- conv3x3 -------------------------------------------------------------------------
     struct S { int h, w, ci, co; };
-    for (S s : {S{7, 9, 3, 8}, S{13, 11, 16, 24}, S{9, 70, 64, 72}, S{5, 6, 40, 3}, S{1, 1, 130, 65}}) {
+    for (S s : {S{7, 9, 3, 8}, S{13, 11, 16, 24}, S{9, 70, 64, 72}, S{5, 6, 40, 3}, S{1, 1, 130, 65}, S{7, 5, 12, 20}, S{5, 6, 4, 132}, S{3, 4, 68, 4}}) {
         auto x = randn((size_t)s.h * s.w * s.ci), wt = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.ci)));
         auto b = randn(s.co, 0.1f), dy = randn((size_t)s.h * s.w * s.co), wf = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.co)));
         auto y_ref = conv_ref(s.h, s.w, s.ci, s.co, x, wt, b.data(), true);
@@ -125,7 +125,7 @@ int main() {
     }
 
     // ---- Gram and its backward --------------------------------------------------------------
-    for (auto [hw, c] : {std::pair{37, 5}, std::pair{5000, 64}, std::pair{300, 130}, std::pair{4096, 8}, std::pair{77, 200}}) {
+    for (auto [hw, c] : {std::pair{37, 5}, std::pair{5000, 64}, std::pair{300, 130}, std::pair{4096, 8}, std::pair{77, 200}, std::pair{300, 132}, std::pair{999, 68}, std::pair{50, 4}}) {
         auto f = randn((size_t)hw * c);
         for (auto& v : f) v = std::max(v, 0.0f);
         std::vector<double> g_ref((size_t)c * c);
