@@ -64,7 +64,7 @@ fi
 # 3. The PyTorch baseline (same work), if its script is here.
 echo "== torch_gatys.py"
 tg="${TORCH_GATYS:-}"
-for p in torch_gatys.py scripts/torch_gatys.py ../shared/peer/torch_gatys.py; do
+for p in torch_gatys.py scripts/torch_gatys.py shared/peer/torch_gatys.py ../shared/peer/torch_gatys.py; do
     [[ -z "$tg" && -f "$p" ]] && tg="$p"
 done
 if [[ -n "$tg" ]] && python3 -c 'import torch' 2>/dev/null; then
