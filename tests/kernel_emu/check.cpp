@@ -1,0 +1,312 @@
+// Runs every kernel of kernels/*.cu under the CPU emulation in include/ and compares it with a
+// plain double-precision reference: indexing, tiling, padding, tails, barriers, the split-K
+// Gram and the two-stage reductions, for fp32, tf32 and bf16. Build and run with
+// tests/kernel_emu/run.sh (g++ >= 11, C++20). Exit status 0 when everything matches.
+#include "../../kernels/conv3x3.cu"
+#include "../../kernels/gram.cu"
+#include "../../kernels/loss.cu"
+#include "../../kernels/pool.cu"
+#include "../../kernels/relu.cu"
+#include "../../kernels/vector.cu"
+
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+
+static int failures = 0;
+static std::mt19937_64 rng(42);
+
+static std::vector<float> randn(size_t n, float s = 1.0f) {
+    std::normal_distribution<float> d(0.0f, s);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+
+static void check(const std::string& what, const std::vector<float>& got, const std::vector<double>& want, double tol) {
+    double worst = 0, scale = 0;
+    bool bad = got.size() != want.size();
+    for (size_t i = 0; !bad && i < got.size(); i++) {
+        if (!std::isfinite(got[i])) bad = true;
+        worst = std::max(worst, std::fabs(got[i] - want[i]));
+        scale = std::max(scale, std::fabs(want[i]));
+    }
+    const double e = bad ? INFINITY : worst / std::max(scale, 1e-30);
+    const bool ok = e <= tol;
+    failures += !ok;
+    std::printf("%-4s %-58s rel err %.2e (tol %.0e)\n", ok ? "ok" : "FAIL", what.c_str(), e, tol);
+}
+
+static void check_scalar(const std::string& what, double got, double want, double tol) {
+    const double e = std::fabs(got - want) / std::max(std::fabs(want), 1e-30);
+    const bool ok = std::isfinite(got) && e <= tol;
+    failures += !ok;
+    std::printf("%-4s %-58s %.10g vs %.10g (rel %.1e)\n", ok ? "ok" : "FAIL", what.c_str(), got, want, e);
+}
+
+static std::vector<float> nans(size_t n) { return std::vector<float>(n, NAN); }
+
+// ---- references ------------------------------------------------------------------------------
+static std::vector<double> conv_ref(int h, int w, int ci, int co, const std::vector<float>& x, const std::vector<float>& wt,
+                                    const float* b, bool relu) {
+    std::vector<double> y((size_t)h * w * co);
+    for (int oy = 0; oy < h; oy++)
+        for (int ox = 0; ox < w; ox++)
+            for (int o = 0; o < co; o++) {
+                double acc = b ? b[o] : 0.0;
+                for (int ky = 0; ky < 3; ky++)
+                    for (int kx = 0; kx < 3; kx++) {
+                        int iy = oy + ky - 1, ix = ox + kx - 1;
+                        if (iy < 0 || iy >= h || ix < 0 || ix >= w) continue;
+                        for (int c = 0; c < ci; c++)
+                            acc += (double)x[((size_t)iy * w + ix) * ci + c] * wt[((size_t)(ky * 3 + kx) * ci + c) * co + o];
+                    }
+                y[((size_t)oy * w + ox) * co + o] = relu ? std::max(acc, 0.0) : acc;
+            }
+    return y;
+}
+
+static std::pair<int, int> gram_split(int hw, int c) {  // mirrors src/cuda/mod.rs
+    auto cdiv = [](long a, long b) { return (a + b - 1) / b; };
+    long nt = std::max(1L, cdiv(c, 64));
+    long pairs = nt * (nt + 1) / 2;
+    long target = std::clamp(cdiv(264, pairs), 1L, 128L);
+    long splits = std::max(1L, std::min(target, cdiv(hw, 256)));
+    long chunk = std::max(32L, cdiv(cdiv(hw, splits), 32) * 32);
+    return {(int)std::max(1L, cdiv(hw, chunk)), (int)chunk};
+}
+
+template <class K>
+static void launch_tiles(int m, int n, int z, K k) {
+    emu_launch({(unsigned)((m + 63) / 64), (unsigned)((n + 63) / 64), (unsigned)z}, 128, k);
+}
+static void launch_1d(size_t n, std::function<void()> k) { emu_launch({(unsigned)std::max<size_t>(1, (n + 255) / 256), 1, 1}, 256, k); }
+static unsigned reduce_blocks(size_t n) { return (unsigned)std::clamp<size_t>((n + 255) / 256, 1, 1024); }
+
+static double finish_sum(double* partials, unsigned blocks, bool max = false) {
+    double out = NAN;
+    emu_launch({1, 1, 1}, 256, [&] {
+        if (max) reduce_partials_max(partials, (int)blocks, &out);
+        else reduce_partials_f64(partials, (int)blocks, &out);
+    });
+    return out;
+}
+
+int main() {
+    const char* names[3] = {"fp32", "tf32", "bf16"};
+    const double tols[3] = {1e-5, 3e-3, 2e-2};
+
+    // ---- conv3x3 -------------------------------------------------------------------------
+    struct S { int h, w, ci, co; };
+    for (S s : {S{7, 9, 3, 8}, S{13, 11, 16, 24}, S{9, 70, 64, 72}, S{5, 6, 40, 3}, S{1, 1, 130, 65}, S{7, 5, 12, 20}, S{5, 6, 4, 132}, S{3, 4, 68, 4}}) {
+        auto x = randn((size_t)s.h * s.w * s.ci), wt = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.ci)));
+        auto b = randn(s.co, 0.1f), dy = randn((size_t)s.h * s.w * s.co), wf = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.co)));
+        auto y_ref = conv_ref(s.h, s.w, s.ci, s.co, x, wt, b.data(), true);
+        auto dx_ref = conv_ref(s.h, s.w, s.co, s.ci, dy, wf, nullptr, false);
+        for (int p = 0; p < 3; p++) {
+            auto y = nans(y_ref.size()), dx = nans(dx_ref.size());
+            launch_tiles(s.h * s.w, s.co, 1, [&] {
+                if (p == 0) conv3x3_fwd_fp32(x.data(), wt.data(), b.data(), y.data(), s.h, s.w, s.ci, s.co);
+                if (p == 1) conv3x3_fwd_tf32(x.data(), wt.data(), b.data(), y.data(), s.h, s.w, s.ci, s.co);
+                if (p == 2) conv3x3_fwd_bf16(x.data(), wt.data(), b.data(), y.data(), s.h, s.w, s.ci, s.co);
+            });
+            launch_tiles(s.h * s.w, s.ci, 1, [&] {
+                if (p == 0) conv3x3_bwd_input_fp32(dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co);
+                if (p == 1) conv3x3_bwd_input_tf32(dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co);
+                if (p == 2) conv3x3_bwd_input_bf16(dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co);
+            });
+            char buf[128];
+            std::snprintf(buf, sizeof buf, "conv3x3_fwd_%s %dx%d %d->%d", names[p], s.h, s.w, s.ci, s.co);
+            check(buf, y, y_ref, tols[p]);
+            std::snprintf(buf, sizeof buf, "conv3x3_bwd_input_%s %dx%d %d->%d", names[p], s.h, s.w, s.ci, s.co);
+            check(buf, dx, dx_ref, tols[p]);
+        }
+    }
+
+    // ---- Gram and its backward --------------------------------------------------------------
+    for (auto [hw, c] : {std::pair{37, 5}, std::pair{5000, 64}, std::pair{300, 130}, std::pair{4096, 8}, std::pair{77, 200}, std::pair{300, 132}, std::pair{999, 68}, std::pair{50, 4}}) {
+        auto f = randn((size_t)hw * c);
+        for (auto& v : f) v = std::max(v, 0.0f);
+        std::vector<double> g_ref((size_t)c * c);
+        for (int i = 0; i < c; i++)
+            for (int j = 0; j < c; j++) {
+                double acc = 0;
+                for (int q = 0; q < hw; q++) acc += (double)f[(size_t)q * c + i] * f[(size_t)q * c + j];
+                g_ref[(size_t)i * c + j] = acc / ((double)c * hw);
+            }
+        auto dg = randn((size_t)c * c), df0 = randn((size_t)hw * c, 1e-3f);
+        std::vector<double> df_ref(df0.begin(), df0.end());
+        for (int q = 0; q < hw; q++)
+            for (int n = 0; n < c; n++) {
+                double acc = 0;
+                for (int k = 0; k < c; k++) acc += (double)f[(size_t)q * c + k] * ((double)dg[(size_t)k * c + n] + dg[(size_t)n * c + k]);
+                df_ref[(size_t)q * c + n] += acc / ((double)c * hw);
+            }
+        auto [splits, chunk] = gram_split(hw, c);
+        for (int p = 0; p < 3; p++) {
+            std::vector<float> partials((size_t)splits * c * c, NAN), g = nans((size_t)c * c);
+            launch_tiles(c, c, splits, [&] {
+                if (p == 0) gram_partial_fp32(f.data(), partials.data(), hw, c, chunk);
+                if (p == 1) gram_partial_tf32(f.data(), partials.data(), hw, c, chunk);
+                if (p == 2) gram_partial_bf16(f.data(), partials.data(), hw, c, chunk);
+            });
+            launch_1d((size_t)c * c, [&] { gram_reduce(partials.data(), g.data(), c, splits, 1.0 / ((double)c * hw)); });
+            char buf[128];
+            std::snprintf(buf, sizeof buf, "gram_%s hw %d c %d (%d splits of %d)", names[p], hw, c, splits, chunk);
+            check(buf, g, g_ref, tols[p]);
+
+            std::vector<float> sym = nans((size_t)c * c), df = df0;
+            launch_1d((size_t)c * c, [&] { gram_bwd_sym(dg.data(), sym.data(), c, 1.0f / (float)(c * hw)); });
+            launch_tiles(hw, c, 1, [&] {
+                if (p == 0) gram_bwd_acc_fp32(f.data(), sym.data(), df.data(), hw, c);
+                if (p == 1) gram_bwd_acc_tf32(f.data(), sym.data(), df.data(), hw, c);
+                if (p == 2) gram_bwd_acc_bf16(f.data(), sym.data(), df.data(), hw, c);
+            });
+            std::snprintf(buf, sizeof buf, "gram_bwd_acc_%s hw %d c %d", names[p], hw, c);
+            check(buf, df, df_ref, tols[p]);
+        }
+    }
+
+    // ---- pool and relu ----------------------------------------------------------------------
+    for (int max_pool = 0; max_pool < 2; max_pool++)
+        for (auto [h, w, c] : {std::tuple{8, 6, 5}, std::tuple{7, 9, 3}, std::tuple{33, 17, 64}}) {
+            auto x = randn((size_t)h * w * c, 2.0f);
+            for (auto& v : x) v = std::round(v);  // ties
+            const int oh = h / 2, ow = w / 2;
+            auto dy = randn((size_t)oh * ow * c);
+            std::vector<double> y_ref((size_t)oh * ow * c), dx_ref((size_t)h * w * c, 0.0);
+            for (int oy = 0; oy < oh; oy++)
+                for (int ox = 0; ox < ow; ox++)
+                    for (int ch = 0; ch < c; ch++) {
+                        float v[4];
+                        size_t at[4];
+                        for (int k = 0; k < 4; k++) {
+                            at[k] = ((size_t)(2 * oy + k / 2) * w + 2 * ox + k % 2) * c + ch;
+                            v[k] = x[at[k]];
+                        }
+                        const size_t o = ((size_t)oy * ow + ox) * c + ch;
+                        int best = 0;
+                        for (int k = 1; k < 4; k++)
+                            if (v[k] > v[best]) best = k;
+                        y_ref[o] = max_pool ? v[best] : 0.25 * ((double)v[0] + v[1] + v[2] + v[3]);
+                        for (int k = 0; k < 4; k++) dx_ref[at[k]] = max_pool ? (k == best ? dy[o] : 0.0) : 0.25 * dy[o];
+                    }
+            auto y = nans(y_ref.size()), dx = nans(dx_ref.size());
+            launch_1d(y.size(), [&] { pool_fwd(x.data(), y.data(), h, w, c, max_pool); });
+            launch_1d(dx.size(), [&] { pool_bwd(x.data(), dy.data(), dx.data(), h, w, c, max_pool); });
+            char buf[128];
+            std::snprintf(buf, sizeof buf, "pool_fwd %s %dx%dx%d", max_pool ? "max" : "avg", h, w, c);
+            check(buf, y, y_ref, 1e-6);
+            std::snprintf(buf, sizeof buf, "pool_bwd %s %dx%dx%d", max_pool ? "max" : "avg", h, w, c);
+            check(buf, dx, dx_ref, 1e-6);
+        }
+    {
+        auto y = randn(3000), dy = randn(3000);
+        for (auto& v : y) v = v < 0.3f ? 0.0f : v;
+        std::vector<double> ref(3000);
+        for (int i = 0; i < 3000; i++) ref[i] = y[i] <= 0 ? 0.0 : dy[i];
+        launch_1d(3000, [&] { relu_bwd(y.data(), dy.data(), 3000); });
+        check("relu_bwd", dy, ref, 0.0);
+    }
+
+    // ---- losses -----------------------------------------------------------------------------
+    std::vector<double> partials(1024, NAN);
+    for (int n : {1, 1000, 70001}) {
+        auto f = randn(n), p = randn(n), df = randn(n, 0.1f);
+        const float weight = 5.0f, g = 2.0f * weight / n;
+        double sum = 0;
+        std::vector<double> df_ref(n);
+        for (int i = 0; i < n; i++) {
+            float d = f[i] - p[i];
+            sum += (double)d * d;
+            df_ref[i] = df[i] + (double)g * d;
+        }
+        const unsigned blocks = reduce_blocks(n);
+        emu_launch({blocks, 1, 1}, 256, [&] { content_loss_acc(f.data(), p.data(), df.data(), n, g, partials.data()); });
+        check_scalar("content loss n " + std::to_string(n), finish_sum(partials.data(), blocks), sum, 1e-6);
+        check("content loss gradient n " + std::to_string(n), df, df_ref, 1e-6);
+    }
+    for (int c : {3, 64, 130}) {
+        const int n = c * c;
+        auto g = randn(n), a = randn(n);
+        auto dg = nans(n);
+        const float k = 2.0f * 100.0f / n;
+        double sum = 0;
+        std::vector<double> dg_ref(n);
+        for (int i = 0; i < n; i++) {
+            float d = g[i] - a[i];
+            sum += (double)d * d;
+            dg_ref[i] = (double)k * d;
+        }
+        const unsigned blocks = reduce_blocks(n);
+        emu_launch({blocks, 1, 1}, 256, [&] { style_loss(g.data(), a.data(), dg.data(), n, k, partials.data()); });
+        check_scalar("style loss c " + std::to_string(c), finish_sum(partials.data(), blocks), sum, 1e-6);
+        check("style loss gradient c " + std::to_string(c), dg, dg_ref, 1e-6);
+    }
+    for (auto [h, w, c] : {std::tuple{1, 1, 3}, std::tuple{13, 17, 3}, std::tuple{64, 48, 3}}) {
+        const int n = h * w * c;
+        auto x = randn(n), dx = randn(n, 0.1f);
+        const float k = 2.0f * 1e-3f;
+        double sum = 0;
+        std::vector<double> dx_ref(dx.begin(), dx.end());
+        auto at = [&](int i, int j, int ch) { return (double)x[((size_t)i * w + j) * c + ch]; };
+        for (int i = 0; i < h; i++)
+            for (int j = 0; j < w; j++)
+                for (int ch = 0; ch < c; ch++) {
+                    const size_t o = ((size_t)i * w + j) * c + ch;
+                    if (i + 1 < h) { double d = at(i + 1, j, ch) - at(i, j, ch); sum += d * d; dx_ref[o] -= k * d; dx_ref[o + (size_t)w * c] += k * d; }
+                    if (j + 1 < w) { double d = at(i, j + 1, ch) - at(i, j, ch); sum += d * d; dx_ref[o] -= k * d; dx_ref[o + c] += k * d; }
+                }
+        const unsigned blocks = reduce_blocks(n);
+        emu_launch({blocks, 1, 1}, 256, [&] { tv_loss_acc(x.data(), dx.data(), h, w, c, k, partials.data()); });
+        const double got = finish_sum(partials.data(), blocks);
+        if (sum == 0) check_scalar("tv loss 1x1 (zero)", got + 1.0, 1.0, 0.0);
+        else check_scalar("tv loss " + std::to_string(h) + "x" + std::to_string(w), got, sum, 1e-6);
+        check("tv loss gradient " + std::to_string(h) + "x" + std::to_string(w), dx, dx_ref, 1e-6);
+    }
+
+    // ---- vector ops -------------------------------------------------------------------------
+    for (int n : {1, 255, 257, 40000}) {
+        auto a = randn(n), b = randn(n);
+        double dot = 0, asum = 0, amax = 0;
+        for (int i = 0; i < n; i++) { dot += (double)a[i] * b[i]; asum += std::fabs(a[i]); amax = std::max(amax, (double)std::fabs(a[i])); }
+        const unsigned blocks = reduce_blocks(n);
+        emu_launch({blocks, 1, 1}, 256, [&] { dot_partial(a.data(), b.data(), n, partials.data()); });
+        check_scalar("dot n " + std::to_string(n), finish_sum(partials.data(), blocks), dot, 1e-12);
+        emu_launch({blocks, 1, 1}, 256, [&] { asum_partial(a.data(), n, partials.data()); });
+        check_scalar("asum n " + std::to_string(n), finish_sum(partials.data(), blocks), asum, 1e-12);
+        emu_launch({blocks, 1, 1}, 256, [&] { amax_partial(a.data(), n, partials.data()); });
+        check_scalar("amax n " + std::to_string(n), finish_sum(partials.data(), blocks, true), amax, 0.0);
+
+        std::vector<double> y_ref(n), s_ref(n);
+        for (int i = 0; i < n; i++) { y_ref[i] = b[i] + (double)-0.7f * a[i]; s_ref[i] = (double)(1.5f * a[i]); }
+        auto y = b, s = a;
+        launch_1d(n, [&] { axpy(-0.7f, a.data(), y.data(), n); });
+        check("axpy n " + std::to_string(n), y, y_ref, 1e-7);
+        launch_1d(n, [&] { scale(1.5f, s.data(), n); });
+        check("scale n " + std::to_string(n), s, s_ref, 0.0);
+        auto fl = nans(n);
+        launch_1d(n, [&] { fill(fl.data(), n, 0.25f); });
+        check("fill n " + std::to_string(n), fl, std::vector<double>(n, 0.25), 0.0);
+
+        std::vector<float> prm = a, m(n, 0.0f), v(n, 0.0f);
+        std::vector<double> p_ref(a.begin(), a.end()), m_ref(n, 0.0), v_ref(n, 0.0);
+        for (int t = 1; t <= 3; t++) {
+            auto g = randn(n);
+            const float b1 = 0.9f, b2 = 0.999f, lr = 0.02f, eps = 1e-8f;
+            const float bc1 = 1.0f - std::pow(b1, (float)t), bc2 = 1.0f - std::pow(b2, (float)t);
+            const float step = lr / bc1, bc2s = std::sqrt(bc2);
+            launch_1d(n, [&] { adam_step(prm.data(), g.data(), m.data(), v.data(), n, b1, b2, eps, step, bc2s); });
+            for (int i = 0; i < n; i++) {
+                m_ref[i] = b1 * m_ref[i] + (1.0 - b1) * g[i];
+                v_ref[i] = b2 * v_ref[i] + (1.0 - b2) * (double)g[i] * g[i];
+                p_ref[i] -= step * m_ref[i] / (std::sqrt(v_ref[i]) / bc2s + eps);
+            }
+        }
+        check("adam param n " + std::to_string(n), prm, p_ref, 1e-5);
+    }
+
+    std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+    return failures ? 1 : 0;
+}
