@@ -5,7 +5,10 @@
 //! next conv means a pooling layer sat between them. Names follow the paper: relu{block}_{k}.
 
 pub mod file;
+pub mod pickle;
+pub mod pth;
 pub mod random;
+pub mod safetensors_file;
 
 pub use file::load_file;
 
