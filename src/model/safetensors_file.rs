@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
 /// Headers above this are refused (the crate's own limit is 100 MB).
-const MAX_HEADER: u64 = 100_000_000;
+pub const MAX_HEADER: u64 = 100_000_000;
 
 pub fn load(mut file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
     let file_len = file.metadata()?.len();
