@@ -130,6 +130,7 @@ fn expect_error(path: &Path, needles: &[&str]) -> String {
         Ok(_) => panic!("{} loaded", path.display()),
         Err(e) => e.to_string(),
     };
+    eprintln!("{e}");
     assert!(!e.contains('\n'), "not one line: {e}");
     assert!(e.starts_with(&path.display().to_string()), "does not name the file: {e}");
     assert!(needles.iter().any(|n| e.contains(n)), "{e}\n expected one of {needles:?}");
