@@ -117,6 +117,7 @@ fn activations_match_pytorch() {
             let (shape, reference) = g.array(&format!("act_{p}_{l}"));
             assert_eq!(shape, [h, w, c], "{p} {l}");
             let err = rel_max_err(&act, &reference);
+            eprintln!("{p} {l}: activation error {err:.1e}");
             assert!(err < 1e-4, "{p} {l}: activation error {err:e}");
         }
     }
@@ -133,6 +134,7 @@ fn grams_match_pytorch() {
             let (shape, reference) = g.array(&format!("gram_{p}_{l}"));
             assert_eq!(shape, [c, c]);
             let err = rel_max_err(&gram, &reference);
+            eprintln!("{p} {l}: Gram error {err:.1e}");
             assert!(err < 1e-4, "{p} {l}: Gram error {err:e}");
         }
     }
@@ -151,12 +153,27 @@ fn loss_terms_and_gradient_match_pytorch() {
             let want = g.num(&[&key, name]);
             // Each term must matter, or a wrong factor in it could hide.
             assert!(want > 0.05 * g.num(&[&key, "total"]), "{p} {name} = {want} is too small to test");
+            eprintln!("{p} {name}: {got} vs PyTorch {want} (rel {:.1e})", rel(got, want));
             assert!(rel(got, want) < 1e-4, "{p} {name}: {got} vs PyTorch {want} (rel {:e})", rel(got, want));
         }
         let (shape, reference) = g.array(&format!("grad_{p}"));
         assert_eq!(shape, [x.h, x.w, 3]);
         let err = rel_max_err(&grad, &reference);
+        eprintln!("{p}: gradient error {err:.1e}");
         assert!(err < 1e-4, "{p}: gradient error {err:e}");
+        // Each term's gradient alone (the others weighted 0).
+        for term in ["content", "style", "tv"] {
+            let mut s = spec(&g, pooling);
+            s.content_weight *= (term == "content") as u8 as f32;
+            s.style_weight *= (term == "style") as u8 as f32;
+            s.tv_weight *= (term == "tv") as u8 as f32;
+            let mut obj = Objective::new(&be, &vgg, s, &content, &[(style.clone(), 1.0)]).unwrap();
+            let mut grad = vec![0.0; x.data.len()];
+            obj.evaluate(&x.data, &mut grad).unwrap();
+            let err = rel_max_err(&grad, &g.array(&format!("grad_{p}_{term}")).1);
+            eprintln!("{p} {term}: gradient error {err:.1e}");
+            assert!(err < 1e-4, "{p} {term}: gradient error {err:e}");
+        }
     }
 }
 

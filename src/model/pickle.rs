@@ -517,6 +517,22 @@ mod tests {
         t.check_contiguous("x").unwrap();
     }
 
+    /// Old torch (torchvision's 2017 files): Python 2 string keys, `_rebuild_tensor` (v1), an
+    /// OrderedDict filled by SETITEMS then BUILD with its `_metadata`, and a storage view
+    /// ('storage', HalfStorage, 'k', 'cpu', 10, ('root', 4, 10)).
+    #[test]
+    fn old_style_state_dict() {
+        let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(U\x11features.2.weight".to_vec();
+        p.extend(b"ctorch._utils\n_rebuild_tensor\n((U\x07storagectorch\nHalfStorage\nq\x02U\x01kU\x03cpuK\x0a");
+        p.extend(b"(U\x04rootK\x04K\x0attQK\x01(K\x02K\x03t(K\x03K\x01ttRu}U\x09_metadata}sb.");
+        let v = run(&p).unwrap();
+        let items = dict_items(&v).unwrap();
+        assert_eq!(items[0].0.as_str().unwrap(), "features.2.weight");
+        let Value::Tensor(t) = &items[0].1 else { panic!("not a tensor: {:?}", items[0].1) };
+        assert_eq!(t.storage, StorageRef { key: "root".into(), dtype: DType::F16, size: 10, view_offset: 4 });
+        assert_eq!((t.offset, t.shape.clone(), t.stride.clone()), (5, vec![2, 3], vec![3, 1]));
+    }
+
     #[test]
     fn basic_values_and_memo() {
         // (1, -2, 300, 2**40, 'a', b'b', None, True, 1.5, [7, 7]) with a memoised 7 and a LONG1.
