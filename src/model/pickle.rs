@@ -7,6 +7,7 @@
 
 use anyhow::{anyhow, bail, ensure, Result};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::Read;
 use std::rc::Rc;
 
@@ -61,13 +62,15 @@ pub struct TensorRef {
 }
 
 impl TensorRef {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
+    /// Element count; `None` if it overflows (a damaged or hostile file).
+    pub fn numel(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 
     /// Checks the layout is C-contiguous (size-1 dimensions may have any stride).
     pub fn check_contiguous(&self, name: &str) -> Result<()> {
         ensure!(self.shape.len() == self.stride.len(), "{name}: shape {:?} and stride {:?} differ in rank", self.shape, self.stride);
+        ensure!(self.numel().is_some(), "{name}: shape {:?} is too large", self.shape);
         let mut expect = 1usize;
         for (&n, &s) in self.shape.iter().zip(&self.stride).rev() {
             ensure!(n == 1 || s == expect, "{name}: stride {:?} for shape {:?} is not contiguous", self.stride, self.shape);
@@ -229,7 +232,8 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
     let mut inp = Input { r };
     let mut stack: Vec<Value> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
-    let mut memo: Vec<Option<Value>> = Vec::new();
+    // A map, not a vector: memo indices come from the file and may be sparse.
+    let mut memo: HashMap<usize, Value> = HashMap::new();
     let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| anyhow!("malformed pickle: stack underflow"));
     let pop_mark = |stack: &mut Vec<Value>, marks: &mut Vec<usize>| -> Result<Vec<Value>> {
         let m = marks.pop().ok_or_else(|| anyhow!("malformed pickle: no MARK"))?;
@@ -381,17 +385,12 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
                     _ => memo.len(),
                 };
                 let top = stack.last().cloned().ok_or_else(|| anyhow!("malformed pickle: stack underflow"))?;
-                // Memo indices are small and dense in real files; refuse sparse huge ones.
-                ensure!(idx <= memo.len() + 1_000_000, "malformed pickle: memo index {idx}");
-                if idx >= memo.len() {
-                    memo.resize(idx + 1, None);
-                }
-                memo[idx] = Some(top);
+                memo.insert(idx, top);
             }
             b'h' | b'j' => {
                 // BINGET, LONG_BINGET
                 let idx = if op == b'h' { inp.u8()? as usize } else { u32::from_le_bytes(inp.arr()?) as usize };
-                let v = memo.get(idx).cloned().flatten().ok_or_else(|| anyhow!("malformed pickle: memo entry {idx} is missing"))?;
+                let v = memo.get(&idx).cloned().ok_or_else(|| anyhow!("malformed pickle: memo entry {idx} is missing"))?;
                 stack.push(v);
             }
             b'Q' => {

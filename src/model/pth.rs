@@ -28,12 +28,12 @@ fn wanted_tensors(state: &Value, want: &dyn Fn(&str) -> bool) -> Result<(Vec<(St
 fn byte_range(name: &str, t: &TensorRef, storage_bytes: u64) -> Result<(u64, usize)> {
     let es = t.storage.dtype.size() as u64;
     let start = t.offset.checked_mul(es).ok_or_else(|| anyhow!("{name}: storage offset overflows"))?;
-    let len = (t.numel() as u64).checked_mul(es).ok_or_else(|| anyhow!("{name}: size overflows"))?;
+    let len = t.numel().and_then(|n| (n as u64).checked_mul(es)).ok_or_else(|| anyhow!("{name}: size overflows"))?;
     ensure!(
         start.checked_add(len).is_some_and(|end| end <= storage_bytes),
-        "{name}: elements {}..{} lie outside its storage of {} elements (file truncated or corrupt)",
+        "{name}: {} elements from offset {} lie outside its storage of {} elements (file truncated or corrupt)",
+        len / es,
         t.offset,
-        t.offset + t.numel() as u64,
         storage_bytes / es
     );
     Ok((start, len as usize))
@@ -65,8 +65,10 @@ pub fn load_zip(file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor
         let mut entry = zip.by_name(&entry_name).map_err(|e| anyhow!("{name}: storage {entry_name} is missing ({e})"))?;
         let (start, len) = byte_range(&name, &t, entry.size())?;
         io::copy(&mut (&mut entry).take(start), &mut io::sink())?;
-        let mut bytes = vec![0u8; len];
-        entry.read_exact(&mut bytes).map_err(|e| anyhow!("{name}: cannot read storage {entry_name} ({e})"))?;
+        // Grows as bytes arrive: a forged entry size cannot make us allocate up front.
+        let mut bytes = Vec::new();
+        (&mut entry).take(len as u64).read_to_end(&mut bytes).map_err(|e| anyhow!("{name}: cannot read storage {entry_name} ({e})"))?;
+        ensure!(bytes.len() == len, "{name}: storage {entry_name} is truncated");
         out.push(RawTensor { name, shape: t.shape, data: t.storage.dtype.to_f32(&bytes) });
     }
     Ok(out)
