@@ -77,8 +77,9 @@ pub fn read_features(path: &Path) -> Result<Vec<RawTensor>> {
 
 /// Pairs weights with biases by N and builds the layer table.
 pub fn vgg_from_tensors(tensors: Vec<RawTensor>, source: String) -> Result<Vgg> {
-    // N -> (weight shape, weight, bias)
-    let mut by_index: BTreeMap<usize, (Option<(Vec<usize>, Vec<f32>)>, Option<(Vec<usize>, Vec<f32>)>)> = BTreeMap::new();
+    // N -> (weight, bias), each (shape, values)
+    type Slot = Option<(Vec<usize>, Vec<f32>)>;
+    let mut by_index: BTreeMap<usize, (Slot, Slot)> = BTreeMap::new();
     for t in tensors {
         let (n, is_weight) = feature_key(&t.name).ok_or_else(|| anyhow!("unexpected tensor {}", t.name))?;
         let slot = by_index.entry(n).or_default();

@@ -45,9 +45,9 @@ impl DType {
 pub struct StorageRef {
     pub key: String,
     pub dtype: DType,
-    /// Elements in the storage.
+    /// Elements in the (root) storage, as the persistent id says.
     pub size: u64,
-    /// Legacy views of a root storage: element offset into the root storage named by `key`.
+    /// Old torch's storage views: element offset of the view into the root storage `key`.
     pub view_offset: u64,
 }
 
@@ -433,13 +433,12 @@ fn persistent_storage(pid: &Value) -> Result<StorageRef> {
     };
     let size = u64::try_from(t[4].as_int()?).map_err(|_| anyhow!("negative storage size in the pickle"))?;
     let mut s = StorageRef { key, dtype, size, view_offset: 0 };
-    // Legacy views of a storage: (root key, offset, view size).
+    // Old torch's views of a storage: `key` names the root storage (whose bytes the file holds)
+    // and view metadata is (view key, element offset into the root, view size).
     if let Some(view) = t.get(5).filter(|v| !matches!(v, Value::None)) {
         let v = view.items()?;
         ensure!(v.len() == 3, "pickle storage view metadata has {} items, expected 3", v.len());
-        s.key = v[0].as_str()?.to_string();
         s.view_offset = u64::try_from(v[1].as_int()?).map_err(|_| anyhow!("negative storage view offset"))?;
-        s.size = u64::try_from(v[2].as_int()?).map_err(|_| anyhow!("negative storage view size"))?;
     }
     Ok(s)
 }
@@ -518,17 +517,17 @@ mod tests {
 
     /// Old torch (torchvision's 2017 files): Python 2 string keys, `_rebuild_tensor` (v1), an
     /// OrderedDict filled by SETITEMS then BUILD with its `_metadata`, and a storage view
-    /// ('storage', HalfStorage, 'k', 'cpu', 10, ('root', 4, 10)).
+    /// ('storage', HalfStorage, 'root', 'cpu', 20, ('view', 4, 10)).
     #[test]
     fn old_style_state_dict() {
         let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(U\x11features.2.weight".to_vec();
-        p.extend(b"ctorch._utils\n_rebuild_tensor\n((U\x07storagectorch\nHalfStorage\nq\x02U\x01kU\x03cpuK\x0a");
-        p.extend(b"(U\x04rootK\x04K\x0attQK\x01(K\x02K\x03t(K\x03K\x01ttRu}U\x09_metadata}sb.");
+        p.extend(b"ctorch._utils\n_rebuild_tensor\n((U\x07storagectorch\nHalfStorage\nq\x02U\x04rootU\x03cpuK\x14");
+        p.extend(b"(U\x04viewK\x04K\x0attQK\x01(K\x02K\x03t(K\x03K\x01ttRu}U\x09_metadata}sb.");
         let v = run(&p).unwrap();
         let items = dict_items(&v).unwrap();
         assert_eq!(items[0].0.as_str().unwrap(), "features.2.weight");
         let Value::Tensor(t) = &items[0].1 else { panic!("not a tensor: {:?}", items[0].1) };
-        assert_eq!(t.storage, StorageRef { key: "root".into(), dtype: DType::F16, size: 10, view_offset: 4 });
+        assert_eq!(t.storage, StorageRef { key: "root".into(), dtype: DType::F16, size: 20, view_offset: 4 });
         assert_eq!((t.offset, t.shape.clone(), t.stride.clone()), (5, vec![2, 3], vec![3, 1]));
     }
 

@@ -8,8 +8,11 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
 
-/// Tensors of the state dict whose key `want`s, still unread.
-fn wanted_tensors(state: &Value, want: &dyn Fn(&str) -> bool) -> Result<(Vec<(String, TensorRef)>, HashMap<String, DType>)> {
+/// (key, tensor) pairs, still unread.
+type Tensors = Vec<(String, TensorRef)>;
+
+/// Tensors of the state dict whose key `want`s, and the dtype of every storage the dict uses.
+fn wanted_tensors(state: &Value, want: &dyn Fn(&str) -> bool) -> Result<(Tensors, HashMap<String, DType>)> {
     let mut out = Vec::new();
     let mut dtypes = HashMap::new();
     for (k, v) in pickle::dict_items(state)? {
