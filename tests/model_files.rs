@@ -49,6 +49,17 @@ fn all_three_formats_load_the_same_network() {
     }
 }
 
+/// Pickle protocol 4 (torch.save(pickle_protocol=4)), zip and legacy: the first two convs.
+#[test]
+fn pickle_protocol_4_files() {
+    let full = table(&load_file(&fixture(FILES[0])).unwrap());
+    for f in ["head_proto4_zip.pth", "head_proto4_legacy.pth"] {
+        let head = load_file(&fixture(f)).unwrap();
+        assert_eq!(head.relu_names(), ["relu1_1", "relu1_2"], "{f}");
+        assert!(table(&head)[..] == full[..2], "{f} differs from {}", FILES[0]);
+    }
+}
+
 #[test]
 fn classifier_tensors_are_not_read() {
     for f in FILES {
