@@ -241,3 +241,35 @@ fn forbidden_global_is_refused() {
     w.finish().unwrap();
     expect_error(&p, &["builtins.exec"]);
 }
+
+/// Random byte changes in the headers, pickles and zip directory: an error or a network, never a
+/// panic (a panic fails the test).
+#[test]
+fn corrupted_bytes_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = neural_style::rng::Rng::new(11);
+    let mut pick = |n: usize| ((rng.normal().abs() * 1e6) as usize) % n;
+    for f in FILES {
+        let bytes = std::fs::read(fixture(f)).unwrap();
+        let n = bytes.len();
+        let (mut ok, mut failed) = (0, 0);
+        for i in 0..300 {
+            let mut b = bytes.clone();
+            for _ in 0..1 + i % 3 {
+                // The first and last 3000 bytes: headers, pickles, the zip's central directory.
+                let at = if pick(2) == 0 { pick(3000) } else { n - 1 - pick(3000) };
+                b[at] = pick(256) as u8;
+            }
+            let p = dir.path().join(format!("mutated_{i}_{f}"));
+            std::fs::write(&p, &b).unwrap();
+            match load_file(&p) {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    assert!(!e.to_string().contains('\n'), "{e}");
+                    failed += 1;
+                }
+            }
+        }
+        eprintln!("{f}: {ok} loaded, {failed} refused");
+    }
+}

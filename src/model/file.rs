@@ -58,12 +58,21 @@ fn detect(head: &[u8]) -> Result<Format> {
     bail!("not a model file (expected a PyTorch .pth or a .safetensors file)")
 }
 
+/// One printable line of at most ~300 characters: messages may quote names read from a damaged
+/// file (control characters, megabytes of garbage).
+fn one_line(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    let msg: String = format!("{e:#}").chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect();
+    let short: String = msg.chars().take(300).collect();
+    let ellipsis = if short.len() < msg.len() { "…" } else { "" };
+    anyhow!("{}: {short}{ellipsis}", path.display())
+}
+
 /// Reads the feature tensors of any supported file.
 pub fn read_features(path: &Path) -> Result<Vec<RawTensor>> {
     let mut file = File::open(path).map_err(|e| anyhow!("{}: cannot open ({e})", path.display()))?;
     let mut head = Vec::with_capacity(9);
     (&mut file).take(9).read_to_end(&mut head)?;
-    let format = detect(&head).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+    let format = detect(&head).map_err(|e| one_line(path, e))?;
     drop(file);
     let file = File::open(path)?;
     let want = |k: &str| feature_key(k).is_some();
@@ -72,7 +81,7 @@ pub fn read_features(path: &Path) -> Result<Vec<RawTensor>> {
         Format::Legacy => pth::load_legacy(file, &want),
         Format::Safetensors => safetensors_file::load(file, &want),
     }
-    .map_err(|e| anyhow!("{}: {e:#}", path.display()))
+    .map_err(|e| one_line(path, e))
 }
 
 /// Pairs weights with biases by N and builds the layer table.
@@ -102,7 +111,7 @@ pub fn vgg_from_tensors(tensors: Vec<RawTensor>, source: String) -> Result<Vgg> 
 pub fn load_file(path: &Path) -> Result<Vgg> {
     let tensors = read_features(path)?;
     let source = path.display().to_string();
-    vgg_from_tensors(tensors, source.clone()).map_err(|e| anyhow!("{source}: wrong layout: {e:#}"))
+    vgg_from_tensors(tensors, source).map_err(|e| one_line(path, e.context("wrong layout")))
 }
 
 #[cfg(test)]
