@@ -6,7 +6,7 @@ use super::{pth, safetensors_file, Vgg};
 use anyhow::{anyhow, bail, ensure, Result};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 /// A tensor read from a file, converted to f32, in its file's (row-major) layout.
@@ -54,7 +54,7 @@ fn detect(head: &[u8]) -> Result<Format> {
             return Ok(Format::Safetensors);
         }
     }
-    ensure!(head.len() >= 9, "file of {} bytes is too short to be a model file", head.len());
+    ensure!(head.len() >= 9, "a {}-byte file is too short to be a model file", head.len());
     bail!("not a model file (expected a PyTorch .pth or a .safetensors file)")
 }
 
@@ -69,19 +69,20 @@ fn one_line(path: &Path, e: anyhow::Error) -> anyhow::Error {
 
 /// Reads the feature tensors of any supported file.
 pub fn read_features(path: &Path) -> Result<Vec<RawTensor>> {
-    let mut file = File::open(path).map_err(|e| anyhow!("{}: cannot open ({e})", path.display()))?;
-    let mut head = Vec::with_capacity(9);
-    (&mut file).take(9).read_to_end(&mut head)?;
-    let format = detect(&head).map_err(|e| one_line(path, e))?;
-    drop(file);
-    let file = File::open(path)?;
-    let want = |k: &str| feature_key(k).is_some();
-    match format {
-        Format::Zip => pth::load_zip(file, &want),
-        Format::Legacy => pth::load_legacy(file, &want),
-        Format::Safetensors => safetensors_file::load(file, &want),
-    }
-    .map_err(|e| one_line(path, e))
+    let read = || -> Result<Vec<RawTensor>> {
+        let mut file = File::open(path).map_err(|e| anyhow!("cannot open ({e})"))?;
+        let mut head = Vec::with_capacity(9);
+        (&mut file).take(9).read_to_end(&mut head)?;
+        let format = detect(&head)?;
+        file.rewind()?;
+        let want = |k: &str| feature_key(k).is_some();
+        match format {
+            Format::Zip => pth::load_zip(file, &want),
+            Format::Legacy => pth::load_legacy(file, &want),
+            Format::Safetensors => safetensors_file::load(file, &want),
+        }
+    };
+    read().map_err(|e| one_line(path, e))
 }
 
 /// Pairs weights with biases by N and builds the layer table.

@@ -4,7 +4,7 @@
 use super::file::RawTensor;
 use super::pickle::{self, DType, TensorRef, Value};
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
 
@@ -55,7 +55,7 @@ pub fn load_zip(file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor
     if let Ok(mut bo) = zip.by_name(&format!("{prefix}byteorder")) {
         let mut s = String::new();
         bo.read_to_string(&mut s)?;
-        ensure!(s.trim() == "little", "tensors are stored {s}-endian; only little-endian files are supported");
+        ensure!(s.trim() == "little", "tensors are stored {}-endian; only little-endian files are supported", s.trim());
     }
     let state = {
         let entry = zip.by_name(&pkl_name).map_err(|e| anyhow!("cannot read {pkl_name} ({e})"))?;
@@ -97,7 +97,7 @@ pub fn load_legacy(file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTen
     let state = pickle::load(&mut r)?;
     let (tensors, dtypes) = wanted_tensors(&state, want)?;
     let keys = pickle::load(&mut r)?.items()?;
-    let needed: HashMap<&str, ()> = tensors.iter().map(|(_, t)| (t.storage.key.as_str(), ())).collect();
+    let needed: HashSet<&str> = tensors.iter().map(|(_, t)| t.storage.key.as_str()).collect();
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     for key in keys {
         let key = key.as_str()?.to_string();
@@ -107,7 +107,7 @@ pub fn load_legacy(file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTen
         let bytes = u64::from_le_bytes(count).checked_mul(dtype.size() as u64).ok_or_else(|| anyhow!("storage {key}: size overflows"))?;
         let pos = r.stream_position()?;
         ensure!(pos.checked_add(bytes).is_some_and(|end| end <= file_len), "file is truncated (storage {key} needs {bytes} bytes, {} left)", file_len - pos);
-        if needed.contains_key(key.as_str()) {
+        if needed.contains(key.as_str()) {
             let mut data = vec![0u8; bytes as usize];
             r.read_exact(&mut data)?;
             storages.insert(key, data);
