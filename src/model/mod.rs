@@ -3,9 +3,16 @@
 //! Files hold torchvision's `features.N.weight` / `features.N.bias` tensors. The layer table is
 //! read off the file: conv N is followed by its ReLU at N+1, and a gap of three indices to the
 //! next conv means a pooling layer sat between them. Names follow the paper: relu{block}_{k}.
+//!
+//! [`load_file`] reads `.pth` (PyTorch's zip serialisation and the legacy one of torchvision's
+//! `vgg19-dcbb9e9d.pth`) through a restricted pickle reader that never runs code ([`pickle`]),
+//! and `.safetensors` (f32, f16, bf16); it reads only the `features.*` tensors.
 
 pub mod file;
+pub mod pickle;
+pub mod pth;
 pub mod random;
+pub mod safetensors_file;
 
 pub use file::load_file;
 

@@ -1,0 +1,615 @@
+//! A minimal, safe pickle reader: just what a PyTorch state dict needs.
+//!
+//! It never runs code: `GLOBAL`/`STACK_GLOBAL` resolve only names on an allow-list to inert
+//! markers, `REDUCE` knows how to "call" each of them, and every other opcode or name is refused
+//! with an error. Tensors come out as [`TensorRef`]s (storage key, dtype, offset, shape, stride);
+//! their bytes are read later, and only for the tensors the caller wants.
+
+use anyhow::{anyhow, bail, ensure, Result};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Read;
+use std::rc::Rc;
+
+/// Element type of a storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F64,
+    F16,
+    BF16,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F64 => 8,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// Little-endian bytes (len = n * size) -> f32.
+    pub fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            DType::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32).collect(),
+            DType::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            DType::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        }
+    }
+}
+
+/// A storage as a persistent id names it: `('storage', type, key, location, size[, view])`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageRef {
+    pub key: String,
+    pub dtype: DType,
+    /// Elements in the (root) storage, as the persistent id says.
+    pub size: u64,
+    /// Old torch's storage views: element offset of the view into the root storage `key`.
+    pub view_offset: u64,
+}
+
+/// A tensor whose bytes have not been read: elements `offset ..` of `storage`, laid out by stride.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorRef {
+    pub storage: StorageRef,
+    /// In elements, from the start of the (root) storage.
+    pub offset: u64,
+    pub shape: Vec<usize>,
+    pub stride: Vec<usize>,
+}
+
+impl TensorRef {
+    /// Element count; `None` if it overflows (a damaged or hostile file).
+    pub fn numel(&self) -> Option<usize> {
+        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+    }
+
+    /// Checks the layout is C-contiguous (size-1 dimensions may have any stride).
+    pub fn check_contiguous(&self, name: &str) -> Result<()> {
+        ensure!(self.shape.len() == self.stride.len(), "{name}: shape {:?} and stride {:?} differ in rank", self.shape, self.stride);
+        ensure!(self.numel().is_some(), "{name}: shape {:?} is too large", self.shape);
+        let mut expect = 1usize;
+        for (&n, &s) in self.shape.iter().zip(&self.stride).rev() {
+            ensure!(n == 1 || s == expect, "{name}: stride {:?} for shape {:?} is not contiguous", self.stride, self.shape);
+            expect *= n;
+        }
+        Ok(())
+    }
+}
+
+/// Callables the allow-list lets a pickle name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Global {
+    OrderedDict,
+    RebuildTensor,
+    RebuildTensorV2,
+    RebuildParameter,
+    StorageType(DType),
+}
+
+fn resolve_global(module: &str, name: &str) -> Result<Global> {
+    Ok(match (module, name) {
+        ("collections", "OrderedDict") => Global::OrderedDict,
+        ("torch._utils", "_rebuild_tensor") => Global::RebuildTensor,
+        ("torch._utils", "_rebuild_tensor_v2") => Global::RebuildTensorV2,
+        ("torch._utils", "_rebuild_parameter") => Global::RebuildParameter,
+        ("torch", "FloatStorage") => Global::StorageType(DType::F32),
+        ("torch", "DoubleStorage") => Global::StorageType(DType::F64),
+        ("torch", "HalfStorage") => Global::StorageType(DType::F16),
+        ("torch", "BFloat16Storage") => Global::StorageType(DType::BF16),
+        _ => bail!("pickle refers to {module}.{name}, which is not allowed in a weights file (only state-dict tensors are read)"),
+    })
+}
+
+/// A pickled value. Lists and dicts are shared (as in Python), so memo references see mutations
+/// and a deeply repeated reference costs nothing.
+#[derive(Clone, Debug)]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Rc<Vec<Value>>),
+    List(Rc<RefCell<Vec<Value>>>),
+    /// Insertion-ordered pairs (keys are not hashed; duplicates: the last wins on lookup).
+    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Global(Global),
+    Storage(StorageRef),
+    Tensor(TensorRef),
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::Tuple(_) => "tuple",
+            Value::List(_) => "list",
+            Value::Dict(_) => "dict",
+            Value::Global(_) => "global",
+            Value::Storage(_) => "storage",
+            Value::Tensor(_) => "tensor",
+        }
+    }
+
+    pub fn as_int(&self) -> Result<i128> {
+        match self {
+            Value::Int(i) => Ok(*i),
+            Value::Bool(b) => Ok(*b as i128),
+            v => bail!("expected an int in the pickle, found a {}", v.kind()),
+        }
+    }
+
+    pub fn as_str(&self) -> Result<&str> {
+        match self {
+            Value::Str(s) => Ok(s),
+            v => bail!("expected a string in the pickle, found a {}", v.kind()),
+        }
+    }
+
+    /// Items of a tuple or list.
+    pub fn items(&self) -> Result<Vec<Value>> {
+        match self {
+            Value::Tuple(t) => Ok(t.as_ref().clone()),
+            Value::List(l) => Ok(l.borrow().clone()),
+            v => bail!("expected a tuple in the pickle, found a {}", v.kind()),
+        }
+    }
+
+    fn usizes(&self, what: &str) -> Result<Vec<usize>> {
+        self.items()?
+            .iter()
+            .map(|v| usize::try_from(v.as_int()?).map_err(|_| anyhow!("negative or huge {what} in the pickle")))
+            .collect()
+    }
+}
+
+/// Source of pickle bytes with the few reads the opcodes need; `Truncated` errors say so.
+struct Input<'r, R: Read> {
+    r: &'r mut R,
+}
+
+impl<R: Read> Input<'_, R> {
+    fn bytes(&mut self, n: usize) -> Result<Vec<u8>> {
+        // Grows as bytes arrive, so a bogus length in a damaged file cannot allocate gigabytes.
+        let mut v = Vec::new();
+        (&mut *self.r).take(n as u64).read_to_end(&mut v)?;
+        ensure!(v.len() == n, "file is truncated (pickle data ends early)");
+        Ok(v)
+    }
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        self.r.read_exact(&mut a).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => anyhow!("file is truncated (pickle data ends early)"),
+            _ => e.into(),
+        })?;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.arr::<1>()?[0])
+    }
+    fn line(&mut self) -> Result<String> {
+        let mut s = Vec::new();
+        loop {
+            match self.u8()? {
+                b'\n' => break,
+                c => s.push(c),
+            }
+            ensure!(s.len() < 1024, "pickle GLOBAL name is too long");
+        }
+        String::from_utf8(s).map_err(|_| anyhow!("pickle GLOBAL name is not UTF-8"))
+    }
+}
+
+fn string(b: Vec<u8>) -> Result<Value> {
+    Ok(Value::Str(String::from_utf8(b).map_err(|_| anyhow!("pickle string is not valid UTF-8"))?))
+}
+
+/// Two's-complement little-endian integer of up to 16 bytes.
+fn long(b: &[u8]) -> Result<i128> {
+    ensure!(b.len() <= 16, "pickle integer of {} bytes is too large", b.len());
+    if b.is_empty() {
+        return Ok(0);
+    }
+    let fill = if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 };
+    let mut a = [fill; 16];
+    a[..b.len()].copy_from_slice(b);
+    Ok(i128::from_le_bytes(a))
+}
+
+/// Reads one pickle (up to and including STOP) from `r` and returns its value. `r` is left just
+/// after the STOP opcode, so consecutive pickles (legacy .pth) can be read one after another.
+pub fn load<R: Read>(r: &mut R) -> Result<Value> {
+    let mut inp = Input { r };
+    let mut stack: Vec<Value> = Vec::new();
+    let mut marks: Vec<usize> = Vec::new();
+    // A map, not a vector: memo indices come from the file and may be sparse.
+    let mut memo: HashMap<usize, Value> = HashMap::new();
+    let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| anyhow!("malformed pickle: stack underflow"));
+    let pop_mark = |stack: &mut Vec<Value>, marks: &mut Vec<usize>| -> Result<Vec<Value>> {
+        let m = marks.pop().ok_or_else(|| anyhow!("malformed pickle: no MARK"))?;
+        ensure!(m <= stack.len(), "malformed pickle: MARK above the stack");
+        Ok(stack.split_off(m))
+    };
+    loop {
+        let op = inp.u8()?;
+        match op {
+            0x80 => {
+                // PROTO
+                let p = inp.u8()?;
+                ensure!(p <= 5, "pickle protocol {p} is not supported");
+            }
+            0x95 => {
+                inp.arr::<8>()?; // FRAME: a length hint only
+            }
+            b'.' => return pop(&mut stack), // STOP
+            b'c' => {
+                // GLOBAL "module\nname\n"
+                let module = inp.line()?;
+                let name = inp.line()?;
+                stack.push(Value::Global(resolve_global(&module, &name)?));
+            }
+            0x93 => {
+                // STACK_GLOBAL
+                let name = pop(&mut stack)?;
+                let module = pop(&mut stack)?;
+                stack.push(Value::Global(resolve_global(module.as_str()?, name.as_str()?)?));
+            }
+            b'(' => marks.push(stack.len()), // MARK
+            b'0' => {
+                pop(&mut stack)?; // POP
+            }
+            b'1' => {
+                pop_mark(&mut stack, &mut marks)?; // POP_MARK
+            }
+            b'2' => {
+                // DUP
+                let top = stack.last().cloned().ok_or_else(|| anyhow!("malformed pickle: stack underflow"))?;
+                stack.push(top);
+            }
+            b')' => stack.push(Value::Tuple(Rc::new(Vec::new()))),
+            b't' => {
+                let items = pop_mark(&mut stack, &mut marks)?;
+                stack.push(Value::Tuple(Rc::new(items)));
+            }
+            0x85..=0x87 => {
+                // TUPLE1..3
+                let n = (op - 0x84) as usize;
+                ensure!(stack.len() >= n, "malformed pickle: stack underflow");
+                let items = stack.split_off(stack.len() - n);
+                stack.push(Value::Tuple(Rc::new(items)));
+            }
+            b']' => stack.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+            b'l' => {
+                let items = pop_mark(&mut stack, &mut marks)?;
+                stack.push(Value::List(Rc::new(RefCell::new(items))));
+            }
+            b'}' => stack.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+            b'd' => {
+                let items = pop_mark(&mut stack, &mut marks)?;
+                ensure!(items.len() % 2 == 0, "malformed pickle: DICT with an odd number of items");
+                let pairs = items.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect();
+                stack.push(Value::Dict(Rc::new(RefCell::new(pairs))));
+            }
+            b's' | b'u' => {
+                // SETITEM, SETITEMS
+                let items = if op == b's' {
+                    ensure!(stack.len() >= 2, "malformed pickle: stack underflow");
+                    stack.split_off(stack.len() - 2)
+                } else {
+                    pop_mark(&mut stack, &mut marks)?
+                };
+                ensure!(items.len() % 2 == 0, "malformed pickle: SETITEMS with an odd number of items");
+                match stack.last() {
+                    Some(Value::Dict(d)) => d.borrow_mut().extend(items.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone()))),
+                    Some(v) => bail!("malformed pickle: SETITEM on a {}", v.kind()),
+                    None => bail!("malformed pickle: stack underflow"),
+                }
+            }
+            b'a' | b'e' => {
+                // APPEND, APPENDS
+                let items = if op == b'a' { vec![pop(&mut stack)?] } else { pop_mark(&mut stack, &mut marks)? };
+                match stack.last() {
+                    Some(Value::List(l)) => l.borrow_mut().extend(items),
+                    Some(v) => bail!("malformed pickle: APPEND on a {}", v.kind()),
+                    None => bail!("malformed pickle: stack underflow"),
+                }
+            }
+            b'J' => stack.push(Value::Int(i32::from_le_bytes(inp.arr()?) as i128)),
+            b'K' => stack.push(Value::Int(inp.u8()? as i128)),
+            b'M' => stack.push(Value::Int(u16::from_le_bytes(inp.arr()?) as i128)),
+            0x8a => {
+                // LONG1
+                let n = inp.u8()? as usize;
+                stack.push(Value::Int(long(&inp.bytes(n)?)?));
+            }
+            0x8b => {
+                // LONG4
+                let n = u32::from_le_bytes(inp.arr()?) as usize;
+                ensure!(n <= 16, "pickle integer of {n} bytes is too large");
+                stack.push(Value::Int(long(&inp.bytes(n)?)?));
+            }
+            b'G' => stack.push(Value::Float(f64::from_be_bytes(inp.arr()?))),
+            b'X' => {
+                let n = u32::from_le_bytes(inp.arr()?) as usize;
+                stack.push(string(inp.bytes(n)?)?);
+            }
+            0x8c => {
+                let n = inp.u8()? as usize;
+                stack.push(string(inp.bytes(n)?)?);
+            }
+            0x8d => {
+                let n = usize::try_from(u64::from_le_bytes(inp.arr()?))?;
+                stack.push(string(inp.bytes(n)?)?);
+            }
+            // BINSTRING, SHORT_BINSTRING: Python 2 str (old checkpoints' keys); ASCII in practice.
+            b'T' => {
+                let n = u32::from_le_bytes(inp.arr()?) as usize;
+                let b = inp.bytes(n)?;
+                stack.push(Value::Str(b.iter().map(|&c| c as char).collect()));
+            }
+            b'U' => {
+                let n = inp.u8()? as usize;
+                let b = inp.bytes(n)?;
+                stack.push(Value::Str(b.iter().map(|&c| c as char).collect()));
+            }
+            b'B' => {
+                let n = u32::from_le_bytes(inp.arr()?) as usize;
+                stack.push(Value::Bytes(inp.bytes(n)?));
+            }
+            b'C' => {
+                let n = inp.u8()? as usize;
+                stack.push(Value::Bytes(inp.bytes(n)?));
+            }
+            0x8e => {
+                let n = usize::try_from(u64::from_le_bytes(inp.arr()?))?;
+                stack.push(Value::Bytes(inp.bytes(n)?));
+            }
+            b'N' => stack.push(Value::None),
+            0x88 => stack.push(Value::Bool(true)),
+            0x89 => stack.push(Value::Bool(false)),
+            b'q' | b'r' | 0x94 => {
+                // BINPUT, LONG_BINPUT, MEMOIZE
+                let idx = match op {
+                    b'q' => inp.u8()? as usize,
+                    b'r' => u32::from_le_bytes(inp.arr()?) as usize,
+                    _ => memo.len(),
+                };
+                let top = stack.last().cloned().ok_or_else(|| anyhow!("malformed pickle: stack underflow"))?;
+                memo.insert(idx, top);
+            }
+            b'h' | b'j' => {
+                // BINGET, LONG_BINGET
+                let idx = if op == b'h' { inp.u8()? as usize } else { u32::from_le_bytes(inp.arr()?) as usize };
+                let v = memo.get(&idx).cloned().ok_or_else(|| anyhow!("malformed pickle: memo entry {idx} is missing"))?;
+                stack.push(v);
+            }
+            b'Q' => {
+                // BINPERSID
+                let pid = pop(&mut stack)?;
+                stack.push(Value::Storage(persistent_storage(&pid)?));
+            }
+            b'R' => {
+                // REDUCE
+                let args = pop(&mut stack)?;
+                let f = pop(&mut stack)?;
+                stack.push(reduce(&f, &args)?);
+            }
+            b'b' => {
+                // BUILD: the state of an OrderedDict (its `_metadata`) is not needed.
+                let _state = pop(&mut stack)?;
+                match stack.last() {
+                    Some(Value::Dict(_)) | Some(Value::Tensor(_)) => {}
+                    Some(v) => bail!("pickle BUILD on a {} is not supported", v.kind()),
+                    None => bail!("malformed pickle: stack underflow"),
+                }
+            }
+            _ => bail!("unsupported pickle opcode 0x{op:02x} ({:?}): not a plain state-dict file", op as char),
+        }
+    }
+}
+
+/// `('storage', storage_type, key, location, size[, view_metadata])`.
+fn persistent_storage(pid: &Value) -> Result<StorageRef> {
+    let t = pid.items()?;
+    ensure!(t.len() >= 5 && matches!(&t[0], Value::Str(s) if s == "storage"), "pickle persistent id is not a tensor storage");
+    let dtype = match &t[1] {
+        Value::Global(Global::StorageType(d)) => *d,
+        v => bail!("pickle storage type is a {}, expected torch.*Storage", v.kind()),
+    };
+    let key = match &t[2] {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        v => bail!("pickle storage key is a {}", v.kind()),
+    };
+    let size = u64::try_from(t[4].as_int()?).map_err(|_| anyhow!("negative storage size in the pickle"))?;
+    let mut s = StorageRef { key, dtype, size, view_offset: 0 };
+    // Old torch's views of a storage: `key` names the root storage (whose bytes the file holds)
+    // and view metadata is (view key, element offset into the root, view size).
+    if let Some(view) = t.get(5).filter(|v| !matches!(v, Value::None)) {
+        let v = view.items()?;
+        ensure!(v.len() == 3, "pickle storage view metadata has {} items, expected 3", v.len());
+        s.view_offset = u64::try_from(v[1].as_int()?).map_err(|_| anyhow!("negative storage view offset"))?;
+    }
+    Ok(s)
+}
+
+fn reduce(f: &Value, args: &Value) -> Result<Value> {
+    let g = match f {
+        Value::Global(g) => *g,
+        v => bail!("pickle REDUCE calls a {}, which is not callable here", v.kind()),
+    };
+    let a = args.items()?;
+    match g {
+        Global::OrderedDict => {
+            ensure!(a.is_empty(), "pickle builds an OrderedDict from arguments; expected OrderedDict()");
+            Ok(Value::Dict(Rc::new(RefCell::new(Vec::new()))))
+        }
+        // (storage, storage_offset, size, stride[, requires_grad, backward_hooks[, metadata]])
+        Global::RebuildTensor | Global::RebuildTensorV2 => {
+            ensure!(a.len() >= 4, "pickle _rebuild_tensor takes {} arguments, expected at least 4", a.len());
+            let storage = match &a[0] {
+                Value::Storage(s) => s.clone(),
+                v => bail!("pickle tensor is built from a {}, expected a storage", v.kind()),
+            };
+            let offset = u64::try_from(a[1].as_int()?).map_err(|_| anyhow!("negative tensor storage offset"))?;
+            let shape = a[2].usizes("tensor size")?;
+            let stride = a[3].usizes("tensor stride")?;
+            Ok(Value::Tensor(TensorRef { offset: offset + storage.view_offset, storage, shape, stride }))
+        }
+        // (data, requires_grad, backward_hooks): a Parameter is its data here.
+        Global::RebuildParameter => match a.first() {
+            Some(t @ Value::Tensor(_)) => Ok(t.clone()),
+            _ => bail!("pickle _rebuild_parameter without a tensor"),
+        },
+        Global::StorageType(_) => bail!("pickle calls a storage type directly; only persistent-id storages are supported"),
+    }
+}
+
+/// The `(key, value)` pairs of a state dict (a dict at the top level).
+pub fn dict_items(v: &Value) -> Result<Vec<(Value, Value)>> {
+    match v {
+        Value::Dict(d) => Ok(d.borrow().clone()),
+        v => bail!("the pickle holds a {}, not a state dict", v.kind()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(bytes: &[u8]) -> Result<Value> {
+        load(&mut &bytes[..])
+    }
+
+    /// Protocol-2 pickle of {'features.0.bias': _rebuild_tensor_v2(storage('0', FloatStorage, 8),
+    /// 2, (3,), (1,), False, OrderedDict())}, as torch.save writes it.
+    fn tensor_pickle() -> Vec<u8> {
+        let mut p = vec![0x80, 2, b'}', b'q', 0, b'('];
+        p.extend(b"X\x0f\x00\x00\x00features.0.bias");
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\nq\x01");
+        p.extend(b"((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x08tQ");
+        p.extend(b"K\x02K\x03\x85K\x01\x85\x89ccollections\nOrderedDict\n)Rtq\x02R");
+        p.extend(b"u.");
+        p
+    }
+
+    #[test]
+    fn reads_a_state_dict_tensor() {
+        let v = run(&tensor_pickle()).unwrap();
+        let items = dict_items(&v).unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].0.as_str().unwrap(), "features.0.bias");
+        let Value::Tensor(t) = &items[0].1 else { panic!("not a tensor: {:?}", items[0].1) };
+        assert_eq!(t.storage, StorageRef { key: "0".into(), dtype: DType::F32, size: 8, view_offset: 0 });
+        assert_eq!((t.offset, t.shape.clone(), t.stride.clone()), (2, vec![3], vec![1]));
+        t.check_contiguous("x").unwrap();
+    }
+
+    /// Old torch (torchvision's 2017 files): Python 2 string keys, `_rebuild_tensor` (v1), an
+    /// OrderedDict filled by SETITEMS then BUILD with its `_metadata`, and a storage view
+    /// ('storage', HalfStorage, 'root', 'cpu', 20, ('view', 4, 10)).
+    #[test]
+    fn old_style_state_dict() {
+        let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(U\x11features.2.weight".to_vec();
+        p.extend(b"ctorch._utils\n_rebuild_tensor\n((U\x07storagectorch\nHalfStorage\nq\x02U\x04rootU\x03cpuK\x14");
+        p.extend(b"(U\x04viewK\x04K\x0attQK\x01(K\x02K\x03t(K\x03K\x01ttRu}U\x09_metadata}sb.");
+        let v = run(&p).unwrap();
+        let items = dict_items(&v).unwrap();
+        assert_eq!(items[0].0.as_str().unwrap(), "features.2.weight");
+        let Value::Tensor(t) = &items[0].1 else { panic!("not a tensor: {:?}", items[0].1) };
+        assert_eq!(t.storage, StorageRef { key: "root".into(), dtype: DType::F16, size: 20, view_offset: 4 });
+        assert_eq!((t.offset, t.shape.clone(), t.stride.clone()), (5, vec![2, 3], vec![3, 1]));
+    }
+
+    #[test]
+    fn basic_values_and_memo() {
+        // (1, -2, 300, 2**40, 'a', b'b', None, True, 1.5, [7, 7]) with a memoised 7 and a LONG1.
+        let mut p = vec![0x80, 4, 0x95, 0, 0, 0, 0, 0, 0, 0, 0, b'('];
+        p.extend(b"K\x01J\xfe\xff\xff\xffM\x2c\x01\x8a\x06\x00\x00\x00\x00\x00\x01");
+        p.extend(b"\x8c\x01a\x94C\x01bN\x88G\x3f\xf8\x00\x00\x00\x00\x00\x00");
+        p.extend(b"]K\x07q\x05ah\x05at.");
+        let v = run(&p).unwrap().items().unwrap();
+        assert_eq!(v[0].as_int().unwrap(), 1);
+        assert_eq!(v[1].as_int().unwrap(), -2);
+        assert_eq!(v[2].as_int().unwrap(), 300);
+        assert_eq!(v[3].as_int().unwrap(), 1 << 40);
+        assert_eq!(v[4].as_str().unwrap(), "a");
+        assert!(matches!(&v[5], Value::Bytes(b) if b == b"b"));
+        assert!(matches!(v[6], Value::None));
+        assert!(matches!(v[7], Value::Bool(true)));
+        assert!(matches!(v[8], Value::Float(f) if f == 1.5));
+        assert_eq!(v[9].items().unwrap().iter().map(|x| x.as_int().unwrap()).collect::<Vec<_>>(), vec![7, 7]);
+    }
+
+    #[test]
+    fn legacy_magic_number_as_long1() {
+        let p = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
+        assert_eq!(run(p).unwrap().as_int().unwrap(), 0x1950a86a20f9469cfc6c);
+    }
+
+    #[test]
+    fn refuses_os_system() {
+        let p = b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00echo\x85R.";
+        let e = run(p).unwrap_err().to_string();
+        assert!(e.contains("os.system") && e.contains("not allowed"), "{e}");
+        // The same through STACK_GLOBAL.
+        let p = b"\x80\x04\x8c\x05posix\x8c\x06system\x93.";
+        let e = run(p).unwrap_err().to_string();
+        assert!(e.contains("posix.system"), "{e}");
+    }
+
+    #[test]
+    fn refuses_unknown_opcodes() {
+        // INST ('i') would instantiate a class by name.
+        let e = run(b"\x80\x02(ibuiltins\neval\n.").unwrap_err().to_string();
+        assert!(e.contains("unsupported pickle opcode 0x69"), "{e}");
+    }
+
+    #[test]
+    fn truncation_is_an_error_at_every_length() {
+        let p = tensor_pickle();
+        for n in 0..p.len() {
+            let e = run(&p[..n]).unwrap_err().to_string();
+            assert!(e.contains("truncated"), "at {n}: {e}");
+        }
+    }
+
+    #[test]
+    fn malformed_stack_is_an_error() {
+        for p in [&b"\x80\x02."[..], b"\x80\x02t.", b"\x80\x02K\x01K\x02s.", b"\x80\x02h\x05.", b"\x80\x02N)R."] {
+            assert!(run(p).is_err());
+        }
+    }
+
+    #[test]
+    fn huge_length_does_not_allocate() {
+        // BINUNICODE claiming 4 GiB, then nothing.
+        let e = run(b"\x80\x02X\xff\xff\xff\xff").unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn contiguity() {
+        let s = StorageRef { key: "0".into(), dtype: DType::F32, size: 16, view_offset: 0 };
+        let t = TensorRef { storage: s, offset: 0, shape: vec![2, 3], stride: vec![1, 2] };
+        assert!(t.check_contiguous("w").unwrap_err().to_string().contains("not contiguous"));
+    }
+
+    #[test]
+    fn half_conversions() {
+        let one_f16 = half::f16::from_f32(1.5).to_le_bytes();
+        let one_bf16 = half::bf16::from_f32(-2.0).to_le_bytes();
+        assert_eq!(DType::F16.to_f32(&one_f16), vec![1.5]);
+        assert_eq!(DType::BF16.to_f32(&one_bf16), vec![-2.0]);
+    }
+}
