@@ -8,11 +8,14 @@
 pub mod backend;
 pub mod cpu;
 pub mod cuda;
+pub mod fetch;
+pub mod image_io;
 pub mod model;
 pub mod network;
 pub mod objective;
 pub mod optim;
 pub mod preprocess;
+pub mod procedural;
 pub mod rng;
 pub mod stylize;
 

@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod random;
+pub mod source;
 
 pub use file::load_file;
 
