@@ -202,4 +202,7 @@ pub struct MakeExamplesArgs {
     /// Width of both images (height is 2/3 of it for the content, equal for the style).
     #[arg(long, default_value_t = 384)]
     pub width: usize,
+    /// Instead of drawing the inputs, compose DIR/figure.png: content | style | this result, side by side.
+    #[arg(long, value_name = "RESULT")]
+    pub figure: Option<PathBuf>,
 }

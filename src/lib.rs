@@ -4,6 +4,8 @@
 //! mirror each other op for op); [`model`] reads VGG weights; [`network`] runs the frozen conv
 //! stack; [`objective`] is the content + style + TV loss and its gradient; [`optim`] holds
 //! L-BFGS and Adam over backend vector ops; [`stylize`] is the loop that ties them together.
+//! Around it: [`image_io`] (files in and out), [`model::source`] (which weights), [`fetch`]
+//! (downloading them) and [`procedural`] (the README's example inputs).
 
 pub mod backend;
 pub mod cpu;
