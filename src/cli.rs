@@ -15,7 +15,8 @@ const DEFAULT_STYLE_LAYERS: &str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
         the subcommands below fetch weights, benchmark and draw the example inputs.",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
-    args_override_self = true
+    args_override_self = true,
+    arg_required_else_help = true
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -21,9 +21,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind::*;
-            if matches!(e.kind(), DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(e.kind(), DisplayHelp | DisplayVersion) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
+            }
+            if e.kind() == DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
             }
             eprintln!("{}", one_line_clap_error(&e.to_string()));
             return ExitCode::from(2);
@@ -313,7 +317,13 @@ fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     let device = backend.name();
     eprintln!(
         "stylising {}x{} on {device} with {}, {} iterations (weights: content {}, style {}, tv {})",
-        plan.content.w, plan.content.h, model_label(plan), plan.iterations, plan.spec.content_weight, plan.spec.style_weight, plan.spec.tv_weight
+        plan.content.w,
+        plan.content.h,
+        model_label(plan),
+        plan.iterations,
+        plan.spec.content_weight,
+        plan.spec.style_weight,
+        plan.spec.tv_weight
     );
     let mut log = match &plan.log_json {
         Some(p) => Some(std::io::BufWriter::new(fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)),
@@ -321,7 +331,11 @@ fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     };
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(plan.iterations as u64);
-        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}, eta {eta}]").expect("valid template").progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}, eta {eta}]")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
         Some(bar)
     } else {
         None

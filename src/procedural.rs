@@ -63,7 +63,7 @@ pub fn landscape(w: usize, h: usize) -> Rgb8 {
     let aspect = w as f32 / h as f32;
     render(w, h, |u, v| {
         let x = u * aspect; // square units: x in [0, aspect), v in [0, 1)
-        // Sky: deep blue at the top to pale near the horizon, clouds from fbm.
+                            // Sky: deep blue at the top to pale near the horizon, clouds from fbm.
         let mut c = mix([0.18, 0.38, 0.78], [0.78, 0.88, 0.98], v / 0.6);
         let cloud = smoothstep(0.52, 0.68, fbm(x * 3.0, v * 7.0)) * (1.0 - smoothstep(0.25, 0.45, v));
         c = mix(c, [1.0, 1.0, 1.0], cloud * 0.85);

@@ -38,7 +38,9 @@ impl Env {
     /// Writes a w x h RGB PNG with some structure.
     fn png(&self, name: &str, w: u32, h: u32) -> PathBuf {
         let p = self.path(name);
-        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x * y) % 251) as u8])).save(&p).unwrap();
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x * y) % 251) as u8]))
+            .save(&p)
+            .unwrap();
         p
     }
     /// Runs a tiny stylisation; `extra` replaces the default of any option it names.
@@ -286,7 +288,10 @@ fn serve(body: Vec<u8>, connections: usize) -> (u16, std::thread::JoinHandle<()>
             while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
                 line.clear();
             }
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n", body.len());
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
             stream.write_all(head.as_bytes()).unwrap();
             stream.write_all(&body).unwrap();
         }
@@ -329,7 +334,8 @@ fn fetch_model_default_dest_is_the_torch_cache_and_url_comes_from_env() {
     let body = fixture_bytes();
     let prefix = sha_prefix(&body);
     let (port, server) = serve(body.clone(), 1);
-    let o = env.cmd().arg("fetch-model").env("NEURAL_STYLE_MODEL_URL", format!("http://127.0.0.1:{port}/vgg19-{prefix}.pth")).output().unwrap();
+    let o =
+        env.cmd().arg("fetch-model").env("NEURAL_STYLE_MODEL_URL", format!("http://127.0.0.1:{port}/vgg19-{prefix}.pth")).output().unwrap();
     server.join().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let cached = env.path("torch-home").join("hub/checkpoints").join(format!("vgg19-{prefix}.pth"));
