@@ -113,7 +113,7 @@ pub struct StyleArgs {
     /// Style weight [default: 1e4 for torchvision inputs, 100 for Caffe inputs].
     #[arg(long, value_name = "W", allow_negative_numbers = true)]
     pub style_weight: Option<f32>,
-    /// Total-variation weight [default: 1e-4 for torchvision inputs, 1e-3 for Caffe inputs].
+    /// Total-variation weight [default: 1e-5 for torchvision inputs, 1e-3 for Caffe inputs].
     #[arg(long, value_name = "W", allow_negative_numbers = true)]
     pub tv_weight: Option<f32>,
     /// Iterations (one loss-and-gradient evaluation each).
