@@ -4,15 +4,20 @@
 //! mirror each other op for op); [`model`] reads VGG weights; [`network`] runs the frozen conv
 //! stack; [`objective`] is the content + style + TV loss and its gradient; [`optim`] holds
 //! L-BFGS and Adam over backend vector ops; [`stylize`] is the loop that ties them together.
+//! Around it: [`image_io`] (files in and out), [`model::source`] (which weights), [`fetch`]
+//! (downloading them) and [`procedural`] (the README's example inputs).
 
 pub mod backend;
 pub mod cpu;
 pub mod cuda;
+pub mod fetch;
+pub mod image_io;
 pub mod model;
 pub mod network;
 pub mod objective;
 pub mod optim;
 pub mod preprocess;
+pub mod procedural;
 pub mod rng;
 pub mod stylize;
 

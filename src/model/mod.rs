@@ -13,6 +13,7 @@ pub mod pickle;
 pub mod pth;
 pub mod random;
 pub mod safetensors_file;
+pub mod source;
 
 pub use file::load_file;
 

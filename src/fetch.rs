@@ -1,0 +1,136 @@
+//! `neural-style fetch-model`: downloads VGG weights into torch.hub's cache, verified by the
+//! sha256 prefix in the file name (torch.hub's own convention), written via temp file + rename.
+
+use crate::model::source::hash_prefix_of;
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Last path segment of a URL, without query or fragment.
+pub fn url_file_name(url: &str) -> Option<&str> {
+    let path = url.split(['?', '#']).next()?;
+    let name = path.rsplit('/').next()?;
+    (!name.is_empty() && path.contains("://") && path.matches('/').count() >= 3).then_some(name)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Downloads `url` to `dest`. The file appears at `dest` only once complete and verified.
+/// `show_progress` draws a progress bar on stderr.
+pub fn fetch(url: &str, dest: &Path, show_progress: bool) -> Result<()> {
+    let name = url_file_name(url).ok_or_else(|| anyhow!("'{url}' is not a URL of a file (expected http(s)://host/.../NAME)"))?;
+    let expected = hash_prefix_of(name).map(str::to_ascii_lowercase);
+    if expected.is_none() {
+        eprintln!("note: '{name}' carries no sha256 prefix in its name, so the download cannot be verified");
+    }
+    if dest.is_file() {
+        match &expected {
+            Some(prefix) if sha256_file(dest)?.starts_with(prefix.as_str()) => {
+                eprintln!("{} is already there and its sha256 matches; nothing to do", dest.display());
+                return Ok(());
+            }
+            Some(_) => eprintln!("{} exists but its sha256 does not match; downloading again", dest.display()),
+            None => {
+                eprintln!("{} is already there; nothing to do", dest.display());
+                return Ok(());
+            }
+        }
+    }
+    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+
+    let mut response = ureq::get(url).call().map_err(|e| anyhow!("download of {url} failed: {e}"))?;
+    let total = response.body().content_length();
+    let bar = if show_progress { ProgressBar::new(total.unwrap_or(0)) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(name.to_string());
+
+    let tmp = crate::image_io::temp_path_for(dest);
+    let result = (|| -> Result<String> {
+        let mut reader = response.body_mut().as_reader();
+        let mut out = BufWriter::new(fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0u64;
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| anyhow!("download of {url} broke off after {got} bytes: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            got += n as u64;
+            bar.set_position(got);
+        }
+        if let Some(t) = total {
+            if got != t {
+                bail!("download of {url} ended after {got} of {t} bytes");
+            }
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(hex(&hasher.finalize()))
+    })();
+    bar.finish_and_clear();
+    let verified = result.and_then(|digest| match &expected {
+        Some(prefix) if !digest.starts_with(prefix.as_str()) => {
+            bail!("sha256 of the download is {digest}, which does not start with '{prefix}' as its name '{name}' says; nothing was kept")
+        }
+        _ => Ok(digest),
+    });
+    match verified {
+        Ok(digest) => {
+            fs::rename(&tmp, dest).with_context(|| format!("{}: cannot write", dest.display()))?;
+            eprintln!("saved {} (sha256 {digest})", dest.display());
+            Ok(())
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Where fetch-model puts a file by default: torch.hub's checkpoint folder.
+pub fn default_dest(url: &str) -> Result<PathBuf> {
+    let name = url_file_name(url).ok_or_else(|| anyhow!("'{url}' is not a URL of a file"))?;
+    let dir = crate::model::source::torch_checkpoints_dir()
+        .ok_or_else(|| anyhow!("cannot find the torch cache folder: set TORCH_HOME or HOME, or pass --dest"))?;
+    Ok(dir.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_of_urls() {
+        assert_eq!(url_file_name("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"), Some("vgg19-dcbb9e9d.pth"));
+        assert_eq!(url_file_name("http://127.0.0.1:80/a-01234567.pth?x=1"), Some("a-01234567.pth"));
+        assert_eq!(url_file_name("http://host/"), None);
+        assert_eq!(url_file_name("vgg.pth"), None);
+    }
+}

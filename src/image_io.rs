@@ -1,0 +1,216 @@
+//! Image files in and out: 8-bit RGB `(h, w, 3)` at the edges of the program.
+//!
+//! Loading accepts whatever the `image` crate decodes with the png and jpeg features (the format
+//! is sniffed from the bytes, not the name); grayscale becomes RGB and alpha is composited over
+//! white, so a transparent background does not turn into whatever colour hides under it.
+//! Saving picks the format from the extension and is atomic (temp file + rename).
+
+use anyhow::{anyhow, bail, Context, Result};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// An 8-bit RGB image, row-major `(h, w, 3)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rgb8 {
+    pub w: usize,
+    pub h: usize,
+    pub data: Vec<u8>,
+}
+
+impl Rgb8 {
+    fn from_image(img: RgbImage) -> Rgb8 {
+        Rgb8 { w: img.width() as usize, h: img.height() as usize, data: img.into_raw() }
+    }
+    fn to_image(&self) -> RgbImage {
+        RgbImage::from_raw(self.w as u32, self.h as u32, self.data.clone()).expect("buffer matches its size")
+    }
+}
+
+/// Output formats, chosen by file extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutFormat {
+    Png,
+    Jpeg,
+}
+
+/// The format a path's extension asks for; unknown extensions are an error (checked before any work).
+pub fn out_format(path: &Path) -> Result<OutFormat> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("png") => Ok(OutFormat::Png),
+        Some("jpg") | Some("jpeg") => Ok(OutFormat::Jpeg),
+        Some(e) => bail!("{}: unsupported output extension '.{e}' (use .png, .jpg or .jpeg)", path.display()),
+        None => bail!("{}: the output file needs an extension (.png, .jpg or .jpeg)", path.display()),
+    }
+}
+
+/// Reads an image file as RGB (grayscale expanded, alpha composited over white).
+pub fn load(path: &Path) -> Result<Rgb8> {
+    let reader = ImageReader::open(path).map_err(|e| anyhow!("{}: cannot open: {}", path.display(), io_reason(&e)))?;
+    let reader = reader.with_guessed_format().map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+    if reader.format().is_none() {
+        bail!("{}: not a PNG or JPEG image", path.display());
+    }
+    let img = reader.decode().map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
+    if img.width() == 0 || img.height() == 0 {
+        bail!("{}: the image is empty", path.display());
+    }
+    Ok(Rgb8::from_image(to_rgb_over_white(img)))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn to_rgb_over_white(img: DynamicImage) -> RgbImage {
+    if !img.color().has_alpha() {
+        return img.to_rgb8();
+    }
+    let rgba = img.to_rgba8();
+    let mut out = RgbImage::new(rgba.width(), rgba.height());
+    for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = p[3] as u32;
+        for c in 0..3 {
+            // Round-to-nearest of c·a/255 + 255·(255−a)/255.
+            o[c] = ((p[c] as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    out
+}
+
+/// The size whose longer side is `max_side`, keeping the aspect ratio (each side at least 1).
+pub fn fit_size(w: usize, h: usize, max_side: usize) -> (usize, usize) {
+    if w >= h {
+        (max_side, ((h as f64 * max_side as f64 / w as f64).round() as usize).max(1))
+    } else {
+        (((w as f64 * max_side as f64 / h as f64).round() as usize).max(1), max_side)
+    }
+}
+
+/// Scales so that the longer side is `max_side` (up or down, as jcjohnson/neural-style does);
+/// an image already that size is returned unchanged. Lanczos3 keeps edges sharp when shrinking.
+pub fn resize_max_side(img: Rgb8, max_side: usize) -> Rgb8 {
+    let size = fit_size(img.w, img.h, max_side);
+    resize_exact(img, size)
+}
+
+/// Resizes to exactly `(w, h)`; unchanged when it already has that size.
+pub fn resize_exact(img: Rgb8, (w, h): (usize, usize)) -> Rgb8 {
+    if (img.w, img.h) == (w, h) {
+        return img;
+    }
+    Rgb8::from_image(image::imageops::resize(&img.to_image(), w as u32, h as u32, FilterType::Lanczos3))
+}
+
+/// Writes `img` to `path` in the format its extension names, through a temp file in the same
+/// directory renamed into place, so an interrupted run never leaves half an image behind.
+pub fn save(img: &Rgb8, path: &Path) -> Result<()> {
+    let format = out_format(path)?;
+    let mut bytes = Vec::new();
+    let rgb = img.to_image();
+    match format {
+        OutFormat::Png => rgb.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png)?,
+        OutFormat::Jpeg => {
+            let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+            rgb.write_with_encoder(enc)?
+        }
+    }
+    write_atomic(path, &bytes)
+}
+
+/// A temp path beside `path` (same directory, so the rename cannot cross file systems).
+pub fn temp_path_for(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Writes bytes to a temp file beside `path`, syncs it, then renames it over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path_for(path);
+    let result = (|| -> Result<()> {
+        let mut f = BufWriter::new(fs::File::create(&tmp)?);
+        f.write_all(bytes)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// `<stem>_<iteration>.<ext>` beside `path`, for intermediate results.
+pub fn iteration_path(path: &Path, iteration: usize) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    match path.extension() {
+        Some(ext) => path.with_file_name(format!("{stem}_{iteration}.{}", ext.to_string_lossy())),
+        None => path.with_file_name(format!("{stem}_{iteration}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: usize, h: usize) -> Rgb8 {
+        let data = (0..h).flat_map(|y| (0..w).flat_map(move |x| [(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8])).collect();
+        Rgb8 { w, h, data }
+    }
+
+    #[test]
+    fn resizing_to_the_current_size_changes_nothing() {
+        let img = gradient(40, 30);
+        assert_eq!(fit_size(40, 30, 40), (40, 30));
+        assert_eq!(resize_max_side(img.clone(), 40), img);
+        let tall = gradient(17, 33);
+        assert_eq!(resize_max_side(tall.clone(), 33), tall);
+    }
+
+    #[test]
+    fn resizing_keeps_the_aspect_ratio() {
+        assert_eq!(fit_size(400, 300, 200), (200, 150));
+        assert_eq!(fit_size(300, 400, 200), (150, 200));
+        assert_eq!(fit_size(1000, 1, 10), (10, 1));
+        let r = resize_max_side(gradient(40, 30), 20);
+        assert_eq!((r.w, r.h, r.data.len()), (20, 15, 20 * 15 * 3));
+        let up = resize_max_side(gradient(10, 5), 40);
+        assert_eq!((up.w, up.h), (40, 20));
+    }
+
+    #[test]
+    fn alpha_composites_over_white() {
+        let mut rgba = image::RgbaImage::new(2, 1);
+        rgba.put_pixel(0, 0, image::Rgba([0, 0, 0, 0]));
+        rgba.put_pixel(1, 0, image::Rgba([10, 20, 30, 255]));
+        let out = to_rgb_over_white(DynamicImage::ImageRgba8(rgba));
+        assert_eq!(out.into_raw(), vec![255, 255, 255, 10, 20, 30]);
+    }
+
+    #[test]
+    fn save_and_load_round_trip_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.png");
+        let img = gradient(9, 7);
+        save(&img, &path).unwrap();
+        assert_eq!(load(&path).unwrap(), img);
+        // No temp file is left beside it.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn output_extensions() {
+        assert_eq!(out_format(Path::new("a.PNG")).unwrap(), OutFormat::Png);
+        assert_eq!(out_format(Path::new("a.jpeg")).unwrap(), OutFormat::Jpeg);
+        assert!(out_format(Path::new("a.gif")).is_err());
+        assert!(out_format(Path::new("a")).is_err());
+        assert_eq!(iteration_path(Path::new("d/out.png"), 100), Path::new("d/out_100.png"));
+    }
+}
