@@ -6,6 +6,7 @@
 //! L-BFGS and Adam over backend vector ops; [`stylize`] is the loop that ties them together.
 
 pub mod backend;
+pub mod bench;
 pub mod cpu;
 pub mod cuda;
 pub mod model;

@@ -76,11 +76,125 @@ pub fn weights_to_bwd_layout(c_out: usize, c_in: usize, w_oihw: &[f32]) -> Vec<f
     out
 }
 
-/// Fast path used by the backend (to be replaced by the blocked GEMM; the naive loop for now).
-pub fn conv3x3_fwd(s: ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    conv3x3_fwd_naive(s, x, w, b, y, true);
+// ---- fast paths: implicit GEMM over banded im2col ---------------------------------------------
+//
+// y[p, :] = col[p, :] · W with col[p, tap*c_in + ci] = x[p + offset(tap), ci] (0 outside), so one
+// conv is a GEMM with M = h*w, N = c_out, K = 9*c_in, and W (3, 3, c_in, c_out) is already the
+// K x N row-major matrix. The pixels are cut into bands whose im2col block stays in L2 (~1 MiB),
+// one rayon task per band, each running a single-threaded GEMM: the reduction order of every
+// output depends only on the band sizes, which depend only on the shape and the thread count.
+
+use std::cell::RefCell;
+
+/// im2col block per band, bytes: about half of one core's L2.
+const BAND_BYTES: usize = 1 << 20;
+fn band_bytes() -> usize { static B: std::sync::OnceLock<usize> = std::sync::OnceLock::new(); *B.get_or_init(|| std::env::var("NS_BAND_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(BAND_BYTES)) }
+
+thread_local! {
+    /// Per-thread im2col scratch, reused across calls (no page faults in the hot loop).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Splits m rows into bands: as many as needed to keep a band's `row_bytes * rows` near
+/// BAND_BYTES, rounded up to a multiple of the thread count so both cores stay busy.
+fn bands(m: usize, row_bytes: usize) -> Vec<std::ops::Range<usize>> {
+    let threads = rayon::current_num_threads().max(1);
+    let by_cache = (m * row_bytes).div_ceil(band_bytes()).max(1);
+    let n = by_cache.div_ceil(threads) * threads;
+    let n = n.min(m.div_ceil(16)).max(1); // at least 16 rows per band
+    let rows = m.div_ceil(n);
+    (0..m.div_ceil(rows)).map(|k| k * rows..((k + 1) * rows).min(m)).collect()
+}
+
+/// col (rows, 9*c_in): im2col rows for pixels `pix` of x (h, w, c_in), zero padding 1.
+fn im2col(s: ConvShape, x: &[f32], pix: std::ops::Range<usize>, col: &mut [f32]) {
+    let ConvShape { h, w: wd, c_in, .. } = s;
+    let k = 9 * c_in;
+    for (r, p) in pix.enumerate() {
+        let (oy, ox) = (p / wd, p % wd);
+        let row = &mut col[r * k..(r + 1) * k];
+        for ky in 0..3 {
+            let iy = oy as isize + ky as isize - 1;
+            for kx in 0..3 {
+                let ix = ox as isize + kx as isize - 1;
+                let dst = &mut row[(ky * 3 + kx) * c_in..][..c_in];
+                if iy < 0 || iy >= h as isize || ix < 0 || ix >= wd as isize {
+                    dst.fill(0.0);
+                } else {
+                    dst.copy_from_slice(&x[(iy as usize * wd + ix as usize) * c_in..][..c_in]);
+                }
+            }
+        }
+    }
+}
+
+/// dst (m, n) = a (m, k) · b (k, n), all row-major and contiguous, single-threaded.
+pub(crate) fn gemm_rm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], dst: &mut [f32], accumulate: bool) {
+    assert!(a.len() >= m * k && b.len() >= k * n && dst.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above bound every access gemm makes through these strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// y = conv3x3(x, w) (+ b, relu if given), banded im2col GEMM.
+/// x (h, w, c_in), w (3, 3, c_in, c_out), b (c_out), y (h, w, c_out).
+fn conv3x3_gemm(s: ConvShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    let ConvShape { h, w: wd, c_in, c_out } = s;
+    let (m, k) = (h * wd, 9 * c_in);
+    assert!(x.len() >= m * c_in && w.len() >= k * c_out && y.len() >= m * c_out);
+    let bands = bands(m, k * 4);
+    let rows = bands[0].len();
+    y[..m * c_out].par_chunks_mut(rows * c_out).zip(bands).for_each(|(y_band, pix)| {
+        SCRATCH.with_borrow_mut(|col| {
+            let n_pix = pix.len();
+            if col.len() < n_pix * k {
+                col.resize(n_pix * k, 0.0);
+            }
+            im2col(s, x, pix, col);
+            gemm_rm(n_pix, c_out, k, col, w, y_band, false);
+        });
+        // Epilogue while the band is still in cache.
+        if let Some(b) = b {
+            for out in y_band.chunks_exact_mut(c_out) {
+                for (o, &bv) in out.iter_mut().zip(b) {
+                    *o = (*o + bv).max(0.0);
+                }
+            }
+        }
+    });
+}
+
+/// y = relu(conv3x3(x, w) + b).  x (h, w, c_in), w (3, 3, c_in, c_out), b (c_out), y (h, w, c_out).
+pub fn conv3x3_fwd(s: ConvShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
+    conv3x3_gemm(s, x, w, Some(b), y);
+}
+
+/// dx = conv3x3(dy, w_flip).  dy (h, w, c_out), w_flip (3, 3, c_out, c_in), dx (h, w, c_in).
 pub fn conv3x3_bwd_input(s: ConvShape, dy: &[f32], w_flip: &[f32], dx: &mut [f32]) {
-    conv3x3_bwd_input_naive(s, dy, w_flip, dx);
+    let swapped = ConvShape { h: s.h, w: s.w, c_in: s.c_out, c_out: s.c_in };
+    conv3x3_gemm(swapped, dy, w_flip, None, dx);
 }
