@@ -88,7 +88,8 @@ use std::cell::RefCell;
 
 /// im2col block per band, bytes: about half of one core's L2.
 const BAND_BYTES: usize = 1 << 20;
-fn band_bytes() -> usize { static B: std::sync::OnceLock<usize> = std::sync::OnceLock::new(); *B.get_or_init(|| std::env::var("NS_BAND_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(BAND_BYTES)) }
+/// Minimum rows per band: the weights are re-packed per band, so a band must amortise them.
+const MIN_BAND_ROWS: usize = 256;
 
 thread_local! {
     /// Per-thread im2col scratch, reused across calls (no page faults in the hot loop).
@@ -99,9 +100,10 @@ thread_local! {
 /// BAND_BYTES, rounded up to a multiple of the thread count so both cores stay busy.
 fn bands(m: usize, row_bytes: usize) -> Vec<std::ops::Range<usize>> {
     let threads = rayon::current_num_threads().max(1);
-    let by_cache = (m * row_bytes).div_ceil(band_bytes()).max(1);
+    let by_cache = (m * row_bytes).div_ceil(BAND_BYTES).max(1);
     let n = by_cache.div_ceil(threads) * threads;
-    let n = n.min(m.div_ceil(16)).max(1); // at least 16 rows per band
+    // Weight packing is paid per band: keep bands at least MIN_BAND_ROWS tall, but one per thread.
+    let n = n.min(m.div_ceil(MIN_BAND_ROWS)).max(threads.min(m.div_ceil(16))).max(1);
     let rows = m.div_ceil(n);
     (0..m.div_ceil(rows)).map(|k| k * rows..((k + 1) * rows).min(m)).collect()
 }
@@ -166,6 +168,9 @@ fn conv3x3_gemm(s: ConvShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [
     let ConvShape { h, w: wd, c_in, c_out } = s;
     let (m, k) = (h * wd, 9 * c_in);
     assert!(x.len() >= m * c_in && w.len() >= k * c_out && y.len() >= m * c_out);
+    if c_out < NARROW_C_OUT && m > 0 {
+        return conv3x3_narrow(s, x, w, b, y);
+    }
     let bands = bands(m, k * 4);
     let rows = bands[0].len();
     y[..m * c_out].par_chunks_mut(rows * c_out).zip(bands).for_each(|(y_band, pix)| {
@@ -182,6 +187,56 @@ fn conv3x3_gemm(s: ConvShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [
             for out in y_band.chunks_exact_mut(c_out) {
                 for (o, &bv) in out.iter_mut().zip(b) {
                     *o = (*o + bv).max(0.0);
+                }
+            }
+        }
+    });
+}
+
+/// Below this c_out a GEMM with N = c_out wastes most SIMD lanes (the image layer's backward has
+/// N = 3); conv3x3_narrow uses N = 9 * c_out instead.
+const NARROW_C_OUT: usize = 16;
+
+/// Narrow outputs: z = x · wcat with wcat (c_in, 9 * c_out), wcat[ci][tap][co] = w[tap][ci][co],
+/// then y[p] = Σ_tap z[p + offset(tap)][tap]: no im2col, and a GEMM 9x wider.
+/// x (h, w, c_in), w (3, 3, c_in, c_out), b (c_out), y (h, w, c_out).
+fn conv3x3_narrow(s: ConvShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    let ConvShape { h, w: wd, c_in, c_out } = s;
+    let (m, n9) = (h * wd, 9 * c_out);
+    let mut wcat = vec![0.0f32; c_in * n9];
+    for tap in 0..9 {
+        for ci in 0..c_in {
+            wcat[ci * n9 + tap * c_out..][..c_out].copy_from_slice(&w[(tap * c_in + ci) * c_out..][..c_out]);
+        }
+    }
+    let mut z = vec![0.0f32; m * n9];
+    let rows = bands(m, c_in * 4)[0].len();
+    z.par_chunks_mut(rows * n9).zip(x[..m * c_in].par_chunks(rows * c_in)).for_each(|(zb, xb)| {
+        gemm_rm(xb.len() / c_in, n9, c_in, xb, &wcat, zb, false);
+    });
+    y[..m * c_out].par_chunks_mut(wd * c_out).enumerate().for_each(|(oy, y_row)| {
+        for ox in 0..wd {
+            let out = &mut y_row[ox * c_out..(ox + 1) * c_out];
+            match b {
+                Some(b) => out.copy_from_slice(b),
+                None => out.fill(0.0),
+            }
+            for ky in 0..3 {
+                let iy = oy as isize + ky as isize - 1;
+                for kx in 0..3 {
+                    let ix = ox as isize + kx as isize - 1;
+                    if iy < 0 || iy >= h as isize || ix < 0 || ix >= wd as isize {
+                        continue;
+                    }
+                    let zt = &z[(iy as usize * wd + ix as usize) * n9 + (ky * 3 + kx) * c_out..][..c_out];
+                    for (o, &v) in out.iter_mut().zip(zt) {
+                        *o += v;
+                    }
+                }
+            }
+            if b.is_some() {
+                for o in out.iter_mut() {
+                    *o = o.max(0.0);
                 }
             }
         }
