@@ -174,6 +174,23 @@ fn pool_bwd_matches_finite_differences() {
 }
 
 #[test]
+fn max_pool_ties_go_to_the_first_maximum() {
+    let s = PoolShape { h: 4, w: 5, c: 3 };
+    let x = vec![1.0f32; 4 * 5 * 3];
+    let dy: Vec<f32> = (0..2 * 2 * 3).map(|i| i as f32 + 1.0).collect();
+    let mut dx = vec![f32::NAN; x.len()];
+    pool::pool_bwd(PoolKind::Max, s, &x, &dy, &mut dx);
+    for y in 0..4 {
+        for xx in 0..5 {
+            for ch in 0..3 {
+                let want = if y % 2 == 0 && xx % 2 == 0 && xx < 4 { dy[((y / 2) * 2 + xx / 2) * 3 + ch] } else { 0.0 };
+                assert_eq!(dx[(y * 5 + xx) * 3 + ch], want, "({y}, {xx}, {ch})");
+            }
+        }
+    }
+}
+
+#[test]
 fn pool_fwd_matches_naive() {
     let mut rng = Rng::new(7);
     for (h, w, c) in [(7, 9, 5), (8, 8, 64)] {
