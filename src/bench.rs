@@ -33,7 +33,7 @@ pub struct BenchResult {
 /// diagonal stripes (style), so the losses are neither zero nor degenerate.
 pub fn procedural_image(size: usize, seed: u64, striped: bool) -> Vec<u8> {
     let mut rng = Rng::new(seed);
-    let phase: Vec<f32> = (0..3).map(|_| rng.uniform() * 6.283).collect();
+    let phase: Vec<f32> = (0..3).map(|_| rng.uniform() * std::f32::consts::TAU).collect();
     let mut out = Vec::with_capacity(size * size * 3);
     for y in 0..size {
         for x in 0..size {

@@ -76,23 +76,23 @@ pub fn weights_to_bwd_layout(c_out: usize, c_in: usize, w_oihw: &[f32]) -> Vec<f
     out
 }
 
-// ---- fast paths: implicit GEMM over banded im2col ---------------------------------------------
+// ---- fast paths: implicit GEMM ------------------------------------------------------------------
 //
-// y[p, :] = col[p, :] · W with col[p, tap*c_in + ci] = x[p + offset(tap), ci] (0 outside), so one
-// conv is a GEMM with M = h*w, N = c_out, K = 9*c_in, and W (3, 3, c_in, c_out) is already the
-// K x N row-major matrix. The pixels are cut into bands whose im2col block stays in L2 (~1 MiB),
-// one rayon task per band, each running a single-threaded GEMM: the reduction order of every
-// output depends only on the band sizes, which depend only on the shape and the thread count.
+// y[p, :] = Σ_tap x[p + offset(tap), :] · W[tap]: a GEMM with M = h*w, N = c_out, K = 9*c_in, and
+// W (3, 3, c_in, c_out) is already the K x N row-major matrix. The image is cut into bands of
+// whole rows (one rayon task each, a single-threaded AVX-512 GEMM from the `gemm` crate inside),
+// so every output's reduction order depends only on the shape and the thread count:
+// deterministic. conv3x3_bwd_input is the same conv with the flipped weights.
 
 use std::cell::RefCell;
 
-/// im2col block per band, bytes: about half of one core's L2.
+/// Band size target, in bytes of a 9-tap im2col block (the row buffer is a third of it): ~L2/2.
 const BAND_BYTES: usize = 1 << 20;
 /// Minimum rows per band: the weights are re-packed per band, so a band must amortise them.
 const MIN_BAND_ROWS: usize = 256;
 
 thread_local! {
-    /// Per-thread im2col scratch, reused across calls (no page faults in the hot loop).
+    /// Per-thread row-buffer scratch, reused across calls (no page faults in the hot loop).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -106,28 +106,6 @@ fn bands(m: usize, row_bytes: usize) -> Vec<std::ops::Range<usize>> {
     let n = n.min(m.div_ceil(MIN_BAND_ROWS)).max(threads.min(m.div_ceil(16))).max(1);
     let rows = m.div_ceil(n);
     (0..m.div_ceil(rows)).map(|k| k * rows..((k + 1) * rows).min(m)).collect()
-}
-
-/// col (rows, 9*c_in): im2col rows for pixels `pix` of x (h, w, c_in), zero padding 1.
-fn im2col(s: ConvShape, x: &[f32], pix: std::ops::Range<usize>, col: &mut [f32]) {
-    let ConvShape { h, w: wd, c_in, .. } = s;
-    let k = 9 * c_in;
-    for (r, p) in pix.enumerate() {
-        let (oy, ox) = (p / wd, p % wd);
-        let row = &mut col[r * k..(r + 1) * k];
-        for ky in 0..3 {
-            let iy = oy as isize + ky as isize - 1;
-            for kx in 0..3 {
-                let ix = ox as isize + kx as isize - 1;
-                let dst = &mut row[(ky * 3 + kx) * c_in..][..c_in];
-                if iy < 0 || iy >= h as isize || ix < 0 || ix >= wd as isize {
-                    dst.fill(0.0);
-                } else {
-                    dst.copy_from_slice(&x[(iy as usize * wd + ix as usize) * c_in..][..c_in]);
-                }
-            }
-        }
-    }
 }
 
 /// dst (m, n) = a (m, k) · b (k, n), all row-major and contiguous, single-threaded.
@@ -162,27 +140,60 @@ pub(crate) fn gemm_rm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], dst: &
     }
 }
 
-/// y = conv3x3(x, w) (+ b, relu if given), banded im2col GEMM.
-/// x (h, w, c_in), w (3, 3, c_in, c_out), b (c_out), y (h, w, c_out).
+/// y = conv3x3(x, w) (+ b, relu if given).  x (h, w, c_in), w (3, 3, c_in, c_out), b (c_out), y (h, w, c_out).
 fn conv3x3_gemm(s: ConvShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
     let ConvShape { h, w: wd, c_in, c_out } = s;
-    let (m, k) = (h * wd, 9 * c_in);
-    assert!(x.len() >= m * c_in && w.len() >= k * c_out && y.len() >= m * c_out);
-    if c_out < NARROW_C_OUT && m > 0 {
-        return conv3x3_narrow(s, x, w, b, y);
+    assert!(x.len() >= h * wd * c_in && w.len() >= 9 * c_in * c_out && y.len() >= h * wd * c_out && b.is_none_or(|b| b.len() >= c_out));
+    if h * wd == 0 || c_out == 0 {
+        return;
     }
-    let bands = bands(m, k * 4);
-    let rows = bands[0].len();
-    y[..m * c_out].par_chunks_mut(rows * c_out).zip(bands).for_each(|(y_band, pix)| {
-        SCRATCH.with_borrow_mut(|col| {
-            let n_pix = pix.len();
-            if col.len() < n_pix * k {
-                col.resize(n_pix * k, 0.0);
+    if c_out < NARROW_C_OUT {
+        conv3x3_narrow(s, x, w, b, y)
+    } else {
+        conv3x3_rows(s, x, w, b, y)
+    }
+}
+
+/// y = conv3x3(x, w) (+ b, relu if given) over bands of whole image rows: hcol holds, for the
+/// band's rows and one halo row above and below, each pixel's 3 horizontal neighbours
+/// (hcol[r][ox] = x[r][ox-1..=ox+1], zero outside), so the ky-th tap row is the GEMM
+/// hcol[ky*w..] · w[ky] with K = 3*c_in: 3 GEMMs into the band, and 3x fewer copies than im2col.
+/// x (h, w, c_in), w (3, 3, c_in, c_out), b (c_out), y (h, w, c_out).
+fn conv3x3_rows(s: ConvShape, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    let ConvShape { h, w: wd, c_in, c_out } = s;
+    let (m, k3) = (h * wd, 3 * c_in);
+    let band_rows = bands(m, 9 * c_in * 4)[0].len().div_ceil(wd).max(1);
+    y[..m * c_out].par_chunks_mut(band_rows * wd * c_out).enumerate().for_each(|(band, y_band)| {
+        let (r0, nr) = (band * band_rows, y_band.len() / (wd * c_out));
+        SCRATCH.with_borrow_mut(|hcol| {
+            let len = (nr + 2) * wd * k3;
+            if hcol.len() < len {
+                hcol.resize(len, 0.0);
             }
-            im2col(s, x, pix, col);
-            gemm_rm(n_pix, c_out, k, col, w, y_band, false);
+            for j in 0..nr + 2 {
+                let row = &mut hcol[j * wd * k3..(j + 1) * wd * k3];
+                let iy = (r0 + j) as isize - 1;
+                if iy < 0 || iy >= h as isize {
+                    row.fill(0.0);
+                    continue;
+                }
+                let x_row = &x[iy as usize * wd * c_in..][..wd * c_in];
+                for ox in 0..wd {
+                    for kx in 0..3 {
+                        let dst = &mut row[(ox * 3 + kx) * c_in..][..c_in];
+                        let ix = ox as isize + kx as isize - 1;
+                        if ix < 0 || ix >= wd as isize {
+                            dst.fill(0.0);
+                        } else {
+                            dst.copy_from_slice(&x_row[ix as usize * c_in..][..c_in]);
+                        }
+                    }
+                }
+            }
+            for ky in 0..3 {
+                gemm_rm(nr * wd, c_out, k3, &hcol[ky * wd * k3..len], &w[ky * k3 * c_out..(ky + 1) * k3 * c_out], y_band, ky > 0);
+            }
         });
-        // Epilogue while the band is still in cache.
         if let Some(b) = b {
             for out in y_band.chunks_exact_mut(c_out) {
                 for (o, &bv) in out.iter_mut().zip(b) {
