@@ -27,6 +27,8 @@ pub struct BenchResult {
     /// Every timed evaluation, in order.
     pub times_ms: Vec<f64>,
     pub final_loss: f64,
+    /// Peak bytes the backend held, where it tracks them.
+    pub peak_bytes: Option<u64>,
 }
 
 /// A seeded procedural 8-bit RGB image: smooth waves plus a little noise (content), or
@@ -102,5 +104,22 @@ pub fn run_evaluations<B: Backend>(backend: &B, vgg: &Vgg, size: usize, warmup: 
         gflops_effective: flops_per_eval as f64 / (median_ms * 1e-3) / 1e9,
         times_ms,
         final_loss,
+        peak_bytes: backend.peak_bytes(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_on_a_narrow_network() {
+        let vgg = crate::model::random::random_vgg(&[4, 4, 0, 6, 6, 0, 8, 8, 8, 8, 0, 8, 8, 8, 8, 0, 8], 1, "narrow".into());
+        let r = run_evaluations(&crate::CpuBackend::new(), &vgg, 32, 1, 3).unwrap();
+        assert_eq!(r.times_ms.len(), 3);
+        assert!(r.min_ms > 0.0 && r.min_ms <= r.median_ms && r.flops_per_eval > 0 && r.final_loss.is_finite());
+        // Deterministic: the same run gives the same loss.
+        let again = run_evaluations(&crate::CpuBackend::new(), &vgg, 32, 1, 3).unwrap();
+        assert_eq!(r.final_loss, again.final_loss);
+    }
 }
