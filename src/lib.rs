@@ -8,6 +8,7 @@
 //! (downloading them) and [`procedural`] (the README's example inputs).
 
 pub mod backend;
+pub mod bench;
 pub mod cpu;
 pub mod cuda;
 pub mod fetch;

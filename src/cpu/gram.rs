@@ -32,10 +32,86 @@ pub fn gram_bwd_acc_naive(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [
     let _ = hw;
 }
 
+// ---- fast paths: GEMM -------------------------------------------------------------------------
+//
+// gram: K = hw is long and c small, so the work is cut into fixed K chunks x fixed row blocks of g
+// (independent of the thread count), each a single-threaded GEMM into its own partial; the
+// partials are summed in chunk order. gram_bwd_acc: df += f · S, S = (dg + dgᵀ) / (c·hw), cut
+// into bands of pixels (each output sums over the same c products in the same order).
+
+/// Rows of f per partial Gram.
+const GRAM_K_CHUNK: usize = 4096;
+/// Rows of g per task.
+const GRAM_ROW_BLOCK: usize = 64;
+
+/// g (c, c) = fᵀ f / (c * hw), f (hw, c).
 pub fn gram(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
-    gram_naive(hw, c, f, g);
+    assert!(f.len() >= hw * c && g.len() >= c * c);
+    let scale = 1.0 / (c * hw) as f32;
+    let chunks = hw.div_ceil(GRAM_K_CHUNK).max(1);
+    let blocks = c.div_ceil(GRAM_ROW_BLOCK);
+    let mut partial = vec![0.0f32; chunks * c * c];
+    // One task per (chunk, row block): partial[chunk][i0..i1][..] = f[k0..k1, i0..i1]ᵀ f[k0..k1, :].
+    let tasks: Vec<(usize, &mut [f32])> = partial
+        .chunks_mut(c * c)
+        .enumerate()
+        .flat_map(|(chunk, slab)| slab.chunks_mut(GRAM_ROW_BLOCK * c).enumerate().map(move |(blk, d)| (chunk * blocks + blk, d)))
+        .collect();
+    tasks.into_par_iter().for_each(|(t, dst)| {
+        let (chunk, block) = (t / blocks, t % blocks);
+        let (k0, k1) = (chunk * GRAM_K_CHUNK, ((chunk + 1) * GRAM_K_CHUNK).min(hw));
+        let (i0, i1) = (block * GRAM_ROW_BLOCK, ((block + 1) * GRAM_ROW_BLOCK).min(c));
+        if k1 <= k0 {
+            return;
+        }
+        // SAFETY: lhs reads f[(k0..k1) * c + (i0..i1)], rhs f[(k0..k1) * c + (0..c)], dst (i1-i0, c).
+        unsafe {
+            gemm::gemm(
+                i1 - i0,
+                c,
+                k1 - k0,
+                dst.as_mut_ptr(),
+                1,
+                c as isize,
+                false,
+                f.as_ptr().add(k0 * c + i0),
+                c as isize,
+                1,
+                f.as_ptr().add(k0 * c),
+                1,
+                c as isize,
+                1.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    let g = &mut g[..c * c];
+    g.copy_from_slice(&partial[..c * c]);
+    for p in partial.chunks_exact(c * c).skip(1) {
+        for (gv, &pv) in g.iter_mut().zip(p) {
+            *gv += pv;
+        }
+    }
 }
 
+/// Pixels of df per task.
+const GRAM_BWD_BAND: usize = 512;
+
+/// df (hw, c) += f (dg + dgᵀ) / (c * hw).  f (hw, c), dg (c, c), df (hw, c).
 pub fn gram_bwd_acc(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [f32]) {
-    gram_bwd_acc_naive(hw, c, f, dg, df);
+    assert!(f.len() >= hw * c && dg.len() >= c * c && df.len() >= hw * c);
+    let scale = 1.0 / (c * hw) as f32;
+    let mut sym = vec![0.0f32; c * c];
+    for i in 0..c {
+        for j in 0..c {
+            sym[i * c + j] = (dg[i * c + j] + dg[j * c + i]) * scale;
+        }
+    }
+    df[..hw * c].par_chunks_mut(GRAM_BWD_BAND * c).zip(f[..hw * c].par_chunks(GRAM_BWD_BAND * c)).for_each(|(d, fb)| {
+        crate::cpu::conv::gemm_rm(d.len() / c, c, c, fb, &sym, d, true);
+    });
 }

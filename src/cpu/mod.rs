@@ -50,12 +50,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
     fn relu_bwd(&self, y: &Vec<f32>, dy: &mut Vec<f32>) -> Result<()> {
-        use rayon::prelude::*;
-        dy.par_iter_mut().zip(y.par_iter()).for_each(|(d, &y)| {
-            if y <= 0.0 {
-                *d = 0.0
-            }
-        });
+        pool::relu_bwd(y, dy);
         Ok(())
     }
     fn pool_fwd(&self, kind: PoolKind, s: PoolShape, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {

@@ -1,0 +1,14 @@
+#!/bin/sh
+# Side by side, in one shell: PyTorch 1.13 CPU (Debian python3-torch + libopenblas0-pthread,
+# 2 OpenMP threads) and this crate's CPU backend on the same work (VGG-19 to relu5_1, content +
+# style + TV, L-BFGS; the embedded random weights), at the given size.
+# Usage: benches/compare_torch.sh [SIZE=256] [EVALS=10]
+set -e
+size=${1:-256}
+evals=${2:-10}
+cd "$(dirname "$0")/.."
+cargo build --release --example bench_eval >&2
+echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-4 /proc/loadavg)"
+OMP_NUM_THREADS=2 /usr/bin/python3 ../shared/peer/torch_gatys.py --device cpu --sizes "$size" --evals "$evals" | tail -n 1
+RAYON_NUM_THREADS=2 ./target/release/examples/bench_eval "$size" "$evals" 2
+echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-4 /proc/loadavg)"
