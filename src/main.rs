@@ -412,7 +412,6 @@ fn fetch_model(a: FetchArgs) -> Result<()> {
 fn bench(a: BenchArgs) -> Result<()> {
     ensure!(!a.sizes.is_empty() && a.sizes.iter().all(|&s| s > 0), "--sizes must list sizes above 0");
     ensure!(a.evals > 0, "--evals must be at least 1");
-    let _ = (a.warmup, a.device, a.precision, a.json);
     let precision = if a.device == DeviceArg::Cpu { None } else { Some(a.precision) };
     let vgg = source::load(&source::resolve(None, 0))?;
     match choose_device(a.device, precision)? {
