@@ -185,11 +185,13 @@ fn loss_terms_and_gradient_match_pytorch() {
 /// With average pooling a step near the 13th amplifies round-off: PyTorch's own float32 run
 /// drifts to 8e-4 from its float64 run by the 20th evaluation (2e-5 before the 11th), and its
 /// final image to 2% of the image's range; so the early evaluations are held tight, later ones
-/// to 2e-3, and the avg final image only to 5%.
+/// to 2e-3, and the avg final image only to 5%. The blocked GEMM convolutions (a different f32
+/// summation order from the naive loops) measured 1.6e-4 at the avg run's 3rd evaluation and
+/// below 7e-5 at the others before the 11th, hence 5e-4 there.
 fn loss_tolerance(pooling: PoolKind, i: usize) -> f64 {
     match pooling {
         PoolKind::Max => 1e-4,
-        PoolKind::Avg if i < 10 => 1e-4,
+        PoolKind::Avg if i < 10 => 5e-4,
         PoolKind::Avg => 2e-3,
     }
 }
