@@ -258,12 +258,28 @@ fn missing_required_options_and_cuda_without_gpu() {
 }
 
 #[test]
-fn bench_says_not_available_rather_than_inventing_numbers() {
+fn bench_reports_timings_and_the_flop_count_as_json() {
     let env = Env::new();
-    let o = env.cmd().args(["bench", "--sizes", "16", "--evals", "1"]).output().unwrap();
-    if !o.status.success() {
-        assert_user_error(&env, &o, "not available");
+    let o = env.cmd().args(["bench", "--sizes", "32", "--evals", "2", "--warmup", "1", "--device", "cpu", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8(o.stdout).unwrap();
+    let r: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    // VGG-19 to relu5_1 at 32x32: 2 x forward conv FLOPs, computed here from the layer widths.
+    let widths = [64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512];
+    let (mut side, mut c_in, mut fwd) = (32u64, 3u64, 0u64);
+    for w in widths {
+        if w == 0 {
+            side /= 2;
+        } else {
+            fwd += 2 * side * side * w * 9 * c_in;
+            c_in = w;
+        }
     }
+    assert_eq!(r["flops_per_eval"].as_u64(), Some(2 * fwd));
+    assert_eq!(r["times_ms"].as_array().map(|t| t.len()), Some(2));
+    let median = r["median_ms"].as_f64().unwrap();
+    assert!(median > 0.0 && r["min_ms"].as_f64().unwrap() <= median);
+    assert!(r["final_loss"].as_f64().unwrap().is_finite());
 }
 
 #[test]
