@@ -7,8 +7,8 @@ set -e
 size=${1:-256}
 evals=${2:-10}
 cd "$(dirname "$0")/.."
-cargo build --release --example bench_eval >&2
+cargo build --release >&2
 echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-4 /proc/loadavg)"
-OMP_NUM_THREADS=2 /usr/bin/python3 ../shared/peer/torch_gatys.py --device cpu --sizes "$size" --evals "$evals" | tail -n 1
-RAYON_NUM_THREADS=2 ./target/release/examples/bench_eval "$size" "$evals" 2
+OMP_NUM_THREADS=2 /usr/bin/python3 "${TORCH_GATYS:-../shared/peer/torch_gatys.py}" --device cpu --sizes "$size" --evals "$evals" | tail -n 1
+RAYON_NUM_THREADS=2 ./target/release/neural-style bench --device cpu --sizes "$size" --evals "$evals" --warmup 2 --json
 echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-4 /proc/loadavg)"
