@@ -1,9 +1,10 @@
-//! Criterion benches of the CPU ops on VGG-19 layer shapes at 256², and of whole evaluations.
+//! Criterion benches of the CPU ops on VGG-19 layer shapes at 256², and of whole evaluations;
+//! the same on CUDA (conv per precision, evaluations at 512² and 1024²) where a GPU is found.
 //! Throughput is in FLOPs ("elements" in criterion's report = FLOP/s). Quick by design:
 //! `cargo bench --bench ops` (filter with a name, e.g. `cargo bench --bench ops -- conv_fwd`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use neural_style::backend::{ConvShape, PoolKind, PoolShape};
+use neural_style::backend::{ConvShape, PoolKind, PoolShape, Precision};
 use neural_style::cpu::{conv, gram, pool};
 use neural_style::rng::Rng;
 use neural_style::{Backend, CpuBackend, Image, Objective};
@@ -108,5 +109,65 @@ fn bench_evaluate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_conv, bench_gram, bench_pool, bench_evaluate);
+/// The same conv shapes and whole evaluations on the GPU, per precision, where one is found
+/// (`cuda::probe()`); elsewhere it prints why and benches nothing. Each sample ends with a
+/// device synchronise, so kernel time is counted rather than launch time.
+fn bench_cuda(c: &mut Criterion) {
+    if let Err(why) = neural_style::cuda::probe() {
+        eprintln!("cuda benches skipped: {why:#}");
+        return;
+    }
+    for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+        let be = neural_style::cuda::CudaBackend::new(0, precision).unwrap();
+        let mut rng = Rng::new(0);
+        let mut g = quick(c, &format!("cuda_{precision:?}_conv"));
+        for (name, hw, c_in, c_out) in CONVS {
+            let s = ConvShape { h: hw, w: hw, c_in, c_out };
+            let x = be.upload(&rng.normal_vec(hw * hw * c_in, 1.0)).unwrap();
+            let w = be.upload(&rng.normal_vec(9 * c_in * c_out, 0.05)).unwrap();
+            let b = be.upload(&rng.normal_vec(c_out, 0.01)).unwrap();
+            let mut y = be.zeros(hw * hw * c_out).unwrap();
+            let mut dx = be.zeros(hw * hw * c_in).unwrap();
+            let w_flip = be.upload(&rng.normal_vec(9 * c_in * c_out, 0.05)).unwrap();
+            g.throughput(Throughput::Elements(s.flops()));
+            g.bench_function(BenchmarkId::new("fwd", name), |bch| {
+                bch.iter_custom(|iters| timed(&be, iters, || be.conv3x3_fwd(s, &x, &w, &b, &mut y).unwrap()))
+            });
+            g.bench_function(BenchmarkId::new("bwd_input", name), |bch| {
+                bch.iter_custom(|iters| timed(&be, iters, || be.conv3x3_bwd_input(s, &y, &w_flip, &mut dx).unwrap()))
+            });
+        }
+        g.finish();
+        let vgg = neural_style::model::random::random_vgg19(0);
+        let mut g = quick(c, &format!("cuda_{precision:?}_evaluate"));
+        for size in [512usize, 1024] {
+            let conv = neural_style::Convention::Torchvision;
+            let content = Image { h: size, w: size, data: conv.preprocess(&neural_style::bench::procedural_image(size, 1, false)) };
+            let style = Image { h: size, w: size, data: conv.preprocess(&neural_style::bench::procedural_image(size, 2, true)) };
+            let mut obj = Objective::new(&be, &vgg, neural_style::bench::default_spec(), &content, &[(style, 1.0)]).unwrap();
+            let x = be.upload(&Rng::new(3).normal_vec(size * size * 3, 0.001)).unwrap();
+            let mut grad = be.zeros(size * size * 3).unwrap();
+            g.throughput(Throughput::Elements(obj.flops_per_evaluation()));
+            g.bench_function(BenchmarkId::from_parameter(size), |bch| {
+                bch.iter_custom(|iters| timed(&be, iters, || {
+                    obj.evaluate(&x, &mut grad).unwrap();
+                }))
+            });
+        }
+        g.finish();
+    }
+}
+
+/// Runs `f` iters times and waits for the device before reading the clock.
+fn timed<B: Backend>(be: &B, iters: u64, mut f: impl FnMut()) -> Duration {
+    be.synchronize().unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    be.synchronize().unwrap();
+    t.elapsed()
+}
+
+criterion_group!(benches, bench_conv, bench_gram, bench_pool, bench_evaluate, bench_cuda);
 criterion_main!(benches);
