@@ -325,14 +325,7 @@ fn narrow_vgg() -> neural_style::Vgg {
 }
 
 fn spec() -> ObjectiveSpec {
-    ObjectiveSpec {
-        content_layers: vec!["relu4_2".into()],
-        style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].map(String::from).to_vec(),
-        content_weight: 5.0,
-        style_weight: 100.0,
-        tv_weight: 1e-3,
-        pooling: PoolKind::Max,
-    }
+    neural_style::bench::default_spec()
 }
 
 #[test]
