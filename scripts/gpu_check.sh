@@ -8,7 +8,9 @@
 # The GPU machine needs only the NVIDIA driver (libcuda): the PTX is inside the binaries.
 # Env: BENCH_ARGS (extra args for `neural-style bench`), TORCH_ARGS (for torch_gatys.py,
 # default "--sizes 512,1024 --evals 40"), TORCH_GATYS (path of torch_gatys.py),
-# CHECK_OUT (log folder, default target/gpu_check).
+# CHECK_OUT (log folder, default target/gpu_check), BIN_DIR (a folder holding prebuilt
+# `neural-style` and `cuda_parity` binaries, when target/ is too big to carry:
+# scripts/gpu_pack.sh fills .gpu/ with them and torch_gatys.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${CHECK_OUT:-target/gpu_check}"
@@ -31,7 +33,7 @@ echo "== device"
 
 # 1. Parity tests: the prebuilt test binary (newest), or cargo if there is one.
 echo "== parity tests"
-bin="$(ls -t target/release/deps/cuda_parity-* target/debug/deps/cuda_parity-* 2>/dev/null | grep -v '\.d$' | head -1)"
+bin="$(ls -t ${BIN_DIR:+$BIN_DIR/cuda_parity} target/release/deps/cuda_parity-* target/debug/deps/cuda_parity-* 2>/dev/null | grep -v '\.d$' | head -1)"
 if [[ -n "$bin" && -x "$bin" ]]; then
     cmd=("$bin" --test-threads=1 --nocapture)
 elif command -v cargo >/dev/null; then
@@ -51,7 +53,7 @@ fi
 
 # 2. Benchmark through the CLI.
 echo "== neural-style bench --device cuda ${BENCH_ARGS:-}"
-nsbin=target/release/neural-style
+nsbin="${BIN_DIR:-target/release}/neural-style"
 if [[ -x "$nsbin" ]]; then
     # shellcheck disable=SC2086
     if run_step bench "$out/bench.log" "$nsbin" bench --device cuda ${BENCH_ARGS:-}; then st=PASS; else st=FAIL; fi
@@ -61,7 +63,18 @@ else
     row "neural-style bench" "MISS" "-" "$nsbin not built"
 fi
 
-# 3. The PyTorch baseline (same work), if its script is here.
+# 3. Issue 3's acceptance run: 512 px, 500 L-BFGS iterations on the example images, with a log.
+echo "== 512 px, 500 iterations on cuda"
+if [[ -x "$nsbin" ]]; then
+    if run_step run512 "$out/run512.log" "$nsbin" --device cuda --content-image examples/content.png \
+        --style-image examples/style.png --image-size 512 --num-iterations 500 --save-iter 0 \
+        --print-iter 100 --output-image "$out/run512.png" --log-json "$out/run512.jsonl"; then st=PASS; else st=FAIL; fi
+    row "512px x 500 (cuda)" "$st" "$(cat "$out/run512.log.time")" "$(tail -1 "$out/run512.jsonl" 2>/dev/null | cut -c1-200)"
+else
+    row "512px x 500 (cuda)" "MISS" "-" "$nsbin not built"
+fi
+
+# 4. The PyTorch baseline (same work), if its script is here.
 echo "== torch_gatys.py"
 tg="${TORCH_GATYS:-}"
 for p in torch_gatys.py scripts/torch_gatys.py shared/peer/torch_gatys.py ../shared/peer/torch_gatys.py; do
