@@ -39,11 +39,8 @@ __device__ __forceinline__ void conv3x3_body(const float* __restrict__ x, const 
     const bool vec4 = (c_in % 4 == 0) && (c_out % 4 == 0);
     // Scalar A loader: 32 threads along k (contiguous channels in x: coalesced), rows t/32 + 4i.
     const int a_k = t % BK, a_row = t / BK;
-    // Scalar B loader: 64 threads along n (contiguous output channels in w), rows t/64 + 2i.
-    const int b_n = t % BN, b_row = t / BN;
-    // float4 A loader: 8 threads per row (k = 4 (t%8) ..), rows t/8 + 16i; B: 16 per row, rows t/16 + 8i.
+    // float4 A loader: 8 threads per row (k = 4 (t%8) ..), rows t/8 + 16i. B: ns::load_b_tile.
     const int a4_k = 4 * (t % 8), a4_row = t / 8;
-    const int b4_n = 4 * (t % 16), b4_row = t / 16;
 
     for (int k0 = 0; k0 < K; k0 += BK) {
         if (vec4) {
@@ -59,13 +56,7 @@ __device__ __forceinline__ void conv3x3_body(const float* __restrict__ x, const 
                     v = *reinterpret_cast<const float4*>(x + ((size_t)iy * w + ix) * c_in + ci);
                 ns::store4_kmajor<P>(smem, a4_k, r, v);
             }
-            #pragma unroll 2
-            for (int i = 0; i < BK / 8; i++) {
-                const int kr = b4_row + 8 * i, k = k0 + kr, n = n0 + b4_n;
-                float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                if (k < K && n < N) v = *reinterpret_cast<const float4*>(wt + (size_t)k * N + n);
-                ns::store4_row<P>(&smem.ab.b[kr][b4_n], v);
-            }
+            ns::load_b_tile<P, true>(smem, wt, K, N, k0, n0, t);  // weights (K, N), row-major
         } else {
             const int k = k0 + a_k;
             const int tap = k / c_in, ci = k - tap * c_in;
@@ -78,12 +69,7 @@ __device__ __forceinline__ void conv3x3_body(const float* __restrict__ x, const 
                 if (k < K && iy >= 0 && iy < h && ix >= 0 && ix < w) v = x[((size_t)iy * w + ix) * c_in + ci];
                 smem.ab.a[a_k][r] = P::cvt(v);
             }
-            #pragma unroll 4
-            for (int i = 0; i < BK / 2; i++) {
-                const int kr = b_row + 2 * i, k = k0 + kr, n = n0 + b_n;
-                const float v = (k < K && n < N) ? wt[(size_t)k * N + n] : 0.0f;
-                smem.ab.b[kr][b_n] = P::cvt(v);
-            }
+            ns::load_b_tile<P, false>(smem, wt, K, N, k0, n0, t);
         }
         __syncthreads();
         acc.mma(smem);

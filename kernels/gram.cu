@@ -99,12 +99,10 @@ __device__ __forceinline__ void gram_bwd_acc_body(const float* __restrict__ f, c
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
     const int t = threadIdx.x;
     const int a_k = t % BK, a_row = t / BK;  // A loader: along k (channels of f), rows t/32 + 4i
-    const int b_n = t % BN, b_row = t / BN;  // B loader: along n (columns of sym), rows t/64 + 2i
     typename ns::AccFor<P>::type acc;
     acc.zero();
     const bool vec4 = c % 4 == 0;  // float4 loaders, as in conv3x3.cu
     const int a4_k = 4 * (t % 8), a4_row = t / 8;
-    const int b4_n = 4 * (t % 16), b4_row = t / 16;
     for (int k0 = 0; k0 < c; k0 += BK) {
         if (vec4) {
             const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -114,12 +112,7 @@ __device__ __forceinline__ void gram_bwd_acc_body(const float* __restrict__ f, c
                 const float4 v = (p < hw && k < c) ? *reinterpret_cast<const float4*>(f + (size_t)p * c + k) : zero;
                 ns::store4_kmajor<P>(smem, a4_k, r, v);
             }
-            #pragma unroll 2
-            for (int i = 0; i < BK / 8; i++) {
-                const int kr = b4_row + 8 * i, k = k0 + kr, n = n0 + b4_n;
-                const float4 v = (k < c && n < c) ? *reinterpret_cast<const float4*>(sym + (size_t)k * c + n) : zero;
-                ns::store4_row<P>(&smem.ab.b[kr][b4_n], v);
-            }
+            ns::load_b_tile<P, true>(smem, sym, c, c, k0, n0, t);  // dG + dGᵀ (c, c), row-major
         } else {
             #pragma unroll 4
             for (int i = 0; i < BM / 4; i++) {
@@ -127,12 +120,7 @@ __device__ __forceinline__ void gram_bwd_acc_body(const float* __restrict__ f, c
                 const float v = (p < hw && k < c) ? f[(size_t)p * c + k] : 0.0f;
                 smem.ab.a[a_k][r] = P::cvt(v);
             }
-            #pragma unroll 4
-            for (int i = 0; i < BK / 2; i++) {
-                const int kr = b_row + 2 * i, k = k0 + kr, n = n0 + b_n;
-                const float v = (k < c && n < c) ? sym[(size_t)k * c + n] : 0.0f;
-                smem.ab.b[kr][b_n] = P::cvt(v);
-            }
+            ns::load_b_tile<P, false>(smem, sym, c, c, k0, n0, t);
         }
         __syncthreads();
         acc.mma(smem);

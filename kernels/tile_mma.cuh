@@ -156,6 +156,33 @@ __device__ __forceinline__ void store4_row(T* row, float4 v) {
     row[3] = P::cvt(v.w);
 }
 
+// The B slice b[k][n] (BK x BN) of a row-major (K, N) matrix src, from rows k0.. and columns
+// n0.., zero outside it. VEC4: 16 threads per row load float4s (N % 4 == 0, aligned); else 64
+// threads along n, both coalesced. Shared by the conv (weights) and the Gram backward (dG+dGᵀ);
+// called inside each caller's own vec4 branch, so the A and B loads stay in one basic block.
+template <class P, bool VEC4>
+__device__ __forceinline__ void load_b_tile(Smem<P>& s, const float* __restrict__ src, int K, int N, int k0, int n0,
+                                            int t) {
+    if (VEC4) {
+        const int b4_n = 4 * (t % 16), b4_row = t / 16;
+        #pragma unroll 2
+        for (int i = 0; i < BK / 8; i++) {
+            const int kr = b4_row + 8 * i, k = k0 + kr, n = n0 + b4_n;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (k < K && n < N) v = *reinterpret_cast<const float4*>(src + (size_t)k * N + n);
+            store4_row<P>(&s.ab.b[kr][b4_n], v);
+        }
+    } else {
+        const int b_n = t % BN, b_row = t / BN;
+        #pragma unroll 4
+        for (int i = 0; i < BK / 2; i++) {
+            const int kr = b_row + 2 * i, k = k0 + kr, n = n0 + b_n;
+            const float v = (k < K && n < N) ? src[(size_t)k * N + n] : 0.0f;
+            s.ab.b[kr][b_n] = P::cvt(v);
+        }
+    }
+}
+
 template <class P> struct AccFor { typedef AccWmma<P> type; };
 template <> struct AccFor<Fp32> { typedef AccFp32 type; };
 
