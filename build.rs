@@ -1,12 +1,19 @@
-//! Compiles kernels/*.cu to PTX in $OUT_DIR and generates `$OUT_DIR/kernels.rs`, which
-//! src/cuda/ includes: one `&str` of PTX per kernel file and `KERNELS_BUILT`.
+//! Compiles kernels/*.cu for the CUDA backend and generates `$OUT_DIR/kernels.rs`, which
+//! src/cuda/ includes. Per kernel file it embeds:
+//!   - SASS (cubins) for sm_80, sm_86, sm_89 and sm_90 (`NEURAL_STYLE_CUBIN_ARCHS`, e.g. `80,90,100`,
+//!     overrides): the backend loads the one matching the GPU, so nothing is JIT-compiled at start-up
+//!     and the driver never sees a PTX ISA newer than it knows;
+//!   - PTX for compute_80 (`NEURAL_STYLE_CUDA_ARCH` overrides, e.g. `90`): the fallback for other GPUs.
 //!
-//! Compiler, in order: nvcc (CUDA_HOME / CUDA_PATH / PATH) with `-ptx -arch=compute_XX`; else
-//! NVRTC loaded from libnvrtc.so.12 (NVRTC_LIB, NEURAL_STYLE_CUDA_WHEELS, the python wheels
-//! nvidia-cuda-nvrtc-cu12 / -runtime-cu12 / -nvcc-cu12 in site-packages, /usr/local/cuda).
-//! Target: compute_80 unless NEURAL_STYLE_CUDA_ARCH says otherwise (e.g. `90` or `compute_90`).
-//! A kernel that fails to compile fails the build with the compiler's log. With no compiler at
-//! all the build succeeds with a warning, and `--device cuda` explains at run time.
+//! Compiler, in order: nvcc (CUDA_HOME / CUDA_PATH / PATH / /usr/local/cuda), then NVRTC
+//! (libnvrtc.so.12) from NVRTC_LIB, NEURAL_STYLE_CUDA_WHEELS, this checkout's `.cuda-tools/`
+//! (where .ci/install_cuda_tools.sh puts the PyPI wheels), the python3 on PATH's site-packages,
+//! /usr/local/cuda. An nvcc that cannot compile even an empty kernel (say, an unsupported host
+//! compiler) is skipped with a warning. A kernel that fails to compile fails the build with the
+//! compiler's log. With no working compiler the build succeeds with a warning (`--device cuda`
+//! then explains), unless NEURAL_STYLE_REQUIRE_KERNELS=1, which makes that an error.
+//! Cargo re-runs this script when the environment or the probed tool folders change, so
+//! installing the tools and rebuilding needs no `cargo clean`.
 //! The PTX is also copied to `<target dir>/ptx/` for .ci/check_ptxas.sh.
 
 use std::env;
@@ -16,70 +23,169 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const KERNELS: [&str; 6] = ["conv3x3", "gram", "pool", "relu", "loss", "vector"];
+const DEFAULT_CUBIN_ARCHS: [u32; 4] = [80, 86, 89, 90];
+const DEFAULT_PTX_ARCH: u32 = 80;
+/// Every variable this script reads: a change to any of them re-runs it.
+const ENV_VARS: [&str; 11] = [
+    "NEURAL_STYLE_CUDA_ARCH",
+    "NEURAL_STYLE_CUBIN_ARCHS",
+    "NEURAL_STYLE_CUDA_WHEELS",
+    "NEURAL_STYLE_NO_CUDA",
+    "NEURAL_STYLE_REQUIRE_KERNELS",
+    "NVRTC_LIB",
+    "CUDA_INCLUDE",
+    "CUDA_HOME",
+    "CUDA_PATH",
+    "PATH",
+    "NVCC_CCBIN",
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=kernels");
-    for v in ["NEURAL_STYLE_CUDA_ARCH", "NEURAL_STYLE_CUDA_WHEELS", "NEURAL_STYLE_NO_CUDA", "NVRTC_LIB", "CUDA_INCLUDE", "CUDA_HOME", "CUDA_PATH"] {
+    for v in ENV_VARS {
         println!("cargo:rerun-if-env-changed={v}");
     }
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
-    let kernels_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("kernels");
-    let arch = match env::var("NEURAL_STYLE_CUDA_ARCH") {
-        Ok(a) if !a.trim().is_empty() => {
-            let a = a.trim().trim_start_matches("compute_").trim_start_matches("sm_");
-            format!("compute_{a}")
-        }
-        _ => "compute_80".to_string(),
+    let kernels_dir = manifest.join("kernels");
+    // .cuda-tools/ always exists (its README is tracked), so watching it costs nothing until the
+    // install script fills it; a watched path that does not exist would re-run this every build.
+    let tools_dir = manifest.join(".cuda-tools");
+    if tools_dir.is_dir() {
+        println!("cargo:rerun-if-changed={}", tools_dir.display());
+    }
+    let require = env::var("NEURAL_STYLE_REQUIRE_KERNELS").is_ok_and(|v| !v.is_empty() && v != "0");
+    let ptx_arch = match env::var("NEURAL_STYLE_CUDA_ARCH") {
+        Ok(a) if !a.trim().is_empty() => parse_arch(&a).unwrap_or_else(|| panic!("NEURAL_STYLE_CUDA_ARCH={a:?}: expected a compute capability such as 80 or compute_90")),
+        _ => DEFAULT_PTX_ARCH,
+    };
+    let cubin_archs: Vec<u32> = match env::var("NEURAL_STYLE_CUBIN_ARCHS") {
+        Ok(a) if !a.trim().is_empty() => a
+            .split(',')
+            .map(|s| parse_arch(s).unwrap_or_else(|| panic!("NEURAL_STYLE_CUBIN_ARCHS={a:?}: expected a list such as 80,86,89,90")))
+            .collect(),
+        _ => DEFAULT_CUBIN_ARCHS.to_vec(),
     };
 
-    let compiler = if env::var_os("NEURAL_STYLE_NO_CUDA").is_some() { None } else { find_compiler() };
-    let Some(compiler) = compiler else {
-        println!(
-            "cargo:warning=no CUDA compiler found (nvcc or libnvrtc.so.12): the CUDA kernels are not built; \
-             install them with .ci/install_cuda_tools.sh (or set NVRTC_LIB / NEURAL_STYLE_CUDA_WHEELS) and rebuild"
-        );
-        write_kernels_rs(&out, None, "no CUDA compiler (nvcc or libnvrtc.so.12) was found when this binary was built");
-        return;
+    let no_kernels = |reason: String| {
+        if require {
+            panic!("NEURAL_STYLE_REQUIRE_KERNELS is set, but the CUDA kernels cannot be built: {reason}");
+        }
+        println!("cargo:warning={reason}: the CUDA kernels are not built; install the tools with `bash .ci/install_cuda_tools.sh` (or set NVRTC_LIB / CUDA_HOME) and rebuild");
+        write_kernels_rs(&out, None, &reason, ptx_arch, &[]);
     };
+    if env::var_os("NEURAL_STYLE_NO_CUDA").is_some() {
+        return no_kernels("NEURAL_STYLE_NO_CUDA is set".into());
+    }
+    let compilers = find_compilers(&tools_dir);
+    if compilers.is_empty() {
+        return no_kernels("no CUDA compiler (nvcc or libnvrtc.so.12) was found when this binary was built".into());
+    }
 
-    let ptx_copy_dir = target_dir(&out).map(|t| t.join("ptx"));
-    for name in KERNELS {
-        let src_path = kernels_dir.join(format!("{name}.cu"));
-        let ptx = match compiler.compile(&src_path, &kernels_dir, &arch) {
-            Ok(p) => p,
-            Err(log) => panic!("kernels/{name}.cu failed to compile for {arch} with {}:\n{log}", compiler.describe()),
-        };
-        fs::write(out.join(format!("{name}.ptx")), &ptx).unwrap();
-        if let Some(dir) = &ptx_copy_dir {
-            let _ = fs::create_dir_all(dir);
-            let _ = fs::write(dir.join(format!("{name}.ptx")), &ptx);
+    let mut skipped = Vec::new();
+    for compiler in &compilers {
+        match build_all(compiler, &kernels_dir, &out, ptx_arch, &cubin_archs) {
+            Ok(()) => {
+                for s in &skipped {
+                    println!("cargo:warning={s}");
+                }
+                let with = format!(
+                    "compute_{ptx_arch} PTX (ISA {}) and SASS for {} by {}",
+                    ptx_isa(&fs::read_to_string(out.join("conv3x3.ptx")).unwrap()),
+                    cubin_archs.iter().map(|a| format!("sm_{a}")).collect::<Vec<_>>().join(", "),
+                    compiler.describe()
+                );
+                copy_ptx_for_ptxas(&out);
+                write_kernels_rs(&out, Some(&with), "", ptx_arch, &cubin_archs);
+                return;
+            }
+            Err(BuildError::Kernel(log)) => panic!("{log}"),
+            Err(BuildError::Tool(why)) => skipped.push(format!("{} cannot compile CUDA here, skipped: {why}", compiler.describe())),
         }
     }
-    if let Some(dir) = &ptx_copy_dir {
-        println!("cargo:warning=PTX for {arch} ({}) written to {}", compiler.describe(), dir.display());
-    }
-    write_kernels_rs(&out, Some(&format!("{arch} by {}", compiler.describe())), "");
+    no_kernels(format!("no working CUDA compiler: {}", skipped.join("; ")));
 }
 
-fn write_kernels_rs(out: &Path, built_with: Option<&str>, missing: &str) {
-    let mut s = String::from("// Generated by build.rs.\n");
-    s += &format!("pub const KERNELS_BUILT: bool = {};\n", built_with.is_some());
-    s += &format!("pub const KERNELS_BUILT_WITH: &str = {:?};\n", built_with.unwrap_or(""));
-    s += &format!("pub const KERNELS_MISSING_REASON: &str = {missing:?};\n");
+/// `80`, `sm_80`, `compute_80` -> 80.
+fn parse_arch(s: &str) -> Option<u32> {
+    s.trim().trim_start_matches("compute_").trim_start_matches("sm_").parse().ok()
+}
+
+/// The `.version` line of a PTX file: its ISA version, which the driver must know.
+fn ptx_isa(ptx: &str) -> String {
+    ptx.lines().find_map(|l| l.trim().strip_prefix(".version ")).unwrap_or("?").trim().to_string()
+}
+
+enum BuildError {
+    /// The compiler itself does not work here (missing host compiler, unloadable library).
+    Tool(String),
+    /// A kernel does not compile: always a build failure.
+    Kernel(String),
+}
+
+fn build_all(compiler: &Compiler, kernels_dir: &Path, out: &Path, ptx_arch: u32, cubin_archs: &[u32]) -> Result<(), BuildError> {
+    compiler.self_test(out).map_err(BuildError::Tool)?;
     for name in KERNELS {
-        let konst = format!("{}_PTX", name.to_uppercase());
-        if built_with.is_some() {
-            s += &format!("pub const {konst}: &str = include_str!(concat!(env!(\"OUT_DIR\"), \"/{name}.ptx\"));\n");
-        } else {
-            s += &format!("pub const {konst}: &str = \"\";\n");
+        let src = kernels_dir.join(format!("{name}.cu"));
+        let fail = |target: &str, log: String| BuildError::Kernel(format!("kernels/{name}.cu failed to compile for {target} with {}:\n{log}", compiler.describe()));
+        let ptx = compiler.compile(&src, kernels_dir, Target::Ptx(ptx_arch)).map_err(|log| fail(&format!("compute_{ptx_arch}"), log))?;
+        fs::write(out.join(format!("{name}.ptx")), ptx).unwrap();
+        for &arch in cubin_archs {
+            let cubin = compiler.compile(&src, kernels_dir, Target::Cubin(arch)).map_err(|log| fail(&format!("sm_{arch}"), log))?;
+            fs::write(out.join(format!("{name}.sm_{arch}.cubin")), cubin).unwrap();
         }
     }
+    Ok(())
+}
+
+/// For .ci/check_ptxas.sh: `<target>/ptx/*.ptx` (`<target>/<profile>/build/<pkg>-<hash>/out` -> `<target>`).
+fn copy_ptx_for_ptxas(out: &Path) {
+    let Some(dir) = out.ancestors().nth(4).map(|t| t.join("ptx")) else { return };
+    let _ = fs::create_dir_all(&dir);
+    for name in KERNELS {
+        let _ = fs::copy(out.join(format!("{name}.ptx")), dir.join(format!("{name}.ptx")));
+    }
+}
+
+fn write_kernels_rs(out: &Path, built_with: Option<&str>, missing: &str, ptx_arch: u32, cubin_archs: &[u32]) {
+    let built = built_with.is_some();
+    let mut s = String::from("// Generated by build.rs.\n");
+    s += &format!("pub const KERNELS_BUILT: bool = {built};\n");
+    s += &format!("pub const KERNELS_BUILT_WITH: &str = {:?};\n", built_with.unwrap_or(""));
+    s += &format!("pub const KERNELS_MISSING_REASON: &str = {missing:?};\n");
+    s += &format!("pub const PTX_ARCH: u32 = {ptx_arch};\n");
+    s += &format!("pub const CUBIN_ARCHS: &[u32] = &{:?};\n", if built { cubin_archs } else { &[] });
+    let summary = match built_with {
+        Some(w) => format!("CUDA kernels: {w}"),
+        None => format!("CUDA kernels: not built ({missing})"),
+    };
+    s += &format!("pub const LONG_VERSION: &str = {:?};\n", format!("{}\n{summary}", env::var("CARGO_PKG_VERSION").unwrap()));
+    s += "/// One kernel file: its PTX and its cubins as (sm, bytes).\npub struct KernelImages { pub name: &'static str, pub ptx: &'static str, pub cubins: &'static [(u32, &'static [u8])] }\n";
+    for name in KERNELS {
+        let konst = name.to_uppercase();
+        if built {
+            let cubins: Vec<String> = cubin_archs
+                .iter()
+                .map(|a| format!("({a}, include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.sm_{a}.cubin\")))"))
+                .collect();
+            s += &format!(
+                "pub const {konst}: KernelImages = KernelImages {{ name: {name:?}, ptx: include_str!(concat!(env!(\"OUT_DIR\"), \"/{name}.ptx\")), cubins: &[{}] }};\n",
+                cubins.join(", ")
+            );
+        } else {
+            s += &format!("pub const {konst}: KernelImages = KernelImages {{ name: {name:?}, ptx: \"\", cubins: &[] }};\n");
+        }
+    }
+    let all: Vec<String> = KERNELS.iter().map(|n| n.to_uppercase()).collect();
+    s += &format!("pub const ALL: [&KernelImages; {}] = [{}];\n", KERNELS.len(), all.iter().map(|k| format!("&{k}")).collect::<Vec<_>>().join(", "));
     fs::write(out.join("kernels.rs"), s).unwrap();
 }
 
-/// `<target>/<profile>/build/<pkg>-<hash>/out` -> `<target>` (or `<target>/<triple>`).
-fn target_dir(out: &Path) -> Option<PathBuf> {
-    out.ancestors().nth(4).map(Path::to_path_buf)
+enum Target {
+    /// PTX for a virtual architecture (compute_XX).
+    Ptx(u32),
+    /// SASS for a real one (sm_XX).
+    Cubin(u32),
 }
 
 enum Compiler {
@@ -95,36 +201,51 @@ impl Compiler {
         }
     }
 
-    fn compile(&self, src: &Path, include_dir: &Path, arch: &str) -> Result<String, String> {
+    /// Compiles an empty kernel: tells a compiler that does not work here from a broken kernel.
+    fn self_test(&self, out: &Path) -> Result<(), String> {
+        let dir = out.join("self_test");
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let src = dir.join("empty.cu");
+        fs::write(&src, "extern \"C\" __global__ void empty() {}\n").map_err(|e| e.to_string())?;
+        self.compile(&src, &dir, Target::Ptx(DEFAULT_PTX_ARCH)).map(drop).map_err(|log| log.lines().take(6).collect::<Vec<_>>().join(" / "))
+    }
+
+    fn compile(&self, src: &Path, include_dir: &Path, target: Target) -> Result<Vec<u8>, String> {
         match self {
             Compiler::Nvcc(nvcc) => {
-                let tmp = PathBuf::from(env::var("OUT_DIR").unwrap()).join("nvcc_tmp.ptx");
-                let o = Command::new(nvcc)
-                    .args(["-ptx", &format!("-arch={arch}"), "-std=c++17", "-lineinfo", "-I"])
-                    .arg(include_dir)
-                    .arg("-o")
-                    .arg(&tmp)
-                    .arg(src)
-                    .output()
-                    .map_err(|e| e.to_string())?;
+                let (mode, arch, ext) = match target {
+                    Target::Ptx(a) => ("-ptx", format!("-arch=compute_{a}"), "ptx"),
+                    Target::Cubin(a) => ("-cubin", format!("-arch=sm_{a}"), "cubin"),
+                };
+                let tmp = PathBuf::from(env::var("OUT_DIR").unwrap()).join(format!("nvcc_tmp.{ext}"));
+                let mut cmd = Command::new(nvcc);
+                cmd.args([mode, &arch, "-std=c++17", "-lineinfo", "-I"]).arg(include_dir).arg("-o").arg(&tmp).arg(src);
+                if let Some(ccbin) = env::var_os("NVCC_CCBIN") {
+                    cmd.arg("-ccbin").arg(ccbin);
+                }
+                let o = cmd.output().map_err(|e| format!("cannot run {}: {e}", nvcc.display()))?;
                 if !o.status.success() {
                     return Err(format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
                 }
-                fs::read_to_string(&tmp).map_err(|e| e.to_string())
+                fs::read(&tmp).map_err(|e| e.to_string())
             }
             Compiler::Nvrtc { lib, includes } => {
-                let mut opts = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), "-lineinfo".into()];
-                opts.push(format!("-I{}", include_dir.display()));
-                for inc in includes {
-                    opts.push(format!("-I{}", inc.display()));
-                }
-                nvrtc_compile(lib, src, &opts)
+                let arch = match target {
+                    Target::Ptx(a) => format!("--gpu-architecture=compute_{a}"),
+                    Target::Cubin(a) => format!("--gpu-architecture=sm_{a}"),
+                };
+                let mut opts = vec![arch, "--std=c++17".into(), "-lineinfo".into(), format!("-I{}", include_dir.display())];
+                opts.extend(includes.iter().map(|inc| format!("-I{}", inc.display())));
+                nvrtc_compile(lib, src, &opts, matches!(target, Target::Cubin(_)))
             }
         }
     }
 }
 
-fn find_compiler() -> Option<Compiler> {
+/// Every compiler found, in order of preference. Emits rerun-if-changed for each one found, so
+/// a tool that changes or goes away re-runs this script.
+fn find_compilers(tools_dir: &Path) -> Vec<Compiler> {
+    let mut found = Vec::new();
     // nvcc first: a full toolkit knows its own headers.
     let mut nvcc_candidates = Vec::new();
     for v in ["CUDA_HOME", "CUDA_PATH"] {
@@ -137,14 +258,16 @@ fn find_compiler() -> Option<Compiler> {
     }
     nvcc_candidates.push("/usr/local/cuda/bin/nvcc".into());
     if let Some(nvcc) = nvcc_candidates.into_iter().find(|p| p.is_file()) {
-        return Some(Compiler::Nvcc(nvcc));
+        println!("cargo:rerun-if-changed={}", nvcc.display());
+        found.push(Compiler::Nvcc(nvcc));
     }
 
-    // NVRTC: explicit library, then wheel roots.
-    let mut roots: Vec<PathBuf> = Vec::new(); // folders holding nvidia/cuda_nvrtc ...
+    // NVRTC: an explicit library, then folders holding nvidia/cuda_nvrtc (pip wheels).
+    let mut roots: Vec<PathBuf> = Vec::new();
     if let Some(w) = env::var_os("NEURAL_STYLE_CUDA_WHEELS") {
         roots.extend(env::split_paths(&w));
     }
+    roots.push(tools_dir.to_path_buf());
     roots.extend(python_site_packages());
     let mut lib = env::var_os("NVRTC_LIB").map(PathBuf::from).filter(|p| p.is_file());
     let mut includes: Vec<PathBuf> = env::var_os("CUDA_INCLUDE").map(|v| env::split_paths(&v).collect()).unwrap_or_default();
@@ -172,7 +295,11 @@ fn find_compiler() -> Option<Compiler> {
             includes.push(inc);
         }
     }
-    lib.map(|lib| Compiler::Nvrtc { lib, includes })
+    if let Some(lib) = lib {
+        println!("cargo:rerun-if-changed={}", lib.display());
+        found.push(Compiler::Nvrtc { lib, includes });
+    }
+    found
 }
 
 /// site-packages folders of the python3 (or python) on PATH, without running pip.
@@ -202,17 +329,24 @@ type SizeFn = unsafe extern "C" fn(NvrtcProgram, *mut usize) -> c_int;
 type GetFn = unsafe extern "C" fn(NvrtcProgram, *mut c_char) -> c_int;
 type DestroyFn = unsafe extern "C" fn(*mut NvrtcProgram) -> c_int;
 
-fn nvrtc_compile(lib_path: &Path, src_path: &Path, opts: &[String]) -> Result<String, String> {
+/// Compiles one file; returns its PTX (NUL dropped) or, with `cubin`, its SASS image.
+fn nvrtc_compile(lib_path: &Path, src_path: &Path, opts: &[String], cubin: bool) -> Result<Vec<u8>, String> {
     let src = fs::read_to_string(src_path).map_err(|e| format!("{}: {e}", src_path.display()))?;
     unsafe {
         let lib = libloading::Library::new(lib_path).map_err(|e| format!("cannot load {}: {e}", lib_path.display()))?;
-        let create: libloading::Symbol<CreateFn> = lib.get(b"nvrtcCreateProgram").map_err(|e| e.to_string())?;
-        let compile: libloading::Symbol<CompileFn> = lib.get(b"nvrtcCompileProgram").map_err(|e| e.to_string())?;
-        let log_size: libloading::Symbol<SizeFn> = lib.get(b"nvrtcGetProgramLogSize").map_err(|e| e.to_string())?;
-        let get_log: libloading::Symbol<GetFn> = lib.get(b"nvrtcGetProgramLog").map_err(|e| e.to_string())?;
-        let ptx_size: libloading::Symbol<SizeFn> = lib.get(b"nvrtcGetPTXSize").map_err(|e| e.to_string())?;
-        let get_ptx: libloading::Symbol<GetFn> = lib.get(b"nvrtcGetPTX").map_err(|e| e.to_string())?;
-        let destroy: libloading::Symbol<DestroyFn> = lib.get(b"nvrtcDestroyProgram").map_err(|e| e.to_string())?;
+        let sym = |name: &[u8]| -> Result<*const (), String> {
+            lib.get::<*const ()>(name).map(|s| *s).map_err(|e| format!("{}: {e}", String::from_utf8_lossy(name)))
+        };
+        let create: CreateFn = std::mem::transmute(sym(b"nvrtcCreateProgram")?);
+        let compile: CompileFn = std::mem::transmute(sym(b"nvrtcCompileProgram")?);
+        let log_size: SizeFn = std::mem::transmute(sym(b"nvrtcGetProgramLogSize")?);
+        let get_log: GetFn = std::mem::transmute(sym(b"nvrtcGetProgramLog")?);
+        let (out_size, get_out): (SizeFn, GetFn) = if cubin {
+            (std::mem::transmute(sym(b"nvrtcGetCUBINSize")?), std::mem::transmute(sym(b"nvrtcGetCUBIN")?))
+        } else {
+            (std::mem::transmute(sym(b"nvrtcGetPTXSize")?), std::mem::transmute(sym(b"nvrtcGetPTX")?))
+        };
+        let destroy: DestroyFn = std::mem::transmute(sym(b"nvrtcDestroyProgram")?);
 
         let c_src = CString::new(src).unwrap();
         let c_name = CString::new(src_path.file_name().unwrap().to_string_lossy().as_bytes()).unwrap();
@@ -234,16 +368,23 @@ fn nvrtc_compile(lib_path: &Path, src_path: &Path, opts: &[String]) -> Result<St
             return Err(format!("options: {}\n{log}", opts.join(" ")));
         }
         let mut n = 0usize;
-        ptx_size(prog, &mut n);
-        let mut ptx = vec![0 as c_char; n.max(1)];
-        get_ptx(prog, ptx.as_mut_ptr());
+        out_size(prog, &mut n);
+        let mut image = vec![0u8; n.max(1)];
+        let rc = get_out(prog, image.as_mut_ptr() as *mut c_char);
         destroy(&mut prog);
-        let ptx = CStr::from_ptr(ptx.as_ptr()).to_string_lossy().into_owned();
-        if !log.trim().is_empty() {
+        if rc != 0 {
+            return Err(format!("NVRTC could not return the {} ({rc})", if cubin { "cubin" } else { "PTX" }));
+        }
+        if !cubin {
+            // The PTX is a NUL-terminated string.
+            let end = image.iter().position(|&b| b == 0).unwrap_or(image.len());
+            image.truncate(end);
+        }
+        if !log.trim().is_empty() && !cubin {
             for line in log.lines().filter(|l| !l.trim().is_empty()) {
                 println!("cargo:warning={}: {line}", src_path.file_name().unwrap().to_string_lossy());
             }
         }
-        Ok(ptx)
+        Ok(image)
     }
 }

@@ -17,7 +17,8 @@ if [[ -z "$ptxas" ]]; then
         ptxas="$(command -v ptxas)"
     else
         root="$(python3 -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0]))' 2>/dev/null || true)"
-        for p in "${NEURAL_STYLE_CUDA_WHEELS:-}/nvidia/cuda_nvcc/bin/ptxas" "$root/nvidia/cuda_nvcc/bin/ptxas" /usr/local/cuda/bin/ptxas; do
+        for p in "${NEURAL_STYLE_CUDA_WHEELS:-}/nvidia/cuda_nvcc/bin/ptxas" .cuda-tools/nvidia/cuda_nvcc/bin/ptxas \
+                 "$root/nvidia/cuda_nvcc/bin/ptxas" /usr/local/cuda/bin/ptxas; do
             [[ -x "$p" ]] && { ptxas="$p"; break; }
         done
     fi

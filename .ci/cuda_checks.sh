@@ -8,7 +8,8 @@
 #      PTX's entry points, and skip the rest (NEURAL_STYLE_REQUIRE_KERNELS=1: kernels must exist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(.ci/install_cuda_tools.sh | grep '^export ')"
+tools_env="$(bash .ci/install_cuda_tools.sh)"
+eval "$(grep "^export " <<<"$tools_env")"
 cargo test --test cuda_parity --no-run
 .ci/check_ptxas.sh
 if command -v "${CXX:-g++}" >/dev/null; then

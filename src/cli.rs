@@ -9,6 +9,7 @@ const DEFAULT_STYLE_LAYERS: &str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
 #[command(
     name = "neural-style",
     version,
+    long_version = neural_style::cuda::kernels::LONG_VERSION,
     about = "Optimisation-based neural style transfer (Gatys et al.) on the CPU or a CUDA GPU",
     long_about = "Optimisation-based neural style transfer (Gatys et al.) on the CPU or a CUDA GPU.\n\n\
         Stylise with `neural-style --content-image A --style-image B [options]`; \

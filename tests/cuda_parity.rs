@@ -36,24 +36,25 @@ fn gpu(precision: Precision) -> Option<CudaBackend> {
     Some(CudaBackend::new(0, precision).expect("probe() found a GPU, so CudaBackend::new must succeed"))
 }
 
-/// max |a - b| / max |b|; infinite if a has a NaN or an infinity that b lacks, or lengths differ.
-fn rel_err(gpu: &[f32], cpu: &[f32]) -> f64 {
+/// (max |a - b|, max |a - b| / max |b|); both infinite if a has a NaN or an infinity that b
+/// lacks, or the lengths differ.
+fn errors(gpu: &[f32], cpu: &[f32]) -> (f64, f64) {
     if gpu.len() != cpu.len() {
-        return f64::INFINITY;
+        return (f64::INFINITY, f64::INFINITY);
     }
     let mut worst = 0.0f64;
     let mut scale = 0.0f64;
     for (&g, &c) in gpu.iter().zip(cpu) {
         if !g.is_finite() && c.is_finite() {
-            return f64::INFINITY;
+            return (f64::INFINITY, f64::INFINITY);
         }
         worst = worst.max((g as f64 - c as f64).abs());
         scale = scale.max((c as f64).abs());
     }
     if worst.is_nan() {
-        return f64::INFINITY;
+        return (f64::INFINITY, f64::INFINITY);
     }
-    worst / scale.max(1e-30)
+    (worst, worst / scale.max(1e-30))
 }
 
 /// ‖a - b‖₂ / ‖b‖₂; infinite on a NaN.
@@ -73,9 +74,25 @@ fn rel_err_scalar(gpu: f64, cpu: f64) -> f64 {
     (gpu - cpu).abs() / cpu.abs().max(1e-30)
 }
 
+/// One machine-readable line per check, collected by scripts/gpu_results.py into the GPU
+/// check's table: `parity {"op":…,"precision":…,"case":…,"max_abs":…,"rel":…,"tol":…,"pass":…}`.
+/// `what` is "op [Fp32|Tf32|Bf16] [case…]"; ops checked without a precision ran on fp32.
+fn report(what: &str, max_abs: f64, rel: f64, tol: f64) {
+    let mut words = what.splitn(3, ' ');
+    let op = words.next().unwrap_or_default();
+    let rest: Vec<&str> = words.collect();
+    let (precision, case) = match rest.first() {
+        Some(&p @ ("Fp32" | "Tf32" | "Bf16")) => (p.to_lowercase(), rest.get(1).copied().unwrap_or_default().to_string()),
+        _ => ("fp32".to_string(), rest.join(" ")),
+    };
+    let line = serde_json::json!({"op": op, "precision": precision, "case": case, "max_abs": max_abs, "rel": rel, "tol": tol, "pass": rel <= tol});
+    println!("parity {line}");
+}
+
 #[track_caller]
 fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
-    let e = rel_err(gpu, cpu);
+    let (max_abs, e) = errors(gpu, cpu);
+    report(what, max_abs, e, tol);
     assert!(e <= tol, "{what}: relative error {e:e} > {tol:e}");
     println!("{what}: relative error {e:.2e} (tolerance {tol:.0e})");
 }
@@ -83,6 +100,7 @@ fn assert_close(what: &str, gpu: &[f32], cpu: &[f32], tol: f64) {
 #[track_caller]
 fn assert_close_scalar(what: &str, gpu: f64, cpu: f64, tol: f64) {
     let e = rel_err_scalar(gpu, cpu);
+    report(what, (gpu - cpu).abs(), e, tol);
     assert!(e <= tol, "{what}: {gpu} vs cpu {cpu}: relative error {e:e} > {tol:e}");
 }
 
@@ -234,8 +252,8 @@ fn losses_match_cpu() {
         let (fg, pg) = (be.upload(&f).unwrap(), be.upload(&p).unwrap());
         let mut dfg = be.upload(&df0).unwrap();
         let l_gpu = be.content_loss_acc(5.0, &fg, &pg, &mut dfg).unwrap();
-        assert_close_scalar("content loss", l_gpu, l_cpu, 1e-10);
-        assert_close("content loss gradient", &be.download(&dfg).unwrap(), &df_cpu, 1e-6);
+        assert_close_scalar("content_loss", l_gpu, l_cpu, 1e-10);
+        assert_close("content_loss_grad", &be.download(&dfg).unwrap(), &df_cpu, 1e-6);
         let mut dfg2 = be.upload(&df0).unwrap();
         assert_eq!(l_gpu.to_bits(), be.content_loss_acc(5.0, &fg, &pg, &mut dfg2).unwrap().to_bits(), "content loss not deterministic");
     }
@@ -248,8 +266,8 @@ fn losses_match_cpu() {
         let (gg, ag) = (be.upload(&g).unwrap(), be.upload(&a).unwrap());
         let mut dgg = nan_buf(&be, c * c);
         let l_gpu = be.style_loss(100.0, &gg, &ag, &mut dgg).unwrap();
-        assert_close_scalar("style loss", l_gpu, l_cpu, 1e-10);
-        assert_close("style loss gradient", &be.download(&dgg).unwrap(), &dg_cpu, 1e-6);
+        assert_close_scalar("style_loss", l_gpu, l_cpu, 1e-10);
+        assert_close("style_loss_grad", &be.download(&dgg).unwrap(), &dg_cpu, 1e-6);
     }
 
     for (h, w, c) in [(1, 1, 3), (13, 17, 3), (256, 192, 3)] {
@@ -263,9 +281,9 @@ fn losses_match_cpu() {
         if l_cpu == 0.0 {
             assert_eq!(l_gpu, 0.0);
         } else {
-            assert_close_scalar("tv loss", l_gpu, l_cpu, 1e-10);
+            assert_close_scalar("tv_loss", l_gpu, l_cpu, 1e-10);
         }
-        assert_close("tv loss gradient", &be.download(&dxg).unwrap(), &dx_cpu, 1e-6);
+        assert_close("tv_loss_grad", &be.download(&dxg).unwrap(), &dx_cpu, 1e-6);
     }
 }
 
@@ -314,9 +332,9 @@ fn vector_ops_match_cpu() {
             cpu.adam_step(step, &mut p_cpu, &g, &mut m_cpu, &mut v_cpu).unwrap();
             be.adam_step(step, &mut pg, &gg, &mut mg, &mut vg).unwrap();
         }
-        assert_close("adam param", &be.download(&pg).unwrap(), &p_cpu, 1e-6);
-        assert_close("adam m", &be.download(&mg).unwrap(), &m_cpu, 1e-6);
-        assert_close("adam v", &be.download(&vg).unwrap(), &v_cpu, 1e-6);
+        assert_close("adam_param", &be.download(&pg).unwrap(), &p_cpu, 1e-6);
+        assert_close("adam_m", &be.download(&mg).unwrap(), &m_cpu, 1e-6);
+        assert_close("adam_v", &be.download(&vg).unwrap(), &v_cpu, 1e-6);
     }
 }
 
@@ -357,12 +375,13 @@ fn whole_objective_evaluation_matches_cpu() {
             // in L2): there only the L2 error is held, loosely.
             let loss_tol = if p == Precision::Fp32 { tol(p) } else { 2.0 * tol(p) };
             for (name, a, b) in [("total", l_gpu.total, l_cpu.total), ("content", l_gpu.content, l_cpu.content), ("style", l_gpu.style, l_cpu.style), ("tv", l_gpu.tv, l_cpu.tv)] {
-                assert_close_scalar(&format!("{what} {name} loss"), a, b, loss_tol);
+                assert_close_scalar(&format!("evaluate_{name}_loss {p:?} {pooling:?}"), a, b, loss_tol);
             }
             if pooling == PoolKind::Avg || p == Precision::Fp32 {
-                assert_close(&format!("{what} gradient"), &g1, &g_cpu, tol(p));
+                assert_close(&format!("evaluate_gradient {p:?} {pooling:?}"), &g1, &g_cpu, tol(p));
             } else {
                 let e = rel_err_l2(&g1, &g_cpu);
+                report(&format!("evaluate_gradient_l2 {p:?} {pooling:?}"), f64::NAN, e, 10.0 * tol(p));
                 assert!(e <= 10.0 * tol(p), "{what} gradient: L2 relative error {e:e} > {:e}", 10.0 * tol(p));
                 println!("{what} gradient: L2 relative error {e:.2e} (tolerance {:.0e})", 10.0 * tol(p));
             }
@@ -403,6 +422,7 @@ fn lbfgs_100_iterations_reach_the_cpu_loss() {
         let out_cpu = neural_style::stylize(&CpuBackend::new(), &vgg, &job, &mut quiet).unwrap();
         let out_gpu = neural_style::stylize(&be, &vgg, &job, &mut quiet).unwrap();
         let e = rel_err_scalar(out_gpu.loss.total, out_cpu.loss.total);
+        report(&format!("lbfgs_100_iterations {p:?}"), (out_gpu.loss.total - out_cpu.loss.total).abs(), e, 0.01);
         println!("L-BFGS {p:?}: gpu {} cpu {} after {} / {} evaluations", out_gpu.loss.total, out_cpu.loss.total, out_gpu.evaluations, out_cpu.evaluations);
         assert!(e <= 0.01, "L-BFGS {p:?}: GPU loss {} vs CPU {} ({:.2}% apart)", out_gpu.loss.total, out_cpu.loss.total, 100.0 * e);
         assert!(be.peak_bytes().unwrap_or(0) > 0, "peak_bytes should have seen the allocations");
@@ -422,39 +442,88 @@ fn cuda_backend_new_is_a_clean_error_when_unusable() {
     println!("CudaBackend::new says: {msg}");
 }
 
-/// Runs everywhere: when build.rs built the kernels, every entry point the backend loads is in
-/// the PTX. (NEURAL_STYLE_REQUIRE_KERNELS=1 makes "not built" a failure, for CI.)
+/// Every entry point the backend loads, per kernel file.
+fn entry_points() -> Vec<(&'static cuda::KernelImages, String)> {
+    use cuda::kernels::*;
+    let mut expected: Vec<(&KernelImages, String)> = Vec::new();
+    for p in ["fp32", "tf32", "bf16"] {
+        expected.push((&CONV3X3, format!("conv3x3_fwd_{p}")));
+        expected.push((&CONV3X3, format!("conv3x3_bwd_input_{p}")));
+        expected.push((&GRAM, format!("gram_partial_{p}")));
+        expected.push((&GRAM, format!("gram_bwd_acc_{p}")));
+    }
+    for (images, names) in [
+        (&GRAM, &["gram_reduce", "gram_bwd_sym"][..]),
+        (&POOL, &["pool_fwd", "pool_bwd"][..]),
+        (&RELU, &["relu_bwd"][..]),
+        (&LOSS, &["content_loss_acc", "style_loss", "tv_loss_acc"][..]),
+        (&VECTOR, &["fill", "dot_partial", "asum_partial", "amax_partial", "reduce_partials_f64", "reduce_partials_max", "axpy", "scale", "adam_step"][..]),
+    ] {
+        expected.extend(names.iter().map(|n| (images, n.to_string())));
+    }
+    expected
+}
+
+/// Runs everywhere: when build.rs built the kernels, the binary holds, for every kernel file,
+/// compute_80 PTX and a cubin for each of sm_80, sm_86, sm_89 and sm_90 (CUDA ELF images whose
+/// header names that architecture), and every entry point the backend loads is in each of them.
+/// (NEURAL_STYLE_REQUIRE_KERNELS=1 makes "not built" a failure, for CI.)
 #[test]
-fn ptx_holds_every_kernel() {
+fn binary_holds_ptx_and_cubins_of_every_kernel() {
     if !cuda::KERNELS_BUILT {
         assert!(std::env::var_os("NEURAL_STYLE_REQUIRE_KERNELS").is_none(), "NEURAL_STYLE_REQUIRE_KERNELS is set but the kernels were not built");
         println!("skipped: kernels not built");
         return;
     }
-    use cuda::kernels::*;
-    let mut expected: Vec<(&str, String)> = Vec::new();
-    for p in ["fp32", "tf32", "bf16"] {
-        expected.push((CONV3X3_PTX, format!("conv3x3_fwd_{p}")));
-        expected.push((CONV3X3_PTX, format!("conv3x3_bwd_input_{p}")));
-        expected.push((GRAM_PTX, format!("gram_partial_{p}")));
-        expected.push((GRAM_PTX, format!("gram_bwd_acc_{p}")));
+    use cuda::kernels::{ALL, CUBIN_ARCHS, PTX_ARCH};
+    // The four architectures unless the build was told otherwise (build.rs reads the same variable).
+    let wanted: Vec<u32> = match option_env!("NEURAL_STYLE_CUBIN_ARCHS") {
+        Some(list) if !list.trim().is_empty() => CUBIN_ARCHS.to_vec(),
+        _ => vec![80, 86, 89, 90],
+    };
+    if option_env!("NEURAL_STYLE_CUDA_ARCH").is_none() {
+        assert_eq!(PTX_ARCH, 80);
     }
-    for (ptx, names) in [
-        (GRAM_PTX, &["gram_reduce", "gram_bwd_sym"][..]),
-        (POOL_PTX, &["pool_fwd", "pool_bwd"][..]),
-        (RELU_PTX, &["relu_bwd"][..]),
-        (LOSS_PTX, &["content_loss_acc", "style_loss", "tv_loss_acc"][..]),
-        (VECTOR_PTX, &["fill", "dot_partial", "asum_partial", "amax_partial", "reduce_partials_f64", "reduce_partials_max", "axpy", "scale", "adam_step"][..]),
-    ] {
-        expected.extend(names.iter().map(|n| (ptx, n.to_string())));
+    for images in ALL {
+        assert!(images.ptx.contains(&format!(".target sm_{PTX_ARCH}")), "{}: PTX is not for compute_{PTX_ARCH}", images.name);
+        assert!(images.ptx.lines().any(|l| l.starts_with(".version ")), "{}: PTX without a .version", images.name);
+        let archs: Vec<u32> = images.cubins.iter().map(|(a, _)| *a).collect();
+        assert_eq!(archs, wanted, "{}: cubin architectures", images.name);
+        for &(arch, bytes) in images.cubins {
+            assert!(bytes.len() > 64 && bytes.starts_with(b"\x7fELF"), "{} sm_{arch}: not an ELF image", images.name);
+            assert_eq!(bytes[7], 0x33, "{} sm_{arch}: not a CUDA ELF (OS ABI)", images.name);
+            let e_flags = u32::from_le_bytes(bytes[48..52].try_into().unwrap());
+            assert_eq!(e_flags & 0xff, arch, "{} sm_{arch}: the ELF header names sm_{}", images.name, e_flags & 0xff);
+        }
     }
-    for (ptx, name) in expected {
-        assert!(ptx.contains(&format!(".entry {name}(")), "{name} missing from the PTX");
+    for (images, name) in entry_points() {
+        assert!(images.ptx.contains(&format!(".entry {name}(")), "{name} missing from {}'s PTX", images.name);
+        for &(arch, bytes) in images.cubins {
+            assert!(bytes.windows(name.len() + 1).any(|w| &w[..name.len()] == name.as_bytes() && w[name.len()] == 0), "{name} missing from {}'s sm_{arch} cubin", images.name);
+        }
     }
     // No floating-point atomics anywhere (determinism).
-    for ptx in [CONV3X3_PTX, GRAM_PTX, POOL_PTX, RELU_PTX, LOSS_PTX, VECTOR_PTX] {
-        assert!(!ptx.contains("atom.") && !ptx.contains("\tred.") && !ptx.contains(" red."), "an atomic made it into the PTX");
+    for images in ALL {
+        let ptx = images.ptx;
+        assert!(!ptx.contains("atom.") && !ptx.contains("\tred.") && !ptx.contains(" red."), "an atomic made it into {}'s PTX", images.name);
     }
+}
+
+/// The loader's choice: the cubin of exactly the GPU's architecture, else the PTX.
+#[test]
+fn loader_picks_the_matching_cubin_else_the_ptx() {
+    const CUBIN: &[u8] = b"\x7fELF";
+    static CUBINS: [(u32, &[u8]); 4] = [(80, CUBIN), (86, CUBIN), (89, CUBIN), (90, CUBIN)];
+    let images = cuda::KernelImages { name: "t", ptx: "", cubins: &CUBINS };
+    for sm in [80, 86, 89, 90] {
+        assert_eq!(cuda::pick_image(&images, sm), cuda::KernelImage::Cubin(sm));
+    }
+    for sm in [70, 75, 87, 100, 120] {
+        assert_eq!(cuda::pick_image(&images, sm), cuda::KernelImage::Ptx, "sm {sm}");
+    }
+    let none = cuda::KernelImages { name: "t", ptx: "", cubins: &[] };
+    assert_eq!(cuda::pick_image(&none, 90), cuda::KernelImage::Ptx);
+    assert_eq!(cuda::KernelImage::Cubin(90).to_string(), "sm_90 cubin");
 }
 
 #[test]
