@@ -484,3 +484,19 @@ fn small_model_file_end_to_end() {
     std::fs::remove_file(env.path("m.jsonl")).unwrap();
     assert_user_error(&env, &o, "relu3_1");
 }
+
+/// `--version` says what the binary holds: the embedded CUDA kernels (PTX ISA and cubin
+/// architectures), or why there are none. CI builds with NEURAL_STYLE_REQUIRE_KERNELS=1.
+#[test]
+fn version_names_the_embedded_kernels() {
+    let env = Env::new();
+    let o = env.cmd().arg("--version").output().unwrap();
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("neural-style "), "{out}");
+    assert!(lines.get(1).is_some_and(|l| l.starts_with("CUDA kernels: ")), "{out}");
+    if std::env::var_os("NEURAL_STYLE_REQUIRE_KERNELS").is_some() {
+        assert!(lines[1].contains("compute_80 PTX (ISA ") && lines[1].contains("SASS for sm_80, sm_86, sm_89, sm_90"), "{out}");
+    }
+}
