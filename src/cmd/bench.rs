@@ -1,0 +1,43 @@
+//! `neural-style bench`: time loss-and-gradient evaluations (the same work as torch_gatys.py).
+
+use super::{choose_device, Device};
+use crate::cli::{BenchArgs, DeviceArg};
+use anyhow::{ensure, Result};
+use neural_style::model::source;
+use neural_style::model::Vgg;
+use neural_style::{cuda, Backend, CpuBackend};
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    ensure!(!a.sizes.is_empty() && a.sizes.iter().all(|&s| s > 0), "--sizes must list sizes above 0");
+    ensure!(a.evals > 0, "--evals must be at least 1");
+    let precision = if a.device == DeviceArg::Cpu { None } else { Some(a.precision) };
+    let vgg = source::load(&source::resolve(None, 0))?;
+    match choose_device(a.device, precision)? {
+        Device::Cpu => bench_on(&CpuBackend::new(), &vgg, &a),
+        Device::Cuda(p) => bench_on(&cuda::CudaBackend::new(0, p)?, &vgg, &a),
+    }
+}
+
+/// Median over timed evaluations (each followed by an L-BFGS step, as torch_gatys.py times its
+/// closure); effective GFLOP/s = 2 x forward conv FLOPs / median time.
+fn bench_on<B: Backend>(backend: &B, vgg: &Vgg, a: &BenchArgs) -> Result<()> {
+    for &size in &a.sizes {
+        let r = neural_style::bench::run_evaluations(backend, vgg, size, a.warmup, a.evals)?;
+        if a.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            let peak = r.peak_bytes.map(|b| format!("{:.2} GiB peak", b as f64 / (1u64 << 30) as f64)).unwrap_or_else(|| "peak n/a".into());
+            println!(
+                "{:>5} px  {:>9.2} ms/eval (min {:.2})  {:>8.1} GFLOP/s (= 2 x fwd conv FLOPs {:.2} G / median)  {}  {}",
+                r.size,
+                r.median_ms,
+                r.min_ms,
+                r.gflops_effective,
+                r.flops_per_eval as f64 / 1e9,
+                peak,
+                r.backend
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! The main command: stylise one content image. `plan` checks every input before the long work
+//! starts (nothing is written on a bad input); `run` drives `neural_style::stylize` with a
+//! progress bar, snapshots and the JSON log.
+
+use super::{check_weight, choose_device, layer_list, min_side, non_negative, positive, Device};
+use crate::cli::{InitArg, OptimizerArg, PoolingArg, PreprocessArg, StyleArgs};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use neural_style::image_io::{self, Rgb8};
+use neural_style::model::source::{self, ModelSource};
+use neural_style::model::Vgg;
+use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
+use std::fs;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+/// Default term weights per input convention. jcjohnson's 5 / 100 / 1e-3 balance Caffe-scale
+/// inputs (0..255); torchvision inputs are ~1/60 of that scale, so features are smaller and the
+/// style term (4th power of the scale) needs a much larger weight. Measured in README.md.
+pub fn default_weights(convention: Convention) -> (f32, f32, f32) {
+    match convention {
+        Convention::Torchvision => (1.0, 1e4, 1e-5),
+        Convention::Caffe => (5.0, 100.0, 1e-3),
+    }
+}
+
+/// What the program will do, fully checked.
+pub struct Plan {
+    pub content: Rgb8,
+    pub styles: Vec<(Rgb8, f32)>,
+    pub init: Init,
+    pub output: PathBuf,
+    pub convention: Convention,
+    pub spec: ObjectiveSpec,
+    pub optimizer: Optimizer,
+    pub iterations: usize,
+    pub print_iter: usize,
+    pub save_iter: usize,
+    pub seed: u64,
+    pub vgg: Vgg,
+    pub model: ModelSource,
+    pub device: Device,
+    pub log_json: Option<PathBuf>,
+}
+
+pub fn plan(a: StyleArgs) -> Result<Plan> {
+    // Cheap checks first: numbers, names, the output path.
+    let content_path = a.content_image.ok_or_else(|| anyhow!("--content-image is required"))?;
+    ensure!(!a.style_image.is_empty(), "--style-image is required");
+    let image_size = positive("image-size", a.image_size)?;
+    let iterations = positive("num-iterations", a.num_iterations)?;
+    let history = positive("lbfgs-num-correction", a.lbfgs_num_correction)?;
+    let print_iter = non_negative("print-iter", a.print_iter)?;
+    let save_iter = non_negative("save-iter", a.save_iter)?;
+    ensure!(a.learning_rate.is_finite() && a.learning_rate > 0.0, "--learning-rate must be a positive number (got {})", a.learning_rate);
+    for (name, w) in [("content-weight", a.content_weight), ("style-weight", a.style_weight), ("tv-weight", a.tv_weight)] {
+        if let Some(w) = w {
+            check_weight(name, w)?;
+        }
+    }
+    let blend = match &a.style_blend_weights {
+        None => vec![1.0; a.style_image.len()],
+        Some(b) => {
+            ensure!(
+                b.len() == a.style_image.len(),
+                "--style-blend-weights has {} values but --style-image names {} image(s)",
+                b.len(),
+                a.style_image.len()
+            );
+            for &w in b {
+                check_weight("style-blend-weights", w)?;
+            }
+            ensure!(b.iter().sum::<f32>() > 0.0, "--style-blend-weights must not all be 0");
+            b.clone()
+        }
+    };
+    if a.init_image.is_some() && a.init == InitArg::Random {
+        bail!("--init-image needs --init image");
+    }
+    let content_layers = layer_list(&a.content_layers);
+    let style_layers = layer_list(&a.style_layers);
+    ensure!(!content_layers.is_empty() || !style_layers.is_empty(), "no content or style layers chosen");
+    image_io::out_format(&a.output_image)?;
+    let out_dir = a.output_image.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    ensure!(out_dir.is_dir(), "{}: the output folder does not exist", out_dir.display());
+    if let Some(log) = &a.log_json {
+        let dir = log.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        ensure!(dir.is_dir(), "{}: the --log-json folder does not exist", dir.display());
+    }
+
+    let device = choose_device(a.device, a.precision)?;
+
+    // Inputs: decoding problems surface before the model (which may be large) is read.
+    let content = image_io::load(&content_path)?;
+    let mut styles = Vec::new();
+    for (p, b) in a.style_image.iter().zip(&blend) {
+        styles.push((image_io::load(p)?, *b));
+    }
+    let init_image = a.init_image.as_deref().map(image_io::load).transpose()?;
+
+    let model = source::resolve(a.model.as_deref(), a.seed);
+    let vgg = source::load(&model)?;
+    let names = vgg.relu_names();
+    for l in content_layers.iter().chain(&style_layers) {
+        ensure!(names.contains(&l.as_str()), "unknown layer '{l}': this model has {}", names.join(", "));
+    }
+    let convention = match a.preprocess {
+        Some(PreprocessArg::Torchvision) => Convention::Torchvision,
+        Some(PreprocessArg::Caffe) => Convention::Caffe,
+        None => model.convention(),
+    };
+    let (dc, ds, dt) = default_weights(convention);
+
+    // Sizes: resize, then check each input survives the poolings of the deepest layer used.
+    let content = image_io::resize_max_side(content, image_size);
+    let styles: Vec<(Rgb8, f32)> = styles.into_iter().map(|(s, b)| (image_io::resize_max_side(s, image_size), b)).collect();
+    let all_layers: Vec<String> = content_layers.iter().chain(&style_layers).cloned().collect();
+    let too_small = |what: &str, img: &Rgb8, layers: &[String]| -> Result<()> {
+        let (side, pools, deepest) = min_side(&vgg, layers);
+        ensure!(
+            img.w >= side && img.h >= side,
+            "{what} is {}x{} pixels at --image-size {image_size}, too small for {deepest}: it needs at least {side} pixels per side ({pools} poolings); raise --image-size or use shallower layers",
+            img.w,
+            img.h
+        );
+        Ok(())
+    };
+    too_small("the content image", &content, &all_layers)?;
+    for (k, (s, _)) in styles.iter().enumerate() {
+        too_small(&format!("style image {}", k + 1), s, &style_layers)?;
+    }
+    let init = match (a.init, init_image) {
+        (InitArg::Random, _) => Init::Random,
+        (InitArg::Image, None) => Init::Image(convention.preprocess(&content.data)),
+        (InitArg::Image, Some(img)) => Init::Image(convention.preprocess(&image_io::resize_exact(img, (content.w, content.h)).data)),
+    };
+    let spec = ObjectiveSpec {
+        content_layers,
+        style_layers,
+        content_weight: a.content_weight.unwrap_or(dc),
+        style_weight: a.style_weight.unwrap_or(ds),
+        tv_weight: a.tv_weight.unwrap_or(dt),
+        pooling: match a.pooling {
+            PoolingArg::Max => PoolKind::Max,
+            PoolingArg::Avg => PoolKind::Avg,
+        },
+    };
+    let optimizer = match a.optimizer {
+        OptimizerArg::Lbfgs => Optimizer::Lbfgs { history },
+        OptimizerArg::Adam => Optimizer::Adam { learning_rate: a.learning_rate },
+    };
+    Ok(Plan {
+        content,
+        styles,
+        init,
+        output: a.output_image,
+        convention,
+        spec,
+        optimizer,
+        iterations,
+        print_iter,
+        save_iter,
+        seed: a.seed,
+        vgg,
+        model,
+        device,
+        log_json: a.log_json,
+    })
+}
+
+pub fn stylize(a: StyleArgs) -> Result<()> {
+    let plan = plan(a)?;
+    if let ModelSource::Embedded { .. } = plan.model {
+        eprintln!(
+            "note: no model file found, so the embedded random-weight VGG-19 is used: results are texture-like. \
+             For real style transfer run `neural-style fetch-model` (torchvision's VGG-19) or pass --model PATH."
+        );
+    }
+    match plan.device {
+        Device::Cpu => run(&CpuBackend::new(), &plan),
+        Device::Cuda(precision) => run(&cuda::CudaBackend::new(0, precision)?, &plan),
+    }
+}
+
+pub fn model_label(plan: &Plan) -> String {
+    match &plan.model {
+        ModelSource::Embedded { .. } => plan.vgg.source.clone(),
+        m => m.path().map(|p| p.display().to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
+    let pre = |img: &Rgb8| Image { h: img.h, w: img.w, data: plan.convention.preprocess(&img.data) };
+    let job = Job {
+        content: pre(&plan.content),
+        styles: plan.styles.iter().map(|(s, b)| (pre(s), *b)).collect(),
+        spec: plan.spec.clone(),
+        init: plan.init.clone(),
+        optimizer: plan.optimizer,
+        iterations: plan.iterations,
+        seed: plan.seed,
+        snapshot_every: plan.save_iter,
+    };
+    let device = backend.name();
+    eprintln!(
+        "stylising {}x{} on {device} with {}, {} iterations (weights: content {}, style {}, tv {})",
+        plan.content.w,
+        plan.content.h,
+        model_label(plan),
+        plan.iterations,
+        plan.spec.content_weight,
+        plan.spec.style_weight,
+        plan.spec.tv_weight
+    );
+    let mut log = match &plan.log_json {
+        Some(p) => Some(std::io::BufWriter::new(fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)),
+        None => None,
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(plan.iterations as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}, eta {eta}]")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let (w, h) = (plan.content.w, plan.content.h);
+    let mut observer = |p: &Progress, snapshot: Option<&[f32]>| -> Result<()> {
+        let l = p.loss;
+        if let Some(log) = log.as_mut() {
+            let line = serde_json::json!({
+                "iteration": p.iteration, "evaluations": p.evaluations, "total": l.total, "content": l.content,
+                "style": l.style, "tv": l.tv, "elapsed_ms": p.elapsed.as_secs_f64() * 1e3,
+            });
+            writeln!(log, "{line}")?;
+        }
+        let text = format!("loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})", l.total, l.content, l.style, l.tv);
+        match &bar {
+            Some(bar) => {
+                bar.set_position(p.iteration as u64);
+                bar.set_message(text);
+            }
+            None => {
+                if plan.print_iter > 0 && (p.iteration % plan.print_iter == 0 || p.iteration == plan.iterations) {
+                    eprintln!("iteration {} / {}: {text}, {:.1} s", p.iteration, plan.iterations, p.elapsed.as_secs_f64());
+                }
+            }
+        }
+        if let Some(x) = snapshot {
+            let path = image_io::iteration_path(&plan.output, p.iteration);
+            image_io::save(&Rgb8 { w, h, data: plan.convention.deprocess(x) }, &path)?;
+        }
+        Ok(())
+    };
+    let out = neural_style::stylize(backend, &plan.vgg, &job, &mut observer);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let out = out?;
+    image_io::save(&Rgb8 { w: out.w, h: out.h, data: plan.convention.deprocess(&out.image) }, &plan.output)?;
+    let ms_per_eval = out.elapsed.as_secs_f64() * 1e3 / out.evaluations.max(1) as f64;
+    if let Some(mut log) = log {
+        let summary = serde_json::json!({
+            "summary": true, "device": device, "model": model_label(plan), "convention": format!("{:?}", plan.convention).to_lowercase(),
+            "width": out.w, "height": out.h, "evaluations": out.evaluations, "ms_per_evaluation": ms_per_eval,
+            "gflop_per_evaluation": out.flops_per_evaluation as f64 / 1e9,
+            "final": out.loss, "output": plan.output.display().to_string(),
+        });
+        writeln!(log, "{summary}")?;
+        log.flush()?;
+    }
+    eprintln!(
+        "wrote {} after {} evaluations ({ms_per_eval:.1} ms each); final loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})",
+        plan.output.display(),
+        out.evaluations,
+        out.loss.total,
+        out.loss.content,
+        out.loss.style,
+        out.loss.tv
+    );
+    Ok(())
+}
