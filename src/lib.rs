@@ -27,4 +27,4 @@ pub use cpu::CpuBackend;
 pub use model::Vgg;
 pub use objective::{Image, LossParts, Objective, ObjectiveSpec};
 pub use preprocess::Convention;
-pub use stylize::{stylize, Init, Job, Optimizer, Output, Progress};
+pub use stylize::{optimize, stylize, Init, Job, Observer, Optimizer, Output, Progress};

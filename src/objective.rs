@@ -37,6 +37,9 @@ pub struct ObjectiveSpec {
 
 struct StyleTerm<B: Backend> {
     layer: usize,
+    name: String,
+    /// Off: the term is skipped (see `Objective::set_style_layers`).
+    active: bool,
     target: B::Buf,
     gram: B::Buf,
     d_gram: B::Buf,
@@ -85,7 +88,7 @@ impl<'b, B: Backend> Objective<'b, B> {
         for name in &spec.style_layers {
             let i = net.index_of(name).expect("checked by Network::new");
             let c = shapes[i].2;
-            style_terms.push(StyleTerm { layer: i, target: backend.zeros(c * c)?, gram: backend.zeros(c * c)?, d_gram: backend.zeros(c * c)? });
+            style_terms.push(StyleTerm { layer: i, name: name.clone(), active: true, target: backend.zeros(c * c)?, gram: backend.zeros(c * c)?, d_gram: backend.zeros(c * c)? });
         }
         for (k, (style, blend)) in styles.iter().enumerate() {
             net.check_size(style.h, style.w, &format!("style image {}", k + 1))?;
@@ -101,6 +104,49 @@ impl<'b, B: Backend> Objective<'b, B> {
         }
         let grads = net.alloc_activations(backend, h, w)?;
         Ok(Objective { backend, net, spec, h, w, content: content_terms, style: style_terms, acts, grads })
+    }
+
+    /// The term weights in use.
+    pub fn spec(&self) -> &ObjectiveSpec {
+        &self.spec
+    }
+
+    /// Changes the term weights; the targets stay.
+    pub fn set_weights(&mut self, content_weight: f32, style_weight: f32, tv_weight: f32) {
+        self.spec.content_weight = content_weight;
+        self.spec.style_weight = style_weight;
+        self.spec.tv_weight = tv_weight;
+    }
+
+    /// Keeps only the style terms of `names` (each one of the layers the objective was built
+    /// with); the others are skipped until named again. Their targets stay.
+    pub fn set_style_layers(&mut self, names: &[String]) -> Result<()> {
+        for n in names {
+            ensure!(self.style.iter().any(|t| &t.name == n), "style layer '{n}' is not one this objective was built with");
+        }
+        for t in &mut self.style {
+            t.active = names.contains(&t.name);
+        }
+        Ok(())
+    }
+
+    /// Replaces the content targets with those of `content` (the same size as before), keeping
+    /// the style targets: a batch of frames computes its style Grams once.
+    pub fn set_content(&mut self, content: &Image) -> Result<()> {
+        ensure!(
+            content.h == self.h && content.w == self.w,
+            "the new content image is {}x{}, the objective was built for {}x{}",
+            content.w,
+            content.h,
+            self.w,
+            self.h
+        );
+        let x = self.backend.upload(&content.data)?;
+        self.net.forward(self.backend, &x, self.h, self.w, &mut self.acts)?;
+        for (i, p) in &mut self.content {
+            self.backend.copy(&self.acts[*i], p)?;
+        }
+        Ok(())
     }
 
     pub fn height(&self) -> usize {
@@ -130,7 +176,7 @@ impl<'b, B: Backend> Objective<'b, B> {
             for (_, p) in self.content.iter().filter(|(l, _)| *l == i) {
                 parts.content += be.content_loss_acc(self.spec.content_weight, &self.acts[i], p, &mut self.grads[i])?;
             }
-            for t in self.style.iter_mut().filter(|t| t.layer == i) {
+            for t in self.style.iter_mut().filter(|t| t.layer == i && t.active) {
                 let (lh, lw, c) = shapes[i];
                 be.gram(lh * lw, c, &self.acts[i], &mut t.gram)?;
                 parts.style += be.style_loss(self.spec.style_weight, &t.gram, &t.target, &mut t.d_gram)?;

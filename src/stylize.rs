@@ -60,15 +60,22 @@ pub struct Output {
     pub flops_per_evaluation: u64,
 }
 
+/// What watches a run: called after every iteration, with the current image (preprocessed,
+/// (h, w, 3)) at snapshot iterations.
+pub type Observer<'a> = dyn FnMut(&Progress, Option<&[f32]>) -> Result<()> + 'a;
+
 /// Runs the job; `observer` sees every iteration, and the current image at snapshot iterations.
-pub fn stylize<B: Backend>(
-    backend: &B,
-    vgg: &Vgg,
-    job: &Job,
-    observer: &mut dyn FnMut(&Progress, Option<&[f32]>) -> Result<()>,
-) -> Result<Output> {
-    let (h, w) = (job.content.h, job.content.w);
+pub fn stylize<B: Backend>(backend: &B, vgg: &Vgg, job: &Job, observer: &mut Observer) -> Result<Output> {
     let mut objective = Objective::new(backend, vgg, job.spec.clone(), &job.content, &job.styles)?;
+    optimize(backend, &mut objective, job, observer)
+}
+
+/// The optimisation loop over an objective that is already built, so that commands running many
+/// optimisations (contact sheets, grids, batches) compute the content and style targets once and
+/// only re-weight or re-target the objective between runs. Of `job` it reads the run settings
+/// (init, optimizer, iterations, seed, snapshot_every); the objective fixes the image size.
+pub fn optimize<B: Backend>(backend: &B, objective: &mut Objective<B>, job: &Job, observer: &mut Observer) -> Result<Output> {
+    let (h, w) = (objective.height(), objective.width());
     let n = h * w * 3;
     let init = match &job.init {
         Init::Random => Rng::new(job.seed).normal_vec(n, 0.001),
