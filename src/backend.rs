@@ -128,6 +128,9 @@ pub trait Backend {
     fn style_loss(&self, weight: f32, g: &Self::Buf, a: &Self::Buf, dg: &mut Self::Buf) -> Result<f64>;
     /// Total variation of x (h, w, c): weight * Σ (x[i+1,j]-x[i,j])² + (x[i,j+1]-x[i,j])²; adds its gradient into dx.
     fn tv_loss_acc(&self, weight: f32, h: usize, w: usize, c: usize, x: &Self::Buf, dx: &mut Self::Buf) -> Result<f64>;
+    /// The Keras example's total variation of x (h, w, c): weight * Σ_{i<h-1, j<w-1} s^power,
+    /// s = (x[i,j]-x[i+1,j])² + (x[i,j]-x[i,j+1])² per channel; adds its gradient into dx.
+    fn tv_pow_loss_acc(&self, weight: f32, power: f32, h: usize, w: usize, c: usize, x: &Self::Buf, dx: &mut Self::Buf) -> Result<f64>;
 
     // ---- vectors (optimisers) -------------------------------------------------------------
     fn fill(&self, x: &mut Self::Buf, value: f32) -> Result<()>;

@@ -1,7 +1,7 @@
 //! The logic of `neural-style bench`: time loss-and-gradient evaluations on a backend, the same
 //! work as `torch_gatys.py` (VGG-19 to relu5_1, content + style + TV, then one L-BFGS step).
 
-use crate::backend::{Backend, PoolKind};
+use crate::backend::Backend;
 use crate::model::Vgg;
 use crate::objective::{Image, Objective, ObjectiveSpec};
 use crate::optim::Lbfgs;
@@ -56,14 +56,7 @@ pub fn procedural_image(size: usize, seed: u64, striped: bool) -> Vec<u8> {
 
 /// The default objective: content relu4_2; style relu1_1..relu5_1; weights 5 / 100 / 1e-3.
 pub fn default_spec() -> ObjectiveSpec {
-    ObjectiveSpec {
-        content_layers: vec!["relu4_2".into()],
-        style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].map(String::from).to_vec(),
-        content_weight: 5.0,
-        style_weight: 100.0,
-        tv_weight: 1e-3,
-        pooling: PoolKind::Max,
-    }
+    ObjectiveSpec::default()
 }
 
 /// Runs `warmup` then `evals` evaluations at size x size, each followed by an L-BFGS step

@@ -25,6 +25,6 @@ pub mod stylize;
 pub use backend::{Backend, ConvShape, PoolKind, PoolShape, Precision};
 pub use cpu::CpuBackend;
 pub use model::Vgg;
-pub use objective::{Image, LossParts, Objective, ObjectiveSpec};
+pub use objective::{GramNormalization, Image, LossParts, Objective, ObjectiveSpec, Reduction};
 pub use preprocess::Convention;
 pub use stylize::{optimize, stylize, Init, Job, Observer, Optimizer, Output, Progress};

@@ -24,7 +24,32 @@ pub struct Image {
     pub data: Vec<f32>,
 }
 
-/// What the objective compares against and how the terms are weighted.
+/// How the content term reduces its squared differences over a layer's C·H·W entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reduction {
+    /// mean((F − P)²): jcjohnson/neural-style and the paper's normalised form.
+    #[default]
+    Mean,
+    /// Σ (F − P)²: the Keras example.
+    Sum,
+}
+
+/// How a Gram matrix is normalised, and so what the style term measures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GramNormalization {
+    /// G = F Fᵀ / (C H W); style = w_s · mean((G − A)²) over the C² entries (jcjohnson).
+    #[default]
+    Chw,
+    /// G = F Fᵀ unnormalised; style = w_s · Σ (G − A)² / (4 · 3² · (H_in W_in)²), with 3 and
+    /// H_in W_in the *input image's* channels and pixels at every layer (the Keras example's quirk).
+    KerasExample,
+}
+
+/// What the objective compares against, how each term is formed and how they are weighted.
+/// `Default` is jcjohnson/neural-style's objective: content relu4_2, style relu1_1..relu5_1,
+/// weights 5 / 100 / 1e-3, max pooling, mean reductions, C·H·W-normalised Grams, squared TV.
 #[derive(Clone, Debug)]
 pub struct ObjectiveSpec {
     pub content_layers: Vec<String>,
@@ -33,6 +58,32 @@ pub struct ObjectiveSpec {
     pub style_weight: f32,
     pub tv_weight: f32,
     pub pooling: PoolKind,
+    pub content_reduction: Reduction,
+    pub gram_normalization: GramNormalization,
+    /// None: jcjohnson's TV, Σ of squared neighbour differences over every pair. Some(p): the
+    /// Keras example's Σ_{i<H−1, j<W−1} ((x[i,j]−x[i+1,j])² + (x[i,j]−x[i,j+1])²)^p.
+    pub tv_power: Option<f32>,
+    /// jcjohnson's `-normalize_gradients`: each content and style term's gradient (w.r.t. its
+    /// layer's features) is divided by its L1 norm (+1e-8) before its weight is applied. The
+    /// loss values are unchanged; the gradient is then no longer the objective's.
+    pub normalize_gradients: bool,
+}
+
+impl Default for ObjectiveSpec {
+    fn default() -> Self {
+        ObjectiveSpec {
+            content_layers: vec!["relu4_2".into()],
+            style_layers: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"].map(String::from).to_vec(),
+            content_weight: 5.0,
+            style_weight: 100.0,
+            tv_weight: 1e-3,
+            pooling: PoolKind::Max,
+            content_reduction: Reduction::Mean,
+            gram_normalization: GramNormalization::Chw,
+            tv_power: None,
+            normalize_gradients: false,
+        }
+    }
 }
 
 struct StyleTerm<B: Backend> {
@@ -56,6 +107,9 @@ pub struct Objective<'b, B: Backend> {
     style: Vec<StyleTerm<B>>,
     acts: Vec<B::Buf>,
     grads: Vec<B::Buf>,
+    /// With normalize_gradients: one buffer per layer that has a term, for that term's gradient
+    /// before it is normalised and added (None elsewhere).
+    term_grads: Vec<Option<B::Buf>>,
 }
 
 impl<'b, B: Backend> Objective<'b, B> {
@@ -99,11 +153,28 @@ impl<'b, B: Backend> Objective<'b, B> {
             for t in &mut style_terms {
                 let (sh, sw, c) = s_shapes[t.layer];
                 backend.gram(sh * sw, c, &s_acts[t.layer], &mut t.gram)?;
-                backend.axpy(blend / blend_sum, &t.gram, &mut t.target)?;
+                // Targets are kept in the normalisation of x's Grams, G / (C·H·W) at x's layer
+                // size. Unnormalised Grams of a style image of another size convert by hw_s / hw.
+                let to_x_scale = match spec.gram_normalization {
+                    GramNormalization::Chw => 1.0,
+                    GramNormalization::KerasExample => {
+                        let (lh, lw, _) = shapes[t.layer];
+                        (sh * sw) as f32 / (lh * lw) as f32
+                    }
+                };
+                backend.axpy(blend / blend_sum * to_x_scale, &t.gram, &mut t.target)?;
             }
         }
         let grads = net.alloc_activations(backend, h, w)?;
-        Ok(Objective { backend, net, spec, h, w, content: content_terms, style: style_terms, acts, grads })
+        let mut term_grads: Vec<Option<B::Buf>> = (0..net.layers.len()).map(|_| None).collect();
+        if spec.normalize_gradients {
+            for i in content_terms.iter().map(|(i, _)| *i).chain(style_terms.iter().map(|t| t.layer)) {
+                if term_grads[i].is_none() {
+                    term_grads[i] = Some(backend.zeros(backend.len(&acts[i]))?);
+                }
+            }
+        }
+        Ok(Objective { backend, net, spec, h, w, content: content_terms, style: style_terms, acts, grads, term_grads })
     }
 
     /// The term weights in use.
@@ -172,15 +243,50 @@ impl<'b, B: Backend> Objective<'b, B> {
         let last = self.net.layers.len() - 1;
         be.fill(&mut self.grads[last], 0.0)?;
         let mut parts = LossParts::default();
+        let spec = &self.spec;
         for i in (0..=last).rev() {
+            let (lh, lw, c) = shapes[i];
+            // Each term's weight as the backend op takes it: the op's own reduction (mean over
+            // its entries) times what turns it into the spec's form.
+            let content_scale = match spec.content_reduction {
+                Reduction::Mean => 1.0,
+                Reduction::Sum => (lh * lw * c) as f64,
+            };
+            let style_scale = match spec.gram_normalization {
+                GramNormalization::Chw => 1.0,
+                // Σ (G − A)² / D = (C·hw)² Σ (g − a)² / D, and the op divides by C².
+                GramNormalization::KerasExample => {
+                    let d = 4.0 * 9.0 * ((h * w) as f64).powi(2);
+                    ((c * lh * lw) as f64).powi(2) * (c * c) as f64 / d
+                }
+            };
             for (_, p) in self.content.iter().filter(|(l, _)| *l == i) {
-                parts.content += be.content_loss_acc(self.spec.content_weight, &self.acts[i], p, &mut self.grads[i])?;
+                parts.content += match &mut self.term_grads[i] {
+                    None => be.content_loss_acc((spec.content_weight as f64 * content_scale) as f32, &self.acts[i], p, &mut self.grads[i])?,
+                    Some(tg) => {
+                        be.fill(tg, 0.0)?;
+                        let unweighted = be.content_loss_acc(content_scale as f32, &self.acts[i], p, tg)?;
+                        add_normalized(be, spec.content_weight, tg, &mut self.grads[i])?;
+                        spec.content_weight as f64 * unweighted
+                    }
+                };
             }
             for t in self.style.iter_mut().filter(|t| t.layer == i && t.active) {
-                let (lh, lw, c) = shapes[i];
                 be.gram(lh * lw, c, &self.acts[i], &mut t.gram)?;
-                parts.style += be.style_loss(self.spec.style_weight, &t.gram, &t.target, &mut t.d_gram)?;
-                be.gram_bwd_acc(lh * lw, c, &self.acts[i], &t.d_gram, &mut self.grads[i])?;
+                parts.style += match &mut self.term_grads[i] {
+                    None => {
+                        let l = be.style_loss((spec.style_weight as f64 * style_scale) as f32, &t.gram, &t.target, &mut t.d_gram)?;
+                        be.gram_bwd_acc(lh * lw, c, &self.acts[i], &t.d_gram, &mut self.grads[i])?;
+                        l
+                    }
+                    Some(tg) => {
+                        let unweighted = be.style_loss(style_scale as f32, &t.gram, &t.target, &mut t.d_gram)?;
+                        be.fill(tg, 0.0)?;
+                        be.gram_bwd_acc(lh * lw, c, &self.acts[i], &t.d_gram, tg)?;
+                        add_normalized(be, spec.style_weight, tg, &mut self.grads[i])?;
+                        spec.style_weight as f64 * unweighted
+                    }
+                };
             }
             let (ih, iw, ic) = if i == 0 { (h, w, 3) } else { shapes[i - 1] };
             if i == 0 {
@@ -190,8 +296,17 @@ impl<'b, B: Backend> Objective<'b, B> {
                 self.net.backward_layer(be, i, ih, iw, ic, &self.acts[i - 1], &self.acts[i], &mut upper[0], &mut lower[i - 1])?;
             }
         }
-        parts.tv = be.tv_loss_acc(self.spec.tv_weight, h, w, 3, x, grad)?;
+        parts.tv = match self.spec.tv_power {
+            None => be.tv_loss_acc(self.spec.tv_weight, h, w, 3, x, grad)?,
+            Some(p) => be.tv_pow_loss_acc(self.spec.tv_weight, p, h, w, 3, x, grad)?,
+        };
         parts.total = parts.content + parts.style + parts.tv;
         Ok(parts)
     }
+}
+
+/// grad += weight · term / (‖term‖₁ + 1e-8): jcjohnson's gradient normalisation of one term.
+fn add_normalized<B: Backend>(be: &B, weight: f32, term: &B::Buf, grad: &mut B::Buf) -> Result<()> {
+    let l1 = be.asum(term)?;
+    be.axpy((weight as f64 / (l1 + 1e-8)) as f32, term, grad)
 }

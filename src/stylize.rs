@@ -3,7 +3,7 @@
 use crate::backend::Backend;
 use crate::model::Vgg;
 use crate::objective::{Image, LossParts, Objective, ObjectiveSpec};
-use crate::optim::lbfgs::StepOutcome;
+use crate::optim::lbfgs::LineSearch;
 use crate::optim::{Adam, Lbfgs};
 use crate::rng::Rng;
 use anyhow::Result;
@@ -19,8 +19,18 @@ pub enum Init {
 
 #[derive(Clone, Copy, Debug)]
 pub enum Optimizer {
-    Lbfgs { history: usize },
+    /// L-BFGS with `history` curvature pairs. With `round` > 0 the run is split into rounds of at
+    /// most that many evaluations, each starting a fresh history from the current image (the
+    /// Keras example calls scipy's fmin_l_bfgs_b(maxfun=20) ten times); 0: one round.
+    Lbfgs { history: usize, line_search: LineSearch, round: usize },
     Adam { learning_rate: f32 },
+}
+
+impl Optimizer {
+    /// jcjohnson/neural-style's and torch.optim.LBFGS's default: fixed step, one round.
+    pub fn lbfgs(history: usize) -> Optimizer {
+        Optimizer::Lbfgs { history, line_search: LineSearch::None, round: 0 }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -52,7 +62,8 @@ pub struct Output {
     pub image: Vec<f32>,
     pub h: usize,
     pub w: usize,
-    /// Loss of the last evaluation.
+    /// Loss at the final image where it was evaluated there (the strong-Wolfe search ends on an
+    /// evaluated point), else of the last evaluation (the fixed step moves once more after it).
     pub loss: LossParts,
     pub evaluations: usize,
     /// Time spent in the optimisation loop (after setup).
@@ -86,36 +97,51 @@ pub fn optimize<B: Backend>(backend: &B, objective: &mut Objective<B>, job: &Job
     };
     let mut x = backend.upload(&init)?;
     let mut g = backend.zeros(n)?;
-    let mut lbfgs = None;
-    let mut adam = None;
-    match job.optimizer {
-        Optimizer::Lbfgs { history } => lbfgs = Some(Lbfgs::new(backend, n, history, 1.0)?),
-        Optimizer::Adam { learning_rate } => adam = Some(Adam::new(backend, n, learning_rate)?),
-    }
     let start = Instant::now();
-    let mut loss = LossParts::default();
-    let mut evaluations = 0;
-    for iteration in 1..=job.iterations {
-        loss = objective.evaluate(&x, &mut g)?;
-        evaluations += 1;
+    // Every evaluation's loss, in order: the run's result is the one at the final image.
+    let mut losses: Vec<LossParts> = Vec::with_capacity(job.iterations);
+    let mut evaluate = |x: &B::Buf, g: &mut B::Buf| -> Result<f64> {
+        let loss = objective.evaluate(x, g)?;
+        losses.push(loss);
+        let iteration = losses.len();
         anyhow::ensure!(loss.total.is_finite(), "the loss became {} at iteration {iteration}; try a smaller learning rate or weights", loss.total);
-        let progress = Progress { iteration, evaluations, loss, elapsed: start.elapsed() };
+        let progress = Progress { iteration, evaluations: iteration, loss, elapsed: start.elapsed() };
         let snapshot = if job.snapshot_every > 0 && iteration % job.snapshot_every == 0 && iteration < job.iterations {
-            Some(backend.download(&x)?)
+            Some(backend.download(x)?)
         } else {
             None
         };
         observer(&progress, snapshot.as_deref())?;
-        if let Some(opt) = lbfgs.as_mut() {
-            if opt.step(backend, &mut x, &g)? == StepOutcome::NotDescent {
-                break;
+        Ok(loss.total)
+    };
+    // Index of the evaluation at the final x; None: the last one, after which x moved once more
+    // (L-BFGS's fixed step and Adam step after their last evaluation, as torch does).
+    let mut final_evaluation = None;
+    match job.optimizer {
+        Optimizer::Lbfgs { history, line_search, round } => {
+            let round = if round == 0 { job.iterations } else { round };
+            let mut done = 0;
+            while done < job.iterations {
+                let budget = round.min(job.iterations - done);
+                let r = Lbfgs::new(backend, n, history, 1.0)?.minimize(backend, line_search, &mut x, &mut g, budget, &mut evaluate)?;
+                final_evaluation = r.final_evaluation.map(|k| done + k);
+                done += r.evaluations;
+                if r.evaluations < budget {
+                    break; // no descent direction left
+                }
             }
         }
-        if let Some(opt) = adam.as_mut() {
-            opt.step(backend, &mut x, &g)?;
+        Optimizer::Adam { learning_rate } => {
+            let mut adam = Adam::new(backend, n, learning_rate)?;
+            for _ in 0..job.iterations {
+                evaluate(&x, &mut g)?;
+                adam.step(backend, &mut x, &g)?;
+            }
         }
     }
     backend.synchronize()?;
     let elapsed = start.elapsed();
+    let evaluations = losses.len();
+    let loss = final_evaluation.or(evaluations.checked_sub(1)).map(|k| losses[k]).unwrap_or_default();
     Ok(Output { image: backend.download(&x)?, h, w, loss, evaluations, elapsed, flops_per_evaluation: objective.flops_per_evaluation() })
 }

@@ -350,6 +350,43 @@ fn tv_loss_value_and_gradient() {
 }
 
 #[test]
+fn tv_pow_loss_value_and_gradient() {
+    let mut rng = Rng::new(15);
+    for (h, w, c) in [(5, 7, 3), (1, 4, 3), (6, 1, 2), (9, 8, 3)] {
+        for power in [1.0f32, 1.25] {
+            let x = randn(&mut rng, h * w * c);
+            let v = randn(&mut rng, h * w * c);
+            let wgt = 0.3f32;
+            let at = |i: usize, j: usize, ch: usize| x[(i * w + j) * c + ch] as f64;
+            // The Keras example's formula, term by term (interior anchors only).
+            let mut want = 0.0;
+            for i in 0..h.saturating_sub(1) {
+                for j in 0..w.saturating_sub(1) {
+                    for ch in 0..c {
+                        let s = (at(i, j, ch) - at(i + 1, j, ch)).powi(2) + (at(i, j, ch) - at(i, j + 1, ch)).powi(2);
+                        want += s.powf(power as f64);
+                    }
+                }
+            }
+            want *= wgt as f64;
+            let dx0 = randn(&mut rng, h * w * c);
+            let mut dx = dx0.clone();
+            let got = loss::tv_pow_loss_acc(wgt, power, h, w, c, &x, &mut dx);
+            assert!((got - want).abs() <= 1e-6 * want.max(1e-9), "tv^{power} ({h}, {w}, {c}) {got} vs {want}");
+            if h == 1 || w == 1 {
+                assert_eq!(got, 0.0, "no interior anchor, no term");
+            }
+            // It accumulates: the gradient is what was added to dx0.
+            let grad: Vec<f32> = dx.iter().zip(&dx0).map(|(a, b)| a - b).collect();
+            check_fd(&format!("tv^{power} ({h}, {w}, {c})"), &x, &v, 1e-2, &grad, 1e-3, |x| {
+                let mut scratch = vec![0.0; h * w * c];
+                loss::tv_pow_loss_acc(wgt, power, h, w, c, x, &mut scratch)
+            });
+        }
+    }
+}
+
+#[test]
 fn vector_ops_match_serial_references() {
     let mut rng = Rng::new(15);
     for n in [1, 17, 16384, 40001] {

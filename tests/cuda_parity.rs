@@ -284,6 +284,19 @@ fn losses_match_cpu() {
             assert_close_scalar("tv_loss", l_gpu, l_cpu, 1e-10);
         }
         assert_close("tv_loss_grad", &be.download(&dxg).unwrap(), &dx_cpu, 1e-6);
+
+        for power in [1.0f32, 1.25] {
+            let mut dx_cpu = dx0.clone();
+            let l_cpu = cpu.tv_pow_loss_acc(0.5, power, h, w, c, &x, &mut dx_cpu).unwrap();
+            let mut dxg = be.upload(&dx0).unwrap();
+            let l_gpu = be.tv_pow_loss_acc(0.5, power, h, w, c, &xg, &mut dxg).unwrap();
+            if l_cpu == 0.0 {
+                assert_eq!(l_gpu, 0.0);
+            } else {
+                assert_close_scalar(&format!("tv_pow_loss Fp32 power {power}"), l_gpu, l_cpu, 1e-9);
+            }
+            assert_close(&format!("tv_pow_loss_grad Fp32 power {power}"), &be.download(&dxg).unwrap(), &dx_cpu, 1e-5);
+        }
     }
 }
 
@@ -405,7 +418,7 @@ fn lbfgs_job(iterations: usize) -> Job {
         // of tf32 rounding) move it by at most 0.03%: a fair test of the GPU's arithmetic.
         spec: ObjectiveSpec { tv_weight: 0.1, ..spec() },
         init: Init::Random,
-        optimizer: Optimizer::Lbfgs { history: 100 },
+        optimizer: Optimizer::lbfgs(100),
         iterations,
         seed: 3,
         snapshot_every: 0,
@@ -456,7 +469,7 @@ fn entry_points() -> Vec<(&'static cuda::KernelImages, String)> {
         (&GRAM, &["gram_reduce", "gram_bwd_sym"][..]),
         (&POOL, &["pool_fwd", "pool_bwd"][..]),
         (&RELU, &["relu_bwd"][..]),
-        (&LOSS, &["content_loss_acc", "style_loss", "tv_loss_acc"][..]),
+        (&LOSS, &["content_loss_acc", "style_loss", "tv_loss_acc", "tv_pow_loss_acc"][..]),
         (&VECTOR, &["fill", "dot_partial", "asum_partial", "amax_partial", "reduce_partials_f64", "reduce_partials_max", "axpy", "scale", "adam_step"][..]),
     ] {
         expected.extend(names.iter().map(|n| (images, n.to_string())));

@@ -80,6 +80,7 @@ fn spec(g: &Golden, pooling: PoolKind) -> ObjectiveSpec {
         style_weight: g.num(&["weights", "style"]) as f32,
         tv_weight: g.num(&["weights", "tv"]) as f32,
         pooling,
+        ..Default::default()
     }
 }
 
@@ -207,7 +208,7 @@ fn lbfgs_20_evaluations_match_pytorch() {
             styles: vec![(style.clone(), 1.0)],
             spec: spec(&g, pooling),
             init: Init::Image(content.data.clone()),
-            optimizer: Optimizer::Lbfgs { history: 100 },
+            optimizer: Optimizer::lbfgs(100),
             iterations: 20,
             seed: 0,
             snapshot_every: 0,

@@ -25,6 +25,7 @@ fn check(pooling: PoolKind, (content_weight, style_weight, tv_weight): (f32, f32
         style_weight,
         tv_weight,
         pooling,
+        ..Default::default()
     };
     let mut obj = Objective::new(&be, &narrow_vgg(), spec, &content, &[(style, 1.0)]).unwrap();
     let x0 = random_image(&mut rng, h, w).data;

@@ -21,6 +21,7 @@ fn spec(style_layers: &[&str], (c, s, t): (f32, f32, f32)) -> ObjectiveSpec {
         style_weight: s,
         tv_weight: t,
         pooling: PoolKind::Max,
+        ..Default::default()
     }
 }
 

@@ -144,9 +144,10 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
             PoolingArg::Max => PoolKind::Max,
             PoolingArg::Avg => PoolKind::Avg,
         },
+        ..Default::default()
     };
     let optimizer = match a.optimizer {
-        OptimizerArg::Lbfgs => Optimizer::Lbfgs { history },
+        OptimizerArg::Lbfgs => Optimizer::lbfgs(history),
         OptimizerArg::Adam => Optimizer::Adam { learning_rate: a.learning_rate },
     };
     Ok(Plan {

@@ -81,3 +81,60 @@ pub fn tv_loss_acc(weight: f32, h: usize, w: usize, c: usize, x: &[f32], dx: &mu
         .sum();
     weight as f64 * sum
 }
+
+/// d(s^p)/ds for the powered TV: p s^(p-1), with the limit at s = 0 (1 for p = 1, else 0 for p > 1).
+#[inline]
+fn pow_slope(s: f32, power: f32) -> f32 {
+    if s > 0.0 {
+        power * s.powf(power - 1.0)
+    } else if power == 1.0 {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The Keras example's total variation: returns weight * Σ_{i<h-1, j<w-1, ch} s^power with
+/// s = (x[i,j]-x[i+1,j])² + (x[i,j]-x[i,j+1])² over x (h, w, c); adds its gradient into dx.
+/// The gradient at (i, j) gathers the terms it takes part in: its own (as the anchor), the one
+/// above (as the lower neighbour), the one to the left (as the right neighbour).
+pub fn tv_pow_loss_acc(weight: f32, power: f32, h: usize, w: usize, c: usize, x: &[f32], dx: &mut [f32]) -> f64 {
+    let row = w * c;
+    let at = |i: usize, j: usize, ch: usize| x[(i * w + j) * c + ch];
+    // s and its slope at anchor (i, j): (u, v, s) with u = x[i,j]-x[i+1,j], v = x[i,j]-x[i,j+1].
+    let term = |i: usize, j: usize, ch: usize| {
+        let u = at(i, j, ch) - at(i + 1, j, ch);
+        let v = at(i, j, ch) - at(i, j + 1, ch);
+        (u, v, u * u + v * v)
+    };
+    let sum: f64 = dx
+        .par_chunks_mut(row)
+        .enumerate()
+        .map(|(i, d_row)| {
+            let mut acc = 0.0f64;
+            for j in 0..w {
+                for ch in 0..c {
+                    let mut gsum = 0.0f32;
+                    if i + 1 < h && j + 1 < w {
+                        let (u, v, s) = term(i, j, ch);
+                        acc += (s as f64).powf(power as f64);
+                        gsum += pow_slope(s, power) * 2.0 * (u + v);
+                    }
+                    if i > 0 && j + 1 < w {
+                        let (u, _, s) = term(i - 1, j, ch);
+                        gsum -= pow_slope(s, power) * 2.0 * u;
+                    }
+                    if j > 0 && i + 1 < h {
+                        let (_, v, s) = term(i, j - 1, ch);
+                        gsum -= pow_slope(s, power) * 2.0 * v;
+                    }
+                    d_row[j * c + ch] += weight * gsum;
+                }
+            }
+            acc
+        })
+        .collect::<Vec<_>>()
+        .iter()
+        .sum();
+    weight as f64 * sum
+}

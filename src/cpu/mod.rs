@@ -79,6 +79,9 @@ impl Backend for CpuBackend {
     fn tv_loss_acc(&self, weight: f32, h: usize, w: usize, c: usize, x: &Vec<f32>, dx: &mut Vec<f32>) -> Result<f64> {
         Ok(loss::tv_loss_acc(weight, h, w, c, x, dx))
     }
+    fn tv_pow_loss_acc(&self, weight: f32, power: f32, h: usize, w: usize, c: usize, x: &Vec<f32>, dx: &mut Vec<f32>) -> Result<f64> {
+        Ok(loss::tv_pow_loss_acc(weight, power, h, w, c, x, dx))
+    }
 
     fn fill(&self, x: &mut Vec<f32>, value: f32) -> Result<()> {
         x.fill(value);

@@ -98,6 +98,7 @@ struct Kernels {
     content_loss_acc: CudaFunction,
     style_loss: CudaFunction,
     tv_loss_acc: CudaFunction,
+    tv_pow_loss_acc: CudaFunction,
     fill: CudaFunction,
     dot_partial: CudaFunction,
     asum_partial: CudaFunction,
@@ -149,6 +150,7 @@ impl Kernels {
             content_loss_acc: f(&loss, "content_loss_acc")?,
             style_loss: f(&loss, "style_loss")?,
             tv_loss_acc: f(&loss, "tv_loss_acc")?,
+            tv_pow_loss_acc: f(&loss, "tv_pow_loss_acc")?,
             fill: f(&vector, "fill")?,
             dot_partial: f(&vector, "dot_partial")?,
             asum_partial: f(&vector, "asum_partial")?,
@@ -445,6 +447,17 @@ impl Backend for CudaBackend {
         let blocks = reduce_blocks(h * w * c);
         let mut l = self.stream.launch_builder(&self.k.tv_loss_acc);
         l.arg(x).arg(dx).arg(&hh).arg(&ww).arg(&cc).arg(&k).arg(&self.partials);
+        unsafe { l.launch(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }?;
+        let sum = self.finish_sum(blocks)?;
+        Ok(weight as f64 * sum)
+    }
+    fn tv_pow_loss_acc(&self, weight: f32, power: f32, h: usize, w: usize, c: usize, x: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<f64> {
+        ensure!(x.len() >= h * w * c && dx.len() >= h * w * c, "tv_pow_loss_acc: buffer sizes do not match ({h}, {w}, {c})");
+        let (hh, ww, cc) = (i32_of(h, "h")?, i32_of(w, "w")?, i32_of(c, "c")?);
+        i32_of(h * w * c, "image size")?;
+        let blocks = reduce_blocks(h * w * c);
+        let mut l = self.stream.launch_builder(&self.k.tv_pow_loss_acc);
+        l.arg(x).arg(dx).arg(&hh).arg(&ww).arg(&cc).arg(&weight).arg(&power).arg(&self.partials);
         unsafe { l.launch(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }?;
         let sum = self.finish_sum(blocks)?;
         Ok(weight as f64 * sum)

@@ -1,7 +1,13 @@
-//! L-BFGS with torch.optim.LBFGS's semantics for `line_search_fn=None` (and so jcjohnson's
-//! optim.lbfgs): first step min(1, 1/|g|₁)·lr along -g, then lr along the two-loop direction;
-//! a curvature pair is kept only when yᵀs > 1e-10; the oldest pair is dropped at `history`.
-//! Early stopping is off (tolerances -1), as neural-style runs it: one evaluation per iteration.
+//! L-BFGS with torch.optim.LBFGS's semantics: first step min(1, 1/|g|₁)·lr along -g, then lr
+//! along the two-loop direction; a curvature pair is kept only when yᵀs > 1e-10; the oldest pair
+//! is dropped at `history`. Early stopping is off (tolerances -1), as neural-style runs it.
+//!
+//! Two ways to run it:
+//! - `step` (torch's `line_search_fn=None`, jcjohnson's optim.lbfgs): the caller evaluates, then
+//!   steps; one evaluation per iteration.
+//! - `minimize` with `LineSearch::StrongWolfe` (torch's `line_search_fn="strong_wolfe"`, the
+//!   cubic-interpolating bracket-and-zoom search of Nocedal & Wright, c1 = 1e-4, c2 = 0.9): the
+//!   optimiser calls the evaluation itself, several times per iteration.
 
 use crate::backend::Backend;
 use anyhow::Result;
@@ -29,6 +35,27 @@ pub enum StepOutcome {
     NotDescent,
 }
 
+/// The line search of `minimize`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LineSearch {
+    /// A fixed step: one evaluation per iteration, as `step`.
+    #[default]
+    None,
+    /// torch.optim.LBFGS's `strong_wolfe`.
+    StrongWolfe,
+}
+
+/// How a `minimize` run ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Minimized {
+    /// Evaluations made (never more than the budget).
+    pub evaluations: usize,
+    /// 0-based index (among this run's evaluations) of the evaluation at the final x, or None
+    /// when x moved after the last evaluation (the fixed step moves once more, as torch does).
+    pub final_evaluation: Option<usize>,
+}
+
 impl<B: Backend> Lbfgs<B> {
     pub fn new(backend: &B, n: usize, history: usize, lr: f32) -> Result<Self> {
         Ok(Lbfgs {
@@ -54,6 +81,18 @@ impl<B: Backend> Lbfgs<B> {
     /// Given the gradient g at x (just evaluated), moves x one step. The caller then evaluates
     /// the new x and calls `step` again.
     pub fn step(&mut self, backend: &B, x: &mut B::Buf, g: &B::Buf) -> Result<StepOutcome> {
+        let gtd = self.direction(backend, g)?;
+        // torch breaks when gtd > -tolerance_change; neural-style runs with tolerance -1.
+        if gtd > 1.0 {
+            return Ok(StepOutcome::NotDescent);
+        }
+        backend.axpy(self.t as f32, &self.d, x)?;
+        Ok(StepOutcome::Moved)
+    }
+
+    /// The search direction d for gradient g (the two-loop recursion over the kept pairs, after
+    /// adding the pair of the last step), the first trial step t, and gᵀd, which is returned.
+    fn direction(&mut self, backend: &B, g: &B::Buf) -> Result<f64> {
         let n = backend.len(g);
         self.iteration += 1;
         if self.iteration == 1 {
@@ -97,12 +136,238 @@ impl<B: Backend> Lbfgs<B> {
         }
         backend.copy(g, &mut self.prev_g)?;
         self.t = if self.iteration == 1 { (1.0f64).min(1.0 / backend.asum(g)?) * self.lr as f64 } else { self.lr as f64 };
-        let gtd = backend.dot(g, &self.d)?;
-        // torch breaks when gtd > -tolerance_change; neural-style runs with tolerance -1.
-        if gtd > 1.0 {
-            return Ok(StepOutcome::NotDescent);
-        }
-        backend.axpy(self.t as f32, &self.d, x)?;
-        Ok(StepOutcome::Moved)
+        backend.dot(g, &self.d)
     }
+
+    /// Runs L-BFGS from x for at most `max_evals` evaluations of `eval(x, g) -> loss` (which
+    /// writes the gradient at x into g), as torch's `LBFGS.step(closure)` with max_iter =
+    /// max_eval = `max_evals` and tolerances -1 (the strong-Wolfe search is cut short rather than
+    /// exceed the budget: torch would overshoot it within its last iteration). On return x is
+    /// the final point; with the strong-Wolfe search g holds the gradient there.
+    pub fn minimize(
+        &mut self,
+        backend: &B,
+        line_search: LineSearch,
+        x: &mut B::Buf,
+        g: &mut B::Buf,
+        max_evals: usize,
+        eval: &mut dyn FnMut(&B::Buf, &mut B::Buf) -> Result<f64>,
+    ) -> Result<Minimized> {
+        if max_evals == 0 {
+            return Ok(Minimized { evaluations: 0, final_evaluation: None });
+        }
+        let mut f = eval(x, g)?;
+        let mut evals = 1;
+        let mut final_evaluation = Some(0);
+        match line_search {
+            LineSearch::None => loop {
+                if self.step(backend, x, g)? == StepOutcome::NotDescent {
+                    break;
+                }
+                final_evaluation = None;
+                if evals == max_evals {
+                    break;
+                }
+                eval(x, g)?;
+                final_evaluation = Some(evals);
+                evals += 1;
+            },
+            LineSearch::StrongWolfe => {
+                let n = backend.len(x);
+                let mut search = WolfeBuffers {
+                    x0: backend.zeros(n)?,
+                    g0: backend.zeros(n)?,
+                    g_prev: backend.zeros(n)?,
+                    g_bracket: [backend.zeros(n)?, backend.zeros(n)?],
+                };
+                while evals < max_evals {
+                    let gtd = self.direction(backend, g)?;
+                    if gtd > 1.0 {
+                        break;
+                    }
+                    backend.copy(x, &mut search.x0)?;
+                    // The first trial plus at most max_ls more: never past the budget.
+                    let max_ls = (max_evals - evals - 1).min(MAX_LS);
+                    let before = evals;
+                    let r = strong_wolfe(backend, &mut search, &self.d, self.t, f, g, gtd, max_ls, x, &mut |x, g| {
+                        evals += 1;
+                        eval(x, g)
+                    })?;
+                    // x = x0 + t d; g and f are at that point.
+                    backend.copy(&search.x0, x)?;
+                    backend.axpy(r.t as f32, &self.d, x)?;
+                    self.t = r.t;
+                    f = r.f;
+                    if let Some(k) = r.accepted {
+                        final_evaluation = Some(before + k - 1);
+                    }
+                }
+            }
+        }
+        Ok(Minimized { evaluations: evals, final_evaluation })
+    }
+}
+
+/// torch's `max_ls`: evaluations a line search may make after its first trial.
+const MAX_LS: usize = 25;
+
+/// Image-sized scratch of the line search: the start point and the gradients it keeps.
+struct WolfeBuffers<B: Backend> {
+    x0: B::Buf,
+    /// Gradient at the start point.
+    g0: B::Buf,
+    /// Gradient at the previous trial of the bracketing phase.
+    g_prev: B::Buf,
+    /// Gradients at the two ends of the bracket, by position.
+    g_bracket: [B::Buf; 2],
+}
+
+struct WolfeResult {
+    t: f64,
+    f: f64,
+    /// Which of this search's evaluations (1-based) is at the returned step; None: the start.
+    accepted: Option<usize>,
+}
+
+/// A point of the search: step, loss, directional derivative gᵀd, and which of the search's
+/// evaluations it is (1-based; 0 = the start point).
+#[derive(Clone, Copy, Debug)]
+struct Point {
+    t: f64,
+    f: f64,
+    gtd: f64,
+    eval: usize,
+}
+
+/// torch's `_cubic_interpolate`: the minimiser of the cubic through (x1, f1, g1), (x2, f2, g2),
+/// clamped to the bounds (default: the two points), or their midpoint when it has none.
+fn cubic_interpolate(p1: (f64, f64, f64), p2: (f64, f64, f64), bounds: Option<(f64, f64)>) -> f64 {
+    let ((x1, f1, g1), (x2, f2, g2)) = (p1, p2);
+    let (lo, hi) = bounds.unwrap_or(if x1 <= x2 { (x1, x2) } else { (x2, x1) });
+    let d1 = g1 + g2 - 3.0 * (f1 - f2) / (x1 - x2);
+    let d2_square = d1 * d1 - g1 * g2;
+    if d2_square >= 0.0 {
+        let d2 = d2_square.sqrt();
+        let min_pos = if x1 <= x2 { x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2.0 * d2)) } else { x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2.0 * d2)) };
+        min_pos.max(lo).min(hi)
+    } else {
+        (lo + hi) / 2.0
+    }
+}
+
+/// torch's `_strong_wolfe` (c1 = 1e-4, c2 = 0.9, tolerance_change = 1e-9), step by step: a first
+/// trial at t0, then at most `max_ls` more evaluations along d from `buf.x0` (where the loss is
+/// f0, the gradient g, and gᵀd = gtd0). `x` is scratch for the trial points. On return g holds
+/// the gradient at the returned step.
+#[allow(clippy::too_many_arguments)]
+fn strong_wolfe<B: Backend>(
+    backend: &B,
+    buf: &mut WolfeBuffers<B>,
+    d: &B::Buf,
+    t0: f64,
+    f0: f64,
+    g: &mut B::Buf,
+    gtd0: f64,
+    max_ls: usize,
+    x: &mut B::Buf,
+    eval: &mut dyn FnMut(&B::Buf, &mut B::Buf) -> Result<f64>,
+) -> Result<WolfeResult> {
+    const C1: f64 = 1e-4;
+    const C2: f64 = 0.9;
+    const TOLERANCE_CHANGE: f64 = 1e-9;
+    let d_norm = backend.amax(d)?;
+    let mut evals = 0usize;
+    // Evaluates at x0 + t d, the gradient into g.
+    let mut trial = |t: f64, g: &mut B::Buf| -> Result<Point> {
+        backend.copy(&buf.x0, x)?;
+        backend.axpy(t as f32, d, x)?;
+        let f = eval(x, g)?;
+        evals += 1;
+        Ok(Point { t, f, gtd: backend.dot(g, d)?, eval: evals })
+    };
+    let result = |p: Point| WolfeResult { t: p.t, f: p.f, accepted: (p.eval > 0).then_some(p.eval) };
+    let start = Point { t: 0.0, f: f0, gtd: gtd0, eval: 0 };
+    backend.copy(g, &mut buf.g0)?;
+    backend.copy(g, &mut buf.g_prev)?;
+    let mut prev = start;
+    let mut new = trial(t0, g)?;
+
+    // Bracketing: extrapolate until the step is bracketed or satisfies the strong Wolfe conditions.
+    let mut ls_iter = 0;
+    let mut bracket: Option<[Point; 2]> = None;
+    while ls_iter < max_ls {
+        // In torch's order: sufficient decrease fails -> bracket; curvature holds -> done;
+        // the slope turned -> bracket; else extrapolate.
+        let rose = new.f > f0 + C1 * new.t * gtd0 || (ls_iter > 1 && new.f >= prev.f);
+        if !rose && new.gtd.abs() <= -C2 * gtd0 {
+            return Ok(result(new)); // g holds its gradient
+        }
+        if rose || new.gtd >= 0.0 {
+            backend.copy(&buf.g_prev, &mut buf.g_bracket[0])?;
+            backend.copy(g, &mut buf.g_bracket[1])?;
+            bracket = Some([prev, new]);
+            break;
+        }
+        let min_step = new.t + 0.01 * (new.t - prev.t);
+        let max_step = new.t * 10.0;
+        let t = cubic_interpolate((prev.t, prev.f, prev.gtd), (new.t, new.f, new.gtd), Some((min_step, max_step)));
+        prev = new;
+        backend.copy(g, &mut buf.g_prev)?;
+        new = trial(t, g)?;
+        ls_iter += 1;
+    }
+    let Some(mut bracket) = bracket else {
+        // Out of evaluations while extrapolating: torch takes [start, last trial] and returns
+        // the one with the lower loss (the start on a tie).
+        if f0 <= new.f {
+            backend.copy(&buf.g0, g)?;
+            return Ok(result(start));
+        }
+        return Ok(result(new));
+    };
+
+    // Zoom: shrink the bracket by cubic interpolation until the strong Wolfe conditions hold.
+    let by_loss = |b: &[Point; 2]| if b[0].f <= b[1].f { (0, 1) } else { (1, 0) };
+    let (mut low, mut high) = by_loss(&bracket);
+    let mut insufficient_progress = false;
+    while ls_iter < max_ls {
+        if (bracket[1].t - bracket[0].t).abs() * d_norm < TOLERANCE_CHANGE {
+            break;
+        }
+        let [a, b] = bracket;
+        let mut t = cubic_interpolate((a.t, a.f, a.gtd), (b.t, b.f, b.gtd), None);
+        let (lo, hi) = (a.t.min(b.t), a.t.max(b.t));
+        let eps = 0.1 * (hi - lo);
+        if (hi - t).min(t - lo) < eps {
+            // Too close to an end: move away from it, unless the last step made progress.
+            if insufficient_progress || t >= hi || t <= lo {
+                t = if (t - hi).abs() < (t - lo).abs() { hi - eps } else { lo + eps };
+                insufficient_progress = false;
+            } else {
+                insufficient_progress = true;
+            }
+        } else {
+            insufficient_progress = false;
+        }
+        let p = trial(t, g)?;
+        ls_iter += 1;
+        if p.f > f0 + C1 * p.t * gtd0 || p.f >= bracket[low].f {
+            bracket[high] = p;
+            backend.copy(g, &mut buf.g_bracket[high])?;
+            (low, high) = by_loss(&bracket);
+        } else {
+            let done = p.gtd.abs() <= -C2 * gtd0;
+            if !done && p.gtd * (bracket[high].t - bracket[low].t) >= 0.0 {
+                bracket[high] = bracket[low];
+                buf.g_bracket.swap(0, 1); // the old low's gradient moves to `high`'s slot
+            }
+            bracket[low] = p;
+            backend.copy(g, &mut buf.g_bracket[low])?;
+            if done {
+                break;
+            }
+        }
+    }
+    backend.copy(&buf.g_bracket[low], g)?;
+    Ok(result(bracket[low]))
 }

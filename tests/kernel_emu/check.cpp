@@ -266,6 +266,35 @@ int main() {
         check("tv loss gradient " + std::to_string(h) + "x" + std::to_string(w), dx, dx_ref, 1e-6);
     }
 
+    // The Keras example's powered TV, against a scatter-form double reference.
+    for (auto [h, w, c] : {std::tuple{1, 1, 3}, std::tuple{13, 17, 3}, std::tuple{64, 48, 3}}) {
+        for (float power : {1.0f, 1.25f}) {
+            const int n = h * w * c;
+            auto x = randn(n), dx = randn(n, 0.1f);
+            const float weight = 0.7f;
+            double sum = 0;
+            std::vector<double> dx_ref(dx.begin(), dx.end());
+            for (int i = 0; i + 1 < h; i++)
+                for (int j = 0; j + 1 < w; j++)
+                    for (int ch = 0; ch < c; ch++) {
+                        const size_t o = ((size_t)i * w + j) * c + ch, below = o + (size_t)w * c, right = o + c;
+                        const double u = (double)x[o] - x[below], v = (double)x[o] - x[right], s = u * u + v * v;
+                        sum += std::pow(s, (double)power);
+                        const double q = s > 0 ? power * std::pow(s, power - 1.0) : (power == 1.0f ? 1.0 : 0.0);
+                        dx_ref[o] += weight * q * 2 * (u + v);
+                        dx_ref[below] -= weight * q * 2 * u;
+                        dx_ref[right] -= weight * q * 2 * v;
+                    }
+            const unsigned blocks = reduce_blocks(n);
+            emu_launch({blocks, 1, 1}, 256, [&] { tv_pow_loss_acc(x.data(), dx.data(), h, w, c, weight, power, partials.data()); });
+            const double got = finish_sum(partials.data(), blocks);
+            const std::string what = "tv pow " + std::to_string(power) + " " + std::to_string(h) + "x" + std::to_string(w);
+            if (sum == 0) check_scalar(what + " (zero)", got + 1.0, 1.0, 0.0);
+            else check_scalar(what, got, sum, 1e-6);
+            check(what + " gradient", dx, dx_ref, 1e-5);
+        }
+    }
+
     // ---- vector ops -------------------------------------------------------------------------
     for (int n : {1, 255, 257, 40000}) {
         auto a = randn(n), b = randn(n);
