@@ -1,6 +1,7 @@
 //! Command-line options: jcjohnson/neural-style's, in kebab-case, plus a few subcommands.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 use std::path::PathBuf;
 
 const DEFAULT_STYLE_LAYERS: &str = "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1";
@@ -36,7 +37,8 @@ pub enum Command {
     MakeExamples(MakeExamplesArgs),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum InitArg {
     /// Gaussian noise (std 0.001) from --seed.
     Random,
@@ -44,19 +46,22 @@ pub enum InitArg {
     Image,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum OptimizerArg {
     Lbfgs,
     Adam,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PoolingArg {
     Max,
     Avg,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PreprocessArg {
     /// RGB, x/255, ImageNet mean/std (torchvision weights, the embedded model).
     Torchvision,
@@ -64,7 +69,8 @@ pub enum PreprocessArg {
     Caffe,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DeviceArg {
     /// The GPU when one is usable, else the CPU (saying why).
     Auto,
@@ -72,11 +78,58 @@ pub enum DeviceArg {
     Cuda,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum PrecisionArg {
     Fp32,
     Tf32,
     Bf16,
+}
+
+/// Settings bundles (cmd/presets.rs); flags given on the command line win.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PresetArg {
+    /// jcjohnson/neural-style's defaults: Caffe convention, weights 5 / 100 / 1e-3, noise init, 512 px, 1000 iterations.
+    Jcjohnson,
+    /// The Keras neural_style_transfer.py example, objective and optimiser (see README).
+    KerasExample,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReductionArg {
+    /// mean((F - P)²)
+    Mean,
+    /// Σ (F - P)²
+    Sum,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GramNormalizationArg {
+    /// G = F Fᵀ / (C H W), style = mean((G - A)²)
+    Chw,
+    /// G = F Fᵀ, style = Σ (G - A)² / (4 · 3² · (H W)²) with the input image's H W
+    KerasExample,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LineSearchArg {
+    /// A fixed step, one evaluation per iteration (torch.optim.LBFGS's default, jcjohnson's).
+    None,
+    /// torch.optim.LBFGS's strong-Wolfe line search.
+    StrongWolfe,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StyleResizeArg {
+    /// Longer side = --style-scale x the content's size (jcjohnson).
+    LongerSide,
+    /// Exactly the content's width x height, aspect not kept (the Keras example).
+    MatchContent,
 }
 
 impl From<PrecisionArg> for neural_style::Precision {
@@ -91,13 +144,13 @@ impl From<PrecisionArg> for neural_style::Precision {
 
 /// Stylisation options (the top-level form). Numbers are parsed as signed/floating values and
 /// range-checked by the program, so that `-1` gets a message about the range, not about syntax.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Serialize)]
 pub struct StyleArgs {
     /// Content image (PNG or JPEG).
-    #[arg(long, value_name = "FILE", required = true)]
+    #[arg(long, value_name = "FILE", required_unless_present = "from_png")]
     pub content_image: Option<PathBuf>,
     /// Style image(s), comma-separated.
-    #[arg(long, value_name = "FILE[,FILE...]", value_delimiter = ',', required = true)]
+    #[arg(long, value_name = "FILE[,FILE...]", value_delimiter = ',', required_unless_present = "from_png")]
     pub style_image: Vec<PathBuf>,
     /// Relative weight of each style image, comma-separated (default: equal).
     #[arg(long, value_name = "W[,W...]", value_delimiter = ',', allow_negative_numbers = true)]
@@ -148,6 +201,42 @@ pub struct StyleArgs {
     /// Style layers, comma-separated ReLU names.
     #[arg(long, value_name = "LAYERS", value_delimiter = ',', default_value = DEFAULT_STYLE_LAYERS)]
     pub style_layers: Vec<String>,
+    /// Start from a bundle of settings; flags given explicitly still win.
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetArg>,
+    /// Run again with the settings recorded in a PNG this program wrote (flags given explicitly win).
+    #[arg(long, value_name = "FILE")]
+    pub from_png: Option<PathBuf>,
+    /// Height of the generated image in pixels, instead of --image-size's longer side.
+    #[arg(long, value_name = "PIXELS", allow_negative_numbers = true)]
+    pub image_height: Option<i64>,
+    /// Style images are resized so their longer side is S x the generated image's longer side.
+    #[arg(long, value_name = "S", default_value_t = 1.0, allow_negative_numbers = true)]
+    pub style_scale: f32,
+    /// How style images are resized.
+    #[arg(long, value_enum, default_value_t = StyleResizeArg::LongerSide)]
+    pub style_resize: StyleResizeArg,
+    /// Keep the content's colours: the result's luminance with the content's chroma (YUV).
+    #[arg(long)]
+    pub original_colors: bool,
+    /// Divide each content and style term's gradient by its L1 norm before weighting it.
+    #[arg(long)]
+    pub normalize_gradients: bool,
+    /// How the content term reduces its squared differences.
+    #[arg(long, value_enum, default_value_t = ReductionArg::Mean)]
+    pub content_reduction: ReductionArg,
+    /// How Gram matrices are normalised (and so what the style term measures).
+    #[arg(long, value_enum, default_value_t = GramNormalizationArg::Chw)]
+    pub gram_normalization: GramNormalizationArg,
+    /// Total variation as Σ_{i<H-1, j<W-1} ((x[i,j]-x[i+1,j])² + (x[i,j]-x[i,j+1])²)^P (the Keras example; default: jcjohnson's squared differences).
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    pub tv_power: Option<f32>,
+    /// L-BFGS line search.
+    #[arg(long, value_enum, default_value_t = LineSearchArg::None)]
+    pub lbfgs_line_search: LineSearchArg,
+    /// Restart L-BFGS with a fresh history every N evaluations (0: never).
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    pub lbfgs_round: i64,
     /// Seed of the random init and of the embedded model's weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

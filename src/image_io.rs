@@ -112,10 +112,27 @@ pub fn resize_exact(img: Rgb8, (w, h): (usize, usize)) -> Rgb8 {
 /// Writes `img` to `path` in the format its extension names, through a temp file in the same
 /// directory renamed into place, so an interrupted run never leaves half an image behind.
 pub fn save(img: &Rgb8, path: &Path) -> Result<()> {
+    save_with_text(img, path, &[])
+}
+
+/// As `save`, with UTF-8 text chunks (iTXt, keyword and text) in a PNG; JPEG has none (the
+/// texts are dropped).
+pub fn save_with_text(img: &Rgb8, path: &Path, texts: &[(&str, &str)]) -> Result<()> {
     let format = out_format(path)?;
     let mut bytes = Vec::new();
     let rgb = img.to_image();
     match format {
+        OutFormat::Png if !texts.is_empty() => {
+            let mut enc = png::Encoder::new(&mut bytes, img.w as u32, img.h as u32);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            for (key, text) in texts {
+                enc.add_itxt_chunk(key.to_string(), text.to_string())?;
+            }
+            let mut w = enc.write_header()?;
+            w.write_image_data(&img.data)?;
+            w.finish()?;
+        }
         OutFormat::Png => rgb.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png)?,
         OutFormat::Jpeg => {
             let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
@@ -123,6 +140,23 @@ pub fn save(img: &Rgb8, path: &Path) -> Result<()> {
         }
     }
     write_atomic(path, &bytes)
+}
+
+/// The text chunks (tEXt, zTXt and iTXt) of a PNG file, as (keyword, text).
+pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
+    let file = fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_ignore_text_chunk(false);
+    let reader = decoder.read_info().with_context(|| format!("{}: not a readable PNG", path.display()))?;
+    let info = reader.info();
+    let mut out: Vec<(String, String)> = info.uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect();
+    for t in &info.compressed_latin1_text {
+        out.push((t.keyword.clone(), t.get_text().map_err(|e| anyhow::anyhow!("{}: a damaged zTXt chunk: {e}", path.display()))?));
+    }
+    for t in &info.utf8_text {
+        out.push((t.keyword.clone(), t.get_text().map_err(|e| anyhow::anyhow!("{}: a damaged iTXt chunk: {e}", path.display()))?));
+    }
+    Ok(out)
 }
 
 /// A temp path beside `path` (same directory, so the rename cannot cross file systems).

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod color;
 pub mod cpu;
 pub mod cuda;
 pub mod fetch;

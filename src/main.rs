@@ -4,13 +4,16 @@
 mod cli;
 mod cmd;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command};
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let parsed = Cli::command().try_get_matches_from(&argv).and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             use clap::error::ErrorKind::*;
             if matches!(e.kind(), DisplayHelp | DisplayVersion) {
@@ -29,7 +32,7 @@ fn main() -> ExitCode {
         Some(Command::FetchModel(a)) => cmd::fetch::fetch_model(a),
         Some(Command::Bench(a)) => cmd::bench::bench(a),
         Some(Command::MakeExamples(a)) => cmd::examples::make_examples(a),
-        None => cmd::stylize::stylize(cli.style),
+        None => cmd::stylize::stylize(cli.style, &matches, &argv),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

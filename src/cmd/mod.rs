@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod examples;
 pub mod fetch;
+pub mod presets;
+pub mod settings;
 pub mod stylize;
 
 use crate::cli::{self, DeviceArg};

@@ -2,8 +2,12 @@
 //! starts (nothing is written on a bad input); `run` drives `neural_style::stylize` with a
 //! progress bar, snapshots and the JSON log.
 
-use super::{check_weight, choose_device, layer_list, min_side, non_negative, positive, Device};
-use crate::cli::{InitArg, OptimizerArg, PoolingArg, PreprocessArg, StyleArgs};
+use super::{check_weight, choose_device, layer_list, min_side, non_negative, positive, settings, Device};
+use crate::cli::{GramNormalizationArg, InitArg, LineSearchArg, OptimizerArg, PoolingArg, PreprocessArg, ReductionArg, StyleArgs, StyleResizeArg};
+use clap::ArgMatches;
+use neural_style::optim::lbfgs::LineSearch;
+use neural_style::{GramNormalization, Reduction};
+use std::ffi::OsString;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use neural_style::image_io::{self, Rgb8};
@@ -41,13 +45,24 @@ pub struct Plan {
     pub model: ModelSource,
     pub device: Device,
     pub log_json: Option<PathBuf>,
+    /// Keep the content's colours (YUV chroma) in the result.
+    pub original_colors: bool,
+    /// PNG text chunks recording the settings (settings::record).
+    pub provenance: String,
 }
 
 pub fn plan(a: StyleArgs) -> Result<Plan> {
+    let recorded = settings::recorded_args(&a)?;
     // Cheap checks first: numbers, names, the output path.
     let content_path = a.content_image.ok_or_else(|| anyhow!("--content-image is required"))?;
     ensure!(!a.style_image.is_empty(), "--style-image is required");
     let image_size = positive("image-size", a.image_size)?;
+    let image_height = a.image_height.map(|h| positive("image-height", h)).transpose()?;
+    ensure!(a.style_scale.is_finite() && a.style_scale > 0.0, "--style-scale must be a positive number (got {})", a.style_scale);
+    if let Some(p) = a.tv_power {
+        ensure!(p.is_finite() && p >= 1.0, "--tv-power must be a number >= 1 (got {p}): below 1 its gradient is unbounded where neighbours are equal");
+    }
+    let round = non_negative("lbfgs-round", a.lbfgs_round)?;
     let iterations = positive("num-iterations", a.num_iterations)?;
     let history = positive("lbfgs-num-correction", a.lbfgs_num_correction)?;
     let print_iter = non_negative("print-iter", a.print_iter)?;
@@ -112,8 +127,21 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
     let (dc, ds, dt) = default_weights(convention);
 
     // Sizes: resize, then check each input survives the poolings of the deepest layer used.
-    let content = image_io::resize_max_side(content, image_size);
-    let styles: Vec<(Rgb8, f32)> = styles.into_iter().map(|(s, b)| (image_io::resize_max_side(s, image_size), b)).collect();
+    let content = match image_height {
+        None => image_io::resize_max_side(content, image_size),
+        Some(h) => {
+            let w = ((content.w as f64 * h as f64 / content.h as f64).round() as usize).max(1);
+            image_io::resize_exact(content, (w, h))
+        }
+    };
+    let style_side = ((content.w.max(content.h) as f64 * a.style_scale as f64).round() as usize).max(1);
+    let styles: Vec<(Rgb8, f32)> = styles
+        .into_iter()
+        .map(|(s, b)| match a.style_resize {
+            StyleResizeArg::LongerSide => (image_io::resize_max_side(s, style_side), b),
+            StyleResizeArg::MatchContent => (image_io::resize_exact(s, (content.w, content.h)), b),
+        })
+        .collect();
     let all_layers: Vec<String> = content_layers.iter().chain(&style_layers).cloned().collect();
     let too_small = |what: &str, img: &Rgb8, layers: &[String]| -> Result<()> {
         let (side, pools, deepest) = min_side(&vgg, layers);
@@ -144,10 +172,31 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
             PoolingArg::Max => PoolKind::Max,
             PoolingArg::Avg => PoolKind::Avg,
         },
-        ..Default::default()
+        content_reduction: match a.content_reduction {
+            ReductionArg::Mean => Reduction::Mean,
+            ReductionArg::Sum => Reduction::Sum,
+        },
+        gram_normalization: match a.gram_normalization {
+            GramNormalizationArg::Chw => GramNormalization::Chw,
+            GramNormalizationArg::KerasExample => GramNormalization::KerasExample,
+        },
+        tv_power: a.tv_power,
+        normalize_gradients: a.normalize_gradients,
     };
+    let line_search = match a.lbfgs_line_search {
+        LineSearchArg::None => LineSearch::None,
+        LineSearchArg::StrongWolfe => LineSearch::StrongWolfe,
+    };
+    let model_sha256 = model.path().map(neural_style::fetch::sha256_file).transpose()?;
+    let provenance = settings::record(recorded, model_sha256.as_deref(), &vgg.source);
+    if let Some(png) = &a.from_png {
+        let recorded = settings::recorded_model_sha256(png);
+        if recorded.is_some() && recorded != model_sha256 {
+            eprintln!("note: {} was made with other model weights (sha256 {}); this run uses {}", png.display(), recorded.unwrap_or_default(), model_sha256.as_deref().unwrap_or("the embedded model"));
+        }
+    }
     let optimizer = match a.optimizer {
-        OptimizerArg::Lbfgs => Optimizer::lbfgs(history),
+        OptimizerArg::Lbfgs => Optimizer::Lbfgs { history, line_search, round },
         OptimizerArg::Adam => Optimizer::Adam { learning_rate: a.learning_rate },
     };
     Ok(Plan {
@@ -166,10 +215,13 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
         model,
         device,
         log_json: a.log_json,
+        original_colors: a.original_colors,
+        provenance,
     })
 }
 
-pub fn stylize(a: StyleArgs) -> Result<()> {
+pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<()> {
+    let a = settings::resolve(a, matches, argv)?;
     let plan = plan(a)?;
     if let ModelSource::Embedded { .. } = plan.model {
         eprintln!(
@@ -261,7 +313,11 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         bar.finish_and_clear();
     }
     let out = out?;
-    image_io::save(&Rgb8 { w: out.w, h: out.h, data: plan.convention.deprocess(&out.image) }, &plan.output)?;
+    let mut result = Rgb8 { w: out.w, h: out.h, data: plan.convention.deprocess(&out.image) };
+    if plan.original_colors {
+        result = neural_style::color::original_colors(&plan.content, &result);
+    }
+    image_io::save_with_text(&result, &plan.output, &[(settings::SETTINGS_KEY, &plan.provenance)])?;
     let ms_per_eval = out.elapsed.as_secs_f64() * 1e3 / out.evaluations.max(1) as f64;
     if let Some(mut log) = log {
         let summary = serde_json::json!({

@@ -3,8 +3,9 @@
 use super::Vgg;
 use crate::rng::Rng;
 
-/// Channel widths of VGG-19's conv stack up to conv5_1; 0 marks a pool.
-pub const VGG19_UP_TO_RELU5_1: [usize; 17] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512];
+/// Channel widths of VGG-19's whole conv stack (conv1_1 .. conv5_4); 0 marks a pool. The
+/// default layers need up to relu5_1; the Keras example's content layer is relu5_2.
+pub const VGG19_CONVS: [usize; 20] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512];
 
 /// Builds a network of the given widths (0 = pool) with He-normal weights and small biases,
 /// numbered as torchvision numbers `features.N`.
@@ -27,7 +28,8 @@ pub fn random_vgg(widths: &[usize], seed: u64, source: String) -> Vgg {
     Vgg::from_features(entries, source).expect("the built-in layout is valid")
 }
 
-/// VGG-19 up to relu5_1 with seeded random weights.
+/// VGG-19's conv stack with seeded random weights (layers are drawn in order, so adding the
+/// ones after conv5_1 left the earlier weights as they were).
 pub fn random_vgg19(seed: u64) -> Vgg {
-    random_vgg(&VGG19_UP_TO_RELU5_1, seed, format!("embedded random VGG-19 (seed {seed})"))
+    random_vgg(&VGG19_CONVS, seed, format!("embedded random VGG-19 (seed {seed})"))
 }

@@ -1,0 +1,45 @@
+//! `--preset`: bundles of settings written as the flags they stand for, so a preset is data and
+//! every piece of it is an option of its own. Flags given on the command line win (see
+//! `settings::resolve`).
+
+use crate::cli::PresetArg;
+
+/// A preset's flags, as (long flag, value); a value of "" is a switch.
+pub fn flags(preset: PresetArg) -> &'static [(&'static str, &'static str)] {
+    match preset {
+        // jcjohnson/neural-style's neural_style.lua defaults.
+        PresetArg::Jcjohnson => &[
+            ("preprocess", "caffe"),
+            ("content-weight", "5"),
+            ("style-weight", "100"),
+            ("tv-weight", "1e-3"),
+            ("init", "random"),
+            ("image-size", "512"),
+            ("num-iterations", "1000"),
+        ],
+        // The Keras example neural_style_transfer.py (DESIGN.md states it exactly): content
+        // block5_conv2 = relu5_2 as Σ (F - P)² x 0.025; style block1..5_conv1 with unnormalised
+        // Grams over 4·3²·(rows·cols)², times 1.0 / 5 layers; TV^1.25 x 1; 400 rows, the style
+        // resized to the content's size; content init; 10 rounds of L-BFGS (history 10, at most
+        // 20 evaluations each, strong-Wolfe line search, as scipy's fmin_l_bfgs_b(maxfun=20)).
+        PresetArg::KerasExample => &[
+            ("preprocess", "caffe"),
+            ("content-layers", "relu5_2"),
+            ("style-layers", "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"),
+            ("content-weight", "0.025"),
+            ("content-reduction", "sum"),
+            ("style-weight", "0.2"),
+            ("gram-normalization", "keras-example"),
+            ("tv-weight", "1"),
+            ("tv-power", "1.25"),
+            ("image-height", "400"),
+            ("style-resize", "match-content"),
+            ("init", "image"),
+            ("optimizer", "lbfgs"),
+            ("lbfgs-num-correction", "10"),
+            ("lbfgs-line-search", "strong-wolfe"),
+            ("lbfgs-round", "20"),
+            ("num-iterations", "200"),
+        ],
+    }
+}
