@@ -8,12 +8,14 @@
 //! (downloading them) and [`procedural`] (the README's example inputs).
 
 pub mod backend;
+pub mod batch;
 pub mod bench;
 pub mod cpu;
 pub mod cuda;
 pub mod fetch;
 pub mod image_io;
 pub mod model;
+pub mod multiscale;
 pub mod network;
 pub mod objective;
 pub mod optim;
