@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Some(Command::FetchModel(a)) => cmd::fetch::fetch_model(a),
         Some(Command::Bench(a)) => cmd::bench::bench(a),
         Some(Command::MakeExamples(a)) => cmd::examples::make_examples(a),
+        Some(Command::Batch(a)) => cmd::batch::batch(a),
         None => cmd::stylize::stylize(cli.style),
     };
     match result {

@@ -41,6 +41,8 @@ pub struct Plan {
     pub model: ModelSource,
     pub device: Device,
     pub log_json: Option<PathBuf>,
+    /// `(size, iterations)` per scale for `--scales`; None: one scale.
+    pub scales: Option<Vec<(usize, usize)>>,
 }
 
 pub fn plan(a: StyleArgs) -> Result<Plan> {
@@ -49,6 +51,11 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
     ensure!(!a.style_image.is_empty(), "--style-image is required");
     let image_size = positive("image-size", a.image_size)?;
     let iterations = positive("num-iterations", a.num_iterations)?;
+    let (scales, image_size, iterations) = super::multiscale::parse(
+        super::multiscale::Flags { scales: &a.scales, scale_factor: a.scale_factor, scale_iterations: &a.scale_iterations },
+        image_size,
+        iterations,
+    )?;
     let history = positive("lbfgs-num-correction", a.lbfgs_num_correction)?;
     let print_iter = non_negative("print-iter", a.print_iter)?;
     let save_iter = non_negative("save-iter", a.save_iter)?;
@@ -129,6 +136,7 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
     for (k, (s, _)) in styles.iter().enumerate() {
         too_small(&format!("style image {}", k + 1), s, &style_layers)?;
     }
+    super::multiscale::check_smallest(&vgg, &scales, &content, &styles, &all_layers, &style_layers)?;
     let init = match (a.init, init_image) {
         (InitArg::Random, _) => Init::Random,
         (InitArg::Image, None) => Init::Image(convention.preprocess(&content.data)),
@@ -165,20 +173,26 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
         model,
         device,
         log_json: a.log_json,
+        scales,
     })
 }
 
 pub fn stylize(a: StyleArgs) -> Result<()> {
     let plan = plan(a)?;
+    note_model(&plan);
+    match plan.device {
+        Device::Cpu => run(&CpuBackend::new(), &plan),
+        Device::Cuda(precision) => run(&cuda::CudaBackend::new(0, precision)?, &plan),
+    }
+}
+
+/// Says so when the embedded random-weight model stands in for a real one.
+pub fn note_model(plan: &Plan) {
     if let ModelSource::Embedded { .. } = plan.model {
         eprintln!(
             "note: no model file found, so the embedded random-weight VGG-19 is used: results are texture-like. \
              For real style transfer run `neural-style fetch-model` (torchvision's VGG-19) or pass --model PATH."
         );
-    }
-    match plan.device {
-        Device::Cpu => run(&CpuBackend::new(), &plan),
-        Device::Cuda(precision) => run(&cuda::CudaBackend::new(0, precision)?, &plan),
     }
 }
 
@@ -189,9 +203,10 @@ pub fn model_label(plan: &Plan) -> String {
     }
 }
 
-pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
+/// The library job of a plan (also the base of each frame's job in a batch).
+pub fn job(plan: &Plan) -> Job {
     let pre = |img: &Rgb8| Image { h: img.h, w: img.w, data: plan.convention.preprocess(&img.data) };
-    let job = Job {
+    Job {
         content: pre(&plan.content),
         styles: plan.styles.iter().map(|(s, b)| (pre(s), *b)).collect(),
         spec: plan.spec.clone(),
@@ -200,7 +215,11 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         iterations: plan.iterations,
         seed: plan.seed,
         snapshot_every: plan.save_iter,
-    };
+    }
+}
+
+pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
+    let job = job(plan);
     let device = backend.name();
     eprintln!(
         "stylising {}x{} on {device} with {}, {} iterations (weights: content {}, style {}, tv {})",
@@ -255,7 +274,10 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         }
         Ok(())
     };
-    let out = neural_style::stylize(backend, &plan.vgg, &job, &mut observer);
+    let out = match &plan.scales {
+        None => neural_style::stylize(backend, &plan.vgg, &job, &mut observer),
+        Some(scales) => super::multiscale::run(backend, plan, scales, &job, &mut observer),
+    };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
