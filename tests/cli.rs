@@ -607,6 +607,22 @@ fn batch_resumes_a_killed_run_without_redoing_finished_frames() {
     assert_eq!((img.width(), img.height()), (32, 24));
     // Nothing else was left in the output folder (no temp files).
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4);
+    // The style targets are computed once for frames of one size, again when the size changes.
+    assert!(stderr(&o).contains("style targets computed 1 time(s)"), "{}", stderr(&o));
+    let tall = env.png("tall.png", 24, 32);
+    let style = env.path("style.png");
+    let o = env
+        .cmd()
+        .args(["batch", "frames/f1.png", "frames/f2.png", tall.to_str().unwrap(), "frames/f3.png", "-o", "mixed"])
+        .args(["--style-image", style.to_str().unwrap(), "--image-size", "32", "--num-iterations", "1", "--device", "cpu"])
+        .args(FAST)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(written(&o), ["f1.png", "f2.png", "tall.png", "f3.png"], "the order given");
+    assert!(stderr(&o).contains("style targets computed 3 time(s)"), "{}", stderr(&o));
+    let img = image::open(env.path("mixed/tall.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (24, 32));
 }
 
 #[test]
