@@ -97,8 +97,10 @@ impl Shard {
     pub const ALL: Shard = Shard { index: 0, count: 1 };
 
     /// This shard's contiguous block of `n` items: `[index*n/count, (index+1)*n/count)`. The
-    /// blocks of shards 0..count tile 0..n in order (sizes differ by at most one; shards past
-    /// the items get none).
+    /// blocks of shards 0..count tile 0..n in order: with `b(i) = floor(i*n/count)`, shard i
+    /// is `[b(i), b(i+1))`, `b` never decreases, `b(0) = 0` and `b(count) = n`, so every item
+    /// lies in exactly one block. Sizes differ by at most one; with more shards than items
+    /// some blocks are empty.
     pub fn range(&self, n: usize) -> Range<usize> {
         (self.index * n / self.count)..((self.index + 1) * n / self.count)
     }

@@ -96,6 +96,9 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
     let random = matches!(plan.init, Init::Random);
     let pre = |img: &Rgb8| Image { h: img.h, w: img.w, data: plan.convention.preprocess(&img.data) };
     eprintln!("stylising on {} with {}, {} iterations per frame", backend.name(), super::stylize::model_label(plan), plan.iterations);
+    if let Some(scales) = &plan.scales {
+        eprintln!("{}", super::multiscale::describe(scales));
+    }
 
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(frames.len() as u64);

@@ -70,8 +70,13 @@ pub fn check_smallest(vgg: &Vgg, scales: &Option<Vec<(usize, usize)>>, content: 
 
 /// Runs `job` over the plan's scales (the plan's content and styles resized to each).
 pub fn run<B: Backend>(backend: &B, plan: &Plan, scales: &[(usize, usize)], job: &Job, observer: &mut Observer) -> Result<Output> {
-    let list: Vec<String> = scales.iter().map(|(s, n)| format!("{s} px x {n}")).collect();
-    eprintln!("scales (longer side x iterations): {}", list.join(", "));
+    eprintln!("{}", describe(scales));
     let inputs = multiscale::scales_from(&plan.content, &plan.styles, plan.convention, scales);
     multiscale::stylize(backend, &plan.vgg, job, &inputs, observer)
+}
+
+/// `scales (longer side x iterations): 256 px x 500, 512 px x 200`, for the progress output.
+pub fn describe(scales: &[(usize, usize)]) -> String {
+    let list: Vec<String> = scales.iter().map(|(s, n)| format!("{s} px x {n}")).collect();
+    format!("scales (longer side x iterations): {}", list.join(", "))
 }
