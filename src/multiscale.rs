@@ -23,11 +23,15 @@ pub fn resize(img: ArrayView3<f32>, out_h: usize, out_w: usize) -> Array3<f32> {
     resize_axis(rows.view(), Axis(1), out_w)
 }
 
+/// Resizes a row-major `(h, w, 3)` float buffer to `(out_h, out_w, 3)`.
+pub fn resize_flat(data: &[f32], (h, w): (usize, usize), (out_h, out_w): (usize, usize)) -> Vec<f32> {
+    let view = ArrayView3::from_shape((h, w, 3), data).expect("the buffer holds h*w*3 values");
+    resize(view, out_h, out_w).into_raw_vec_and_offset().0
+}
+
 /// Resizes a preprocessed [`Image`] (any channel meaning: it works per channel).
 pub fn resize_image(img: &Image, out_h: usize, out_w: usize) -> Image {
-    let view = ArrayView3::from_shape((img.h, img.w, 3), &img.data).expect("an Image holds h*w*3 values");
-    let out = resize(view, out_h, out_w);
-    Image { h: out_h, w: out_w, data: out.into_raw_vec_and_offset().0 }
+    Image { h: out_h, w: out_w, data: resize_flat(&img.data, (img.h, img.w), (out_h, out_w)) }
 }
 
 /// Weights of each input index for each output index along one axis of length `n_in` -> `n_out`.
@@ -116,7 +120,7 @@ pub fn scales_from(content: &Rgb8, styles: &[(Rgb8, f32)], convention: Conventio
 
 /// The starting image of a scale: the previous scale's result, resized (in floats) to `(h, w)`.
 pub fn upscaled_init(prev: &Output, h: usize, w: usize) -> Init {
-    Init::Image(resize_image(&Image { h: prev.h, w: prev.w, data: prev.image.clone() }, h, w).data)
+    Init::Image(resize_flat(&prev.image, (prev.h, prev.w), (h, w)))
 }
 
 /// One objective per scale, built once: a batch re-targets them with [`MultiScale::set_content`]
@@ -168,9 +172,9 @@ impl<'b, B: Backend> MultiScale<'b, B> {
             let (h, w) = (objective.height(), objective.width());
             let init = match (&prev, &job.init) {
                 (Some(p), _) => upscaled_init(p, h, w),
-                (None, Init::Image(data)) if data.len() != h * w * 3 => {
+                (None, Init::Image(data)) if (h, w) != (out_h, out_w) => {
                     ensure!(data.len() == out_h * out_w * 3, "the init image must have the output's size");
-                    upscaled_init(&Output { image: data.clone(), h: out_h, w: out_w, ..empty_output() }, h, w)
+                    Init::Image(resize_flat(data, (out_h, out_w), (h, w)))
                 }
                 (None, init) => init.clone(),
             };
@@ -189,10 +193,6 @@ impl<'b, B: Backend> MultiScale<'b, B> {
         let last = prev.expect("at least one scale");
         Ok(Output { evaluations, elapsed, ..last })
     }
-}
-
-fn empty_output() -> Output {
-    Output { image: Vec::new(), h: 0, w: 0, loss: Default::default(), evaluations: 0, elapsed: Default::default(), flops_per_evaluation: 0 }
 }
 
 /// Multi-scale counterpart of [`crate::stylize`]: builds the objectives and runs them once.
