@@ -35,6 +35,36 @@ pub enum Command {
     Bench(BenchArgs),
     /// Draw the README's procedural example inputs (content.png, style.png).
     MakeExamples(MakeExamplesArgs),
+    /// Stylise many content images (e.g. video frames) with one style, resumable and split
+    /// across machines (--shard, or a Slurm array / Kubernetes indexed job's environment).
+    #[command(mut_arg("content_image", |a| a.required(false).hide(true)), mut_arg("output_image", |a| a.hide(true)), mut_arg("log_json", |a| a.hide(true)), mut_arg("init_image", |a| a.hide(true)))]
+    Batch(BatchArgs),
+}
+
+/// `neural-style batch`: the main command's style options, the content images as arguments and
+/// an output folder or pattern instead of --content-image / --output-image.
+#[derive(Args, Debug)]
+pub struct BatchArgs {
+    /// Content images: folders (their .png, .jpg and .jpeg files in natural order: f2 before f10) and/or image files (in the order given).
+    #[arg(value_name = "INPUT", required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output folder (created if missing; results are <input stem>.<--output-ext>), or a pattern holding {stem} and/or {index} (0-based position in the whole list, 6 digits), e.g. out/frame_{index}.jpg.
+    #[arg(long, short = 'o', value_name = "DIR|PATTERN", required = true)]
+    pub output: PathBuf,
+    /// Extension (format) of the results in an output folder: png, jpg or jpeg.
+    #[arg(long, value_name = "EXT", default_value = "png")]
+    pub output_ext: String,
+    /// Take share INDEX of COUNT (0-based) of the inputs: a contiguous block [INDEX*n/COUNT, (INDEX+1)*n/COUNT) [default: from $SLURM_ARRAY_TASK_ID - $SLURM_ARRAY_TASK_MIN of $SLURM_ARRAY_TASK_COUNT, else $JOB_COMPLETION_INDEX of --shard-count / $NEURAL_STYLE_SHARD_COUNT, else all].
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<String>,
+    /// Number of shards beside Kubernetes' $JOB_COMPLETION_INDEX (the Job's completions) [default: $NEURAL_STYLE_SHARD_COUNT].
+    #[arg(long, value_name = "COUNT")]
+    pub shard_count: Option<usize>,
+    /// Start each frame from the previous frame's result (its output file when an earlier run wrote it) instead of --init.
+    #[arg(long)]
+    pub temporal_init: bool,
+    #[command(flatten)]
+    pub style: StyleArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -254,6 +284,15 @@ pub struct StyleArgs {
     /// Write one JSON line per iteration, and a summary line at the end, to FILE.
     #[arg(long, value_name = "FILE")]
     pub log_json: Option<PathBuf>,
+    /// Multi-scale: sizes (longer side) of the scales, smallest first, comma-separated, e.g. 256,512,1024; each scale starts from the previous result resized up, and the last size is the output's (it replaces --image-size). With --scale-factor: the number of scales.
+    #[arg(long, value_name = "SIZES|N", value_delimiter = ',', allow_negative_numbers = true)]
+    pub scales: Option<Vec<i64>>,
+    /// With --scales N: each scale is F times the previous one, the last being --image-size.
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
+    pub scale_factor: Option<f64>,
+    /// Iterations at each scale, comma-separated, one per scale [default: --num-iterations at each].
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', allow_negative_numbers = true)]
+    pub scale_iterations: Option<Vec<i64>>,
 }
 
 #[derive(Args, Debug)]

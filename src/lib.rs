@@ -8,6 +8,7 @@
 //! (downloading them) and [`procedural`] (the README's example inputs).
 
 pub mod backend;
+pub mod batch;
 pub mod bench;
 pub mod color;
 pub mod cpu;
@@ -15,6 +16,7 @@ pub mod cuda;
 pub mod fetch;
 pub mod image_io;
 pub mod model;
+pub mod multiscale;
 pub mod network;
 pub mod objective;
 pub mod optim;

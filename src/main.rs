@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Some(Command::FetchModel(a)) => cmd::fetch::fetch_model(a),
         Some(Command::Bench(a)) => cmd::bench::bench(a),
         Some(Command::MakeExamples(a)) => cmd::examples::make_examples(a),
+        Some(Command::Batch(a)) => cmd::batch::batch(a, matches.subcommand_matches("batch").unwrap_or(&matches), &argv),
         None => cmd::stylize::stylize(cli.style, &matches, &argv),
     };
     match result {

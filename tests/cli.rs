@@ -71,7 +71,7 @@ impl Env {
         let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !["content.png", "style.png", "gray.png", "corrupt.png", "model.pth", "torch-home"].contains(&n.as_str()))
+            .filter(|n| !["content.png", "style.png", "gray.png", "corrupt.png", "model.pth", "torch-home", "frames"].contains(&n.as_str()))
             .collect();
         v.sort();
         v
@@ -499,4 +499,239 @@ fn version_names_the_embedded_kernels() {
     if std::env::var_os("NEURAL_STYLE_REQUIRE_KERNELS").is_some() {
         assert!(lines[1].contains("compute_80 PTX (ISA ") && lines[1].contains("SASS for sm_80, sm_86, sm_89, sm_90"), "{out}");
     }
+}
+
+// ---- multi-scale (--scales) and `batch` ----
+
+/// Iteration lines of a --log-json file (the summary line left out).
+fn log_iterations(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let log = std::fs::read_to_string(path).unwrap();
+    log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).filter(|v| v["summary"] != true).collect()
+}
+
+#[test]
+fn multiscale_ends_at_the_last_scale_with_the_iterations_of_each() {
+    let env = Env::new();
+    let o = env.stylize(&["--scales", "16,32", "--scale-iterations", "3,3", "--output-image", "m.png", "--log-json", "m.jsonl", "--save-iter", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(env.path("m.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 24));
+    let iters = log_iterations(&env.path("m.jsonl"));
+    let numbers: Vec<u64> = iters.iter().map(|v| v["iteration"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6], "3 iterations at 16 px, then 3 at 32 px");
+    // Snapshots come from the last scale (every 2 of its iterations), numbered overall.
+    assert_eq!(env.outputs(), ["m.jsonl", "m.png", "m_5.png"]);
+    let snap = image::open(env.path("m_5.png")).unwrap();
+    assert_eq!((snap.width(), snap.height()), (32, 24));
+    assert!(stderr(&o).contains("16 px x 3, 32 px x 3"), "{}", stderr(&o));
+
+    // --scales N --scale-factor F ends at --image-size; --num-iterations at each scale.
+    let o = env.stylize(&["--scales", "2", "--scale-factor", "2", "--num-iterations", "2", "--output-image", "f.png", "--log-json", "f.jsonl"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("16 px x 2, 32 px x 2"), "{}", stderr(&o));
+    assert_eq!(log_iterations(&env.path("f.jsonl")).len(), 4);
+    let img = image::open(env.path("f.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 24));
+}
+
+#[test]
+fn bad_scale_options_are_rejected() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--scales", "32,16"], "increase"),
+        (&["--scales", "16,0"], "--scales"),
+        (&["--scales", "16,32", "--scale-iterations", "5"], "--scale-iterations"),
+        (&["--scales", "16,32", "--scale-iterations", "5,0"], "--scale-iterations"),
+        (&["--scale-factor", "2"], "--scale-factor"),
+        (&["--scale-iterations", "3"], "--scale-iterations"),
+        (&["--scales", "2", "--scale-factor", "0.5"], "--scale-factor"),
+        (&["--scales", "16,32", "--scale-factor", "2"], "number of scales"),
+        (&["--scales", "4,32"], "smallest scale"),
+    ];
+    for (args, needle) in cases {
+        let env = Env::new();
+        let o = env.stylize(&[args, &["--output-image", "o.png"][..]].concat());
+        assert_user_error(&env, &o, needle);
+    }
+}
+
+/// A folder of `n` distinct 32x24 frames, named so that natural and byte order differ.
+fn frames(env: &Env, n: u32) -> PathBuf {
+    let dir = env.path("frames");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 1..=n {
+        image::RgbImage::from_fn(32, 24, |x, y| image::Rgb([((x * 8 + i * 40) % 256) as u8, ((y * 10 + i * 25) % 256) as u8, (i * 20) as u8]))
+            .save(dir.join(format!("f{i}.png")))
+            .unwrap();
+    }
+    dir
+}
+
+/// `neural-style batch` on the frames folder with tiny settings, plus `extra`.
+fn batch(env: &Env, extra: &[&str]) -> Output {
+    let style = env.png("style.png", 20, 28);
+    let mut c = env.cmd();
+    c.args(["batch", "frames", "-o", "out", "--style-image", style.to_str().unwrap()])
+        .args(["--image-size", "32", "--num-iterations", "2", "--device", "cpu"])
+        .args(FAST)
+        .args(extra)
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .env_remove("JOB_COMPLETION_INDEX");
+    c.output().unwrap()
+}
+
+fn written(o: &Output) -> Vec<String> {
+    stderr(o).lines().filter(|l| l.contains(": wrote ")).map(|l| l.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_string()).collect()
+}
+
+#[test]
+fn batch_resumes_a_killed_run_without_redoing_finished_frames() {
+    let env = Env::new();
+    frames(&env, 4);
+    let o = batch(&env, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Natural order: f2 before f10 would matter; here f1..f4 in order.
+    assert_eq!(written(&o), ["f1.png", "f2.png", "f3.png", "f4.png"]);
+    let out = env.path("out");
+    let mtime = |n: &str| std::fs::metadata(out.join(n)).unwrap().modified().unwrap();
+    let before: Vec<_> = ["f1.png", "f2.png", "f4.png"].iter().map(|n| mtime(n)).collect();
+    // As if the run had been killed before f3 was written.
+    std::fs::remove_file(out.join("f3.png")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let o = batch(&env, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(written(&o), ["f3.png"], "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 stylised, 3 skipped"), "{}", stderr(&o));
+    let after: Vec<_> = ["f1.png", "f2.png", "f4.png"].iter().map(|n| mtime(n)).collect();
+    assert_eq!(before, after, "finished frames were rewritten");
+    let img = image::open(out.join("f3.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (32, 24));
+    // Nothing else was left in the output folder (no temp files).
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4);
+    // The style targets are computed once for frames of one size, again when the size changes.
+    assert!(stderr(&o).contains("style targets computed 1 time(s)"), "{}", stderr(&o));
+    let tall = env.png("tall.png", 24, 32);
+    let style = env.path("style.png");
+    let o = env
+        .cmd()
+        .args(["batch", "frames/f1.png", "frames/f2.png", tall.to_str().unwrap(), "frames/f3.png", "-o", "mixed"])
+        .args(["--style-image", style.to_str().unwrap(), "--image-size", "32", "--num-iterations", "1", "--device", "cpu"])
+        .args(FAST)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(written(&o), ["f1.png", "f2.png", "tall.png", "f3.png"], "the order given");
+    assert!(stderr(&o).contains("style targets computed 3 time(s)"), "{}", stderr(&o));
+    let img = image::open(env.path("mixed/tall.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (24, 32));
+}
+
+#[test]
+fn batch_shards_from_flags_slurm_and_kubernetes_cover_every_frame_once() {
+    let n = 5;
+    let schemes: Vec<(usize, Box<dyn Fn(usize) -> (Vec<String>, Vec<(&'static str, String)>)>)> = vec![
+        (3, Box::new(|i| (vec!["--shard".into(), format!("{i}/3")], vec![]))),
+        (7, Box::new(|i| (vec!["--shard".into(), format!("{i}/7")], vec![]))),
+        (
+            2,
+            Box::new(|i| {
+                (vec![], vec![("SLURM_ARRAY_TASK_ID", (i + 4).to_string()), ("SLURM_ARRAY_TASK_MIN", "4".into()), ("SLURM_ARRAY_TASK_COUNT", "2".into())])
+            }),
+        ),
+        (3, Box::new(|i| (vec![], vec![("JOB_COMPLETION_INDEX", i.to_string()), ("NEURAL_STYLE_SHARD_COUNT", "3".into())]))),
+        (2, Box::new(|i| (vec!["--shard-count".into(), "2".into()], vec![("JOB_COMPLETION_INDEX", i.to_string())]))),
+    ];
+    for (count, scheme) in schemes {
+        let env = Env::new();
+        frames(&env, n);
+        let style = env.png("style.png", 20, 28);
+        let mut all = Vec::new();
+        for i in 0..count {
+            let (args, vars) = scheme(i);
+            let mut c = env.cmd();
+            c.args(["batch", "frames", "-o", "out", "--style-image", style.to_str().unwrap()])
+                .args(["--image-size", "32", "--num-iterations", "1", "--device", "cpu"])
+                .args(FAST)
+                .args(&args)
+                .env_remove("SLURM_ARRAY_TASK_ID")
+                .env_remove("JOB_COMPLETION_INDEX");
+            for (k, v) in &vars {
+                c.env(k, v);
+            }
+            let o = c.output().unwrap();
+            assert!(o.status.success(), "shard {i}/{count} {args:?} {vars:?}: {}", stderr(&o));
+            assert!(!stderr(&o).contains(": skipped,"), "shard {i}/{count} overlapped another: {}", stderr(&o));
+            let w = written(&o);
+            // Contiguous: the frames of shard i follow those of shard i-1.
+            all.extend(w);
+        }
+        let expected: Vec<String> = (1..=n).map(|i| format!("f{i}.png")).collect();
+        assert_eq!(all, expected, "{count} shards");
+        assert_eq!(std::fs::read_dir(env.path("out")).unwrap().count(), n as usize);
+    }
+}
+
+#[test]
+fn batch_temporal_init_starts_from_the_previous_frame() {
+    // Adam with a tiny rate for one iteration returns (almost) its starting image, so each
+    // output shows where that frame started.
+    let env = Env::new();
+    let dir = frames(&env, 3);
+    let args = ["--optimizer", "adam", "--learning-rate", "1e-6", "--num-iterations", "1", "--temporal-init"];
+    let o = batch(&env, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let load = |p: PathBuf| image::open(p).unwrap().to_rgb8().into_raw();
+    let close = |a: &[u8], b: &[u8]| a.iter().zip(b).all(|(x, y)| x.abs_diff(*y) <= 2);
+    let (c1, c2) = (load(dir.join("f1.png")), load(dir.join("f2.png")));
+    assert!(!close(&c1, &c2), "the frames must differ for this test");
+    let out = |n: &str| load(env.path("out").join(n));
+    assert!(close(&out("f1.png"), &c1), "frame 1 starts from its content");
+    for n in ["f2.png", "f3.png"] {
+        assert!(close(&out(n), &c1), "{n} does not start from the previous frame's result");
+    }
+    // Resume: frame 3 again, now from frame 2's output file.
+    std::fs::remove_file(env.path("out/f3.png")).unwrap();
+    let o = batch(&env, &args);
+    assert!(o.status.success() && stderr(&o).contains("from the previous output file"), "{}", stderr(&o));
+    assert!(close(&out("f3.png"), &c1));
+    // Without --temporal-init each frame starts from its own content.
+    std::fs::remove_dir_all(env.path("out")).unwrap();
+    let o = batch(&env, &args[..6]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(close(&out("f2.png"), &c2));
+}
+
+#[test]
+fn bad_batch_inputs_are_rejected_and_write_nothing() {
+    let env = Env::new();
+    env.png("content.png", 32, 24);
+    let cases: &[(&[&str], &str)] = &[
+        (&["content.png", "-o", "out", "--shard", "3/3"], "--shard"),
+        (&["content.png", "-o", "out", "--shard", "one"], "--shard"),
+        (&["content.png", "-o", "out", "--shard", "0/2", "--shard-count", "2"], "--shard-count"),
+        (&["content.png", "-o", "."], "refusing to overwrite an input"),
+        (&["content.png", "-o", "{stem}.png"], "refusing to overwrite an input"),
+        (&["missing.png", "-o", "out"], "missing.png"),
+        (&["content.png", "content.png", "-o", "out"], "named twice"),
+        (&["content.png", "-o", "out.png"], "folder or a pattern"),
+        (&["content.png", "-o", "out", "--output-ext", "gif"], "gif"),
+        (&["content.png", "-o", "out", "--content-image", "content.png"], "--content-image"),
+        (&["content.png", "-o", "out", "--num-iterations", "0"], "--num-iterations"),
+        (&["content.png", "-o", "out", "--image-size", "8"], "too small"),
+        (&["content.png", "-o", "out", "--scales", "32,16"], "increase"),
+    ];
+    for (args, needle) in cases {
+        let style = env.png("style.png", 20, 28);
+        let o = env.cmd().arg("batch").args(*args).args(["--style-image", style.to_str().unwrap(), "--device", "cpu"]).output().unwrap();
+        assert_user_error(&env, &o, needle);
+    }
+    // Slurm variables that do not map to a shard.
+    let o = env
+        .cmd()
+        .args(["batch", "content.png", "-o", "out", "--style-image", "style.png", "--device", "cpu"])
+        .env("SLURM_ARRAY_TASK_ID", "8")
+        .env("SLURM_ARRAY_TASK_COUNT", "3")
+        .env_remove("JOB_COMPLETION_INDEX")
+        .output()
+        .unwrap();
+    assert_user_error(&env, &o, "SLURM_ARRAY_TASK_COUNT");
 }

@@ -1,11 +1,13 @@
 //! One module per command, over the library's `stylize` / `Objective`; main.rs only dispatches.
 //! Checks shared by the commands live here.
 
+pub mod batch;
 pub mod bench;
 pub mod examples;
 pub mod fetch;
 pub mod presets;
 pub mod settings;
+pub mod multiscale;
 pub mod stylize;
 
 use crate::cli::{self, DeviceArg};

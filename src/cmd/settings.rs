@@ -27,8 +27,14 @@ const NOT_RECORDED: [&str; 7] = ["output_image", "log_json", "print_iter", "save
 const INPUT_PATHS: [&str; 4] = ["content_image", "style_image", "init_image", "model"];
 
 /// The settings after --from-png and --preset, given the parsed command line (`args`, from
-/// `matches`) and the raw arguments it came from (`argv`, program name first).
+/// `matches`) and the raw arguments it came from (`argv`, program name first). For the main
+/// command `matches` is the top level's; for a subcommand that flattens StyleArgs, its own.
 pub fn resolve(args: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<StyleArgs> {
+    resolve_in(args, matches, argv, None)
+}
+
+/// As `resolve`, for the subcommand `sub` (argv[1]) whose arguments flatten StyleArgs.
+pub fn resolve_in(args: StyleArgs, matches: &ArgMatches, argv: &[OsString], sub: Option<&str>) -> Result<StyleArgs> {
     if args.preset.is_none() && args.from_png.is_none() {
         return Ok(args);
     }
@@ -52,15 +58,34 @@ pub fn resolve(args: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Resu
             layered.push((id, tokens));
         }
     }
-    let mut full: Vec<OsString> = vec![argv.first().cloned().unwrap_or_else(|| "neural-style".into())];
+    // The lower layers go right after the program (or subcommand) name, ahead of the user's flags.
+    let head = if sub.is_some() { 2 } else { 1 };
+    let mut full: Vec<OsString> = argv.iter().take(head).cloned().collect();
+    // batch takes its content images as arguments: a recorded one is not carried over.
+    let batch_owned = |id: &str| sub.is_some() && ["content_image", "init_image"].contains(&id);
     for (id, tokens) in layered {
-        if !explicit.contains(&id) && !overridden_by_explicit(&id, &explicit) {
+        if !explicit.contains(&id) && !overridden_by_explicit(&id, &explicit) && !batch_owned(&id) {
             full.extend(tokens.into_iter().map(OsString::from));
         }
     }
-    full.extend(argv.iter().skip(1).cloned());
+    full.extend(argv.iter().skip(head).cloned());
     let matches = Cli::command().try_get_matches_from(&full).map_err(|e| anyhow!("{}", first_line(&e.to_string())))?;
-    Ok(Cli::from_arg_matches(&matches).map_err(|e| anyhow!("{}", first_line(&e.to_string())))?.style)
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| anyhow!("{}", first_line(&e.to_string())))?;
+    match (sub, cli.command) {
+        (None, _) => Ok(cli.style),
+        (Some(_), Some(crate::cli::Command::Batch(b))) => Ok(b.style),
+        (Some(name), _) => bail!("internal: settings for subcommand {name} cannot be layered"),
+    }
+}
+
+/// `provenance` (from `record`) with another content image: each frame of a batch records its own.
+pub fn with_content(provenance: &str, content: &Path) -> String {
+    let Ok(mut v) = serde_json::from_str::<Value>(provenance) else { return provenance.to_string() };
+    if let Some(args) = v.get_mut("args").and_then(Value::as_object_mut) {
+        let p = std::fs::canonicalize(content).unwrap_or_else(|_| content.to_path_buf());
+        args.insert("content_image".into(), Value::String(p.display().to_string()));
+    }
+    v.to_string()
 }
 
 /// A flag that makes a lower layer's flag meaningless: an explicit --image-size drops a

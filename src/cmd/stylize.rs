@@ -49,6 +49,8 @@ pub struct Plan {
     pub original_colors: bool,
     /// PNG text chunks recording the settings (settings::record).
     pub provenance: String,
+    /// `(size, iterations)` per scale for `--scales`; None: one scale.
+    pub scales: Option<Vec<(usize, usize)>>,
 }
 
 pub fn plan(a: StyleArgs) -> Result<Plan> {
@@ -64,6 +66,11 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
     }
     let round = non_negative("lbfgs-round", a.lbfgs_round)?;
     let iterations = positive("num-iterations", a.num_iterations)?;
+    let (scales, image_size, iterations) = super::multiscale::parse(
+        super::multiscale::Flags { scales: &a.scales, scale_factor: a.scale_factor, scale_iterations: &a.scale_iterations },
+        image_size,
+        iterations,
+    )?;
     let history = positive("lbfgs-num-correction", a.lbfgs_num_correction)?;
     let print_iter = non_negative("print-iter", a.print_iter)?;
     let save_iter = non_negative("save-iter", a.save_iter)?;
@@ -157,6 +164,7 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
     for (k, (s, _)) in styles.iter().enumerate() {
         too_small(&format!("style image {}", k + 1), s, &style_layers)?;
     }
+    super::multiscale::check_smallest(&vgg, &scales, &content, &styles, &all_layers, &style_layers)?;
     let init = match (a.init, init_image) {
         (InitArg::Random, _) => Init::Random,
         (InitArg::Image, None) => Init::Image(convention.preprocess(&content.data)),
@@ -217,21 +225,27 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
         log_json: a.log_json,
         original_colors: a.original_colors,
         provenance,
+        scales,
     })
 }
 
 pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<()> {
     let a = settings::resolve(a, matches, argv)?;
     let plan = plan(a)?;
+    note_model(&plan);
+    match plan.device {
+        Device::Cpu => run(&CpuBackend::new(), &plan),
+        Device::Cuda(precision) => run(&cuda::CudaBackend::new(0, precision)?, &plan),
+    }
+}
+
+/// Says so when the embedded random-weight model stands in for a real one.
+pub fn note_model(plan: &Plan) {
     if let ModelSource::Embedded { .. } = plan.model {
         eprintln!(
             "note: no model file found, so the embedded random-weight VGG-19 is used: results are texture-like. \
              For real style transfer run `neural-style fetch-model` (torchvision's VGG-19) or pass --model PATH."
         );
-    }
-    match plan.device {
-        Device::Cpu => run(&CpuBackend::new(), &plan),
-        Device::Cuda(precision) => run(&cuda::CudaBackend::new(0, precision)?, &plan),
     }
 }
 
@@ -242,9 +256,10 @@ pub fn model_label(plan: &Plan) -> String {
     }
 }
 
-pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
+/// The library job of a plan (also the base of each frame's job in a batch).
+pub fn job(plan: &Plan) -> Job {
     let pre = |img: &Rgb8| Image { h: img.h, w: img.w, data: plan.convention.preprocess(&img.data) };
-    let job = Job {
+    Job {
         content: pre(&plan.content),
         styles: plan.styles.iter().map(|(s, b)| (pre(s), *b)).collect(),
         spec: plan.spec.clone(),
@@ -253,7 +268,11 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         iterations: plan.iterations,
         seed: plan.seed,
         snapshot_every: plan.save_iter,
-    };
+    }
+}
+
+pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
+    let job = job(plan);
     let device = backend.name();
     eprintln!(
         "stylising {}x{} on {device} with {}, {} iterations (weights: content {}, style {}, tv {})",
@@ -308,7 +327,10 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         }
         Ok(())
     };
-    let out = neural_style::stylize(backend, &plan.vgg, &job, &mut observer);
+    let out = match &plan.scales {
+        None => neural_style::stylize(backend, &plan.vgg, &job, &mut observer),
+        Some(scales) => super::multiscale::run(backend, plan, scales, &job, &mut observer),
+    };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

@@ -1,0 +1,184 @@
+//! `neural-style batch`: many content images with one style. The inputs, the shard and the
+//! resume decisions come from `neural_style::batch`; the main command's `plan` checks the style
+//! options once (with the shard's first frame to run), the model is loaded once, and the style
+//! Grams are computed once for all frames of one size (`MultiScale::set_content` swaps only
+//! the content targets; a frame of another size rebuilds the objectives).
+
+use super::stylize::{job, note_model, plan, Plan};
+use super::Device;
+use crate::cli::BatchArgs;
+use anyhow::{ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use neural_style::batch::{list_inputs, output_paths, parse_shard, shard_from_env, steps, Step};
+use neural_style::image_io::{self, Rgb8};
+use neural_style::multiscale::{resize_image, scales_from, MultiScale};
+use neural_style::{cuda, Backend, CpuBackend, Image, Init, Job, Progress};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+struct Frame {
+    input: PathBuf,
+    output: PathBuf,
+    step: Step,
+}
+
+pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsString]) -> Result<()> {
+    let mut style = super::settings::resolve_in(a.style, matches, argv, Some("batch"))?;
+    ensure!(style.content_image.is_none(), "batch takes its content images as arguments, not --content-image");
+    ensure!(style.log_json.is_none(), "--log-json is not supported by batch");
+    ensure!(style.init_image.is_none(), "--init-image is not supported by batch (--temporal-init starts each frame from the previous result)");
+    let ext = a.output_ext.trim_start_matches('.').to_ascii_lowercase();
+    image_io::out_format(Path::new(&format!("result.{ext}"))).context("--output-ext")?;
+    let (shard, source) = match &a.shard {
+        Some(s) => {
+            ensure!(a.shard_count.is_none(), "--shard-count goes with $JOB_COMPLETION_INDEX; --shard already names the count");
+            (parse_shard(s)?, "--shard")
+        }
+        None => shard_from_env(|k| std::env::var(k).ok(), a.shard_count)?,
+    };
+    let inputs = list_inputs(&a.inputs)?;
+    let outputs = output_paths(&inputs, &a.output, &ext)?;
+    for o in &outputs {
+        image_io::out_format(o)?;
+    }
+    let range = shard.range(inputs.len());
+    eprintln!(
+        "batch: shard {shard} (from {source}) takes inputs {}..{} of {} ({} frames)",
+        range.start + 1,
+        range.end,
+        inputs.len(),
+        range.len()
+    );
+    let frames: Vec<Frame> = inputs[range.clone()]
+        .iter()
+        .zip(&outputs[range.clone()])
+        .zip(steps(&outputs[range]))
+        .map(|((i, o), step)| Frame { input: i.clone(), output: o.clone(), step })
+        .collect();
+    let Some(first) = frames.iter().find(|f| f.step == Step::Run) else {
+        eprintln!("batch: nothing to do: all {} outputs of this shard exist", frames.len());
+        return Ok(());
+    };
+    // `plan` checks every style option with the first frame to run as the content image. Its
+    // output path only has to pass the format check in an existing folder: nothing is written
+    // there (the frames' outputs come from `outputs`, their folders are made below).
+    style.content_image = Some(first.input.clone());
+    style.output_image = PathBuf::from(format!("batch-frame.{ext}"));
+    style.save_iter = 0;
+    let temporal = a.temporal_init;
+    let plan = plan(style)?;
+    for f in &frames {
+        if let Some(dir) = f.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the output folder", dir.display()))?;
+        }
+    }
+    note_model(&plan);
+    match plan.device {
+        Device::Cpu => run(&CpuBackend::new(), &plan, &frames, temporal),
+        Device::Cuda(precision) => run(&cuda::CudaBackend::new(0, precision)?, &plan, &frames, temporal),
+    }
+}
+
+/// Where the previous frame's result is, for --temporal-init.
+enum Previous {
+    None,
+    /// Computed in this run (preprocessed floats).
+    Memory(Image),
+    /// Written by an earlier run (skipped now).
+    File(PathBuf),
+}
+
+fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -> Result<()> {
+    let base = job(plan);
+    let image_size = plan.content.w.max(plan.content.h);
+    let sizes = plan.scales.clone().unwrap_or_else(|| vec![(image_size, plan.iterations)]);
+    let random = matches!(plan.init, Init::Random);
+    let pre = |img: &Rgb8| Image { h: img.h, w: img.w, data: plan.convention.preprocess(&img.data) };
+    eprintln!("stylising on {} with {}, {} iterations per frame", backend.name(), super::stylize::model_label(plan), plan.iterations);
+    if let Some(scales) = &plan.scales {
+        eprintln!("{}", super::multiscale::describe(scales));
+    }
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(frames.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} frames {msg} [{elapsed_precise}, eta {eta}]").expect("valid template").progress_chars("=> "),
+        );
+        bar
+    });
+    let say = |line: String| match &bar {
+        Some(bar) => bar.println(line),
+        None => eprintln!("{line}"),
+    };
+    let (mut objectives, mut built_for): (Option<MultiScale<B>>, (usize, usize)) = (None, (0, 0));
+    let (mut done, mut skipped, mut rebuilt) = (0, 0, 0);
+    let mut previous = Previous::None;
+    for (k, f) in frames.iter().enumerate() {
+        let name = f.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tag = format!("[{}/{}] {name}", k + 1, frames.len());
+        if f.step == Step::Skip {
+            say(format!("{tag}: skipped, {} exists", f.output.display()));
+            skipped += 1;
+            previous = Previous::File(f.output.clone());
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+            continue;
+        }
+        let content = image_io::resize_max_side(image_io::load(&f.input)?, image_size);
+        let scales = scales_from(&content, &plan.styles, plan.convention, &sizes);
+        match objectives.as_mut() {
+            Some(o) if built_for == (content.w, content.h) => o.set_content(&scales.iter().map(|s| s.content.clone()).collect::<Vec<_>>())?,
+            _ => {
+                objectives = Some(MultiScale::new(backend, &plan.vgg, &plan.spec, &scales).with_context(|| f.input.display().to_string())?);
+                built_for = (content.w, content.h);
+                rebuilt += 1;
+            }
+        }
+        let from_previous = match (&previous, temporal) {
+            (Previous::Memory(img), true) => Some((resize_image(img, content.h, content.w), "the previous result")),
+            (Previous::File(p), true) => Some((pre(&image_io::resize_exact(image_io::load(p)?, (content.w, content.h))), "the previous output file")),
+            _ => None,
+        };
+        let (init, init_from) = match from_previous {
+            Some((img, from)) => (Init::Image(img.data), from),
+            None if random => (Init::Random, "noise"),
+            None => (Init::Image(pre(&content).data), "the content image"),
+        };
+        let frame_job = Job { content: pre(&content), styles: Vec::new(), init, ..base.clone() };
+        let started = Instant::now();
+        let mut observer = |p: &Progress, _: Option<&[f32]>| -> Result<()> {
+            if let Some(bar) = &bar {
+                bar.set_message(format!("{name}: iteration {}/{}, loss {:.4e}", p.iteration, plan.iterations, p.loss.total));
+            }
+            Ok(())
+        };
+        let out = objectives.as_mut().expect("built above").run(backend, &frame_job, &mut observer)?;
+        let mut result = Rgb8 { w: out.w, h: out.h, data: plan.convention.deprocess(&out.image) };
+        if plan.original_colors {
+            result = neural_style::color::original_colors(&content, &result);
+        }
+        let provenance = super::settings::with_content(&plan.provenance, &f.input);
+        image_io::save_with_text(&result, &f.output, &[(super::settings::SETTINGS_KEY, &provenance)])?;
+        say(format!(
+            "{tag}: wrote {} ({}x{}, from {init_from}) after {} evaluations in {:.1} s; loss {:.4e}",
+            f.output.display(),
+            out.w,
+            out.h,
+            out.evaluations,
+            started.elapsed().as_secs_f64(),
+            out.loss.total
+        ));
+        done += 1;
+        previous = Previous::Memory(Image { h: out.h, w: out.w, data: out.image });
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    eprintln!("batch: {done} stylised, {skipped} skipped (output already present); style targets computed {rebuilt} time(s)");
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Multi-scale runs: each scale starts from the previous scale's result, resized up in floats,
+//! and runs its own number of iterations.
+
+use neural_style::image_io::Rgb8;
+use neural_style::model::random::random_vgg;
+use neural_style::multiscale::{scales_from, upscaled_init, MultiScale};
+use neural_style::{Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
+
+fn rgb(w: usize, h: usize, k: usize) -> Rgb8 {
+    Rgb8 { w, h, data: (0..w * h * 3).map(|i| ((i * 37 + k * 101 + (i / 7) * 13) % 256) as u8).collect() }
+}
+
+fn setup() -> (neural_style::Vgg, ObjectiveSpec, Rgb8, Vec<(Rgb8, f32)>) {
+    let vgg = random_vgg(&[4, 4, 0, 6, 6, 0, 8, 8], 3, "tiny".into());
+    let spec = ObjectiveSpec {
+        content_layers: vec!["relu2_2".into()],
+        style_layers: vec!["relu1_1".into(), "relu2_1".into(), "relu3_1".into()],
+        content_weight: 1.0,
+        style_weight: 1e3,
+        tv_weight: 1e-5,
+        pooling: PoolKind::Max,
+        ..Default::default()
+    };
+    (vgg, spec, rgb(40, 30, 1), vec![(rgb(28, 36, 2), 1.0)])
+}
+
+fn job(spec: &ObjectiveSpec, content: &Image, init: Init) -> Job {
+    Job { content: content.clone(), styles: vec![], spec: spec.clone(), init, optimizer: Optimizer::lbfgs(10), iterations: 0, seed: 1, snapshot_every: 0 }
+}
+
+#[test]
+fn each_scale_starts_from_the_previous_result_and_runs_its_iterations() {
+    let be = CpuBackend::new();
+    let (vgg, spec, content, styles) = setup();
+    let conv = Convention::Torchvision;
+    let scales = scales_from(&content, &styles, conv, &[(20, 4), (40, 3)]);
+    assert_eq!((scales[0].content.w, scales[0].content.h, scales[1].content.w, scales[1].content.h), (20, 15, 40, 30));
+    // The style image is scaled per scale like the content (longer side = the scale).
+    assert_eq!((scales[0].styles[0].0.w, scales[0].styles[0].0.h), (16, 20));
+    // Noise from the job's seed starts the first scale, in both runs below.
+    let init = Init::Random;
+
+    let mut losses = Vec::new();
+    let mut obs = |p: &Progress, _: Option<&[f32]>| -> anyhow::Result<()> {
+        losses.push((p.iteration, p.loss.total));
+        Ok(())
+    };
+    let out = MultiScale::new(&be, &vgg, &spec, &scales).unwrap().run(&be, &job(&spec, &scales[1].content, init.clone()), &mut obs).unwrap();
+    assert_eq!((out.w, out.h), (40, 30));
+    assert_eq!(losses.iter().map(|l| l.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7], "4 + 3 iterations, numbered overall");
+    assert_eq!(out.evaluations, 7);
+
+    // Scale 1 alone, then the scale-2 loss at its result resized up: the multi-scale run's first
+    // scale-2 evaluation is exactly that.
+    let mut none = |_: &Progress, _: Option<&[f32]>| -> anyhow::Result<()> { Ok(()) };
+    let first = MultiScale::new(&be, &vgg, &spec, &scales[..1]).unwrap().run(&be, &job(&spec, &scales[1].content, init), &mut none).unwrap();
+    assert_eq!((first.w, first.h), (20, 15));
+    let mut obj = neural_style::Objective::new(&be, &vgg, spec.clone(), &scales[1].content, &scales[1].styles).unwrap();
+    let mut g = vec![0.0; 40 * 30 * 3];
+    let Init::Image(up) = upscaled_init(&first, 30, 40) else { panic!() };
+    let from_previous = obj.evaluate(&up, &mut g).unwrap().total;
+    let from_content = obj.evaluate(&scales[1].content.data, &mut g).unwrap().total;
+    let start_of_scale_2 = losses[4].1;
+    assert!((start_of_scale_2 - from_previous).abs() <= 1e-9 * from_previous.abs(), "{start_of_scale_2} vs {from_previous}");
+    assert!((start_of_scale_2 - from_content).abs() > 1e-3 * from_content.abs(), "scale 2 started from the content image");
+    // The upscaled start is a float resize: not rounded to 8-bit levels.
+    let levels = up.iter().filter(|v| conv.preprocess(&conv.deprocess(&[**v, **v, **v]))[0] == **v).count();
+    assert!(levels < up.len() / 10, "{levels} of {} values sit on 8-bit levels", up.len());
+}
