@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod contact;
 pub mod cpu;
 pub mod cuda;
 pub mod fetch;
@@ -17,10 +18,12 @@ pub mod model;
 pub mod network;
 pub mod objective;
 pub mod optim;
+pub mod plot;
 pub mod preprocess;
 pub mod procedural;
 pub mod rng;
 pub mod stylize;
+pub mod text;
 
 pub use backend::{Backend, ConvShape, PoolKind, PoolShape, Precision};
 pub use cpu::CpuBackend;
