@@ -29,6 +29,8 @@ fn main() -> ExitCode {
         Some(Command::FetchModel(a)) => cmd::fetch::fetch_model(a),
         Some(Command::Bench(a)) => cmd::bench::bench(a),
         Some(Command::MakeExamples(a)) => cmd::examples::make_examples(a),
+        Some(Command::Sheet(a)) => cmd::sheet::sheet(a),
+        Some(Command::Grid(a)) => cmd::sheet::grid(a),
         None => cmd::stylize::stylize(cli.style),
     };
     match result {

@@ -5,13 +5,12 @@
 use super::{check_weight, choose_device, layer_list, min_side, non_negative, positive, Device};
 use crate::cli::{InitArg, OptimizerArg, PoolingArg, PreprocessArg, StyleArgs};
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use neural_style::image_io::{self, Rgb8};
 use neural_style::model::source::{self, ModelSource};
 use neural_style::model::Vgg;
 use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
 use std::fs;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Default term weights per input convention. jcjohnson's 5 / 100 / 1e-3 balance Caffe-scale
@@ -41,6 +40,7 @@ pub struct Plan {
     pub model: ModelSource,
     pub device: Device,
     pub log_json: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
 }
 
 pub fn plan(a: StyleArgs) -> Result<Plan> {
@@ -165,20 +165,27 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
         model,
         device,
         log_json: a.log_json,
+        plot: a.plot,
     })
 }
 
 pub fn stylize(a: StyleArgs) -> Result<()> {
+    super::check_plot(&a)?;
     let plan = plan(a)?;
+    note_embedded_model(&plan);
+    match plan.device {
+        Device::Cpu => run(&CpuBackend::new(), &plan),
+        Device::Cuda(precision) => run(&cuda::CudaBackend::new(0, precision)?, &plan),
+    }
+}
+
+/// Says so when the embedded random-weight model stands in for real weights.
+pub fn note_embedded_model(plan: &Plan) {
     if let ModelSource::Embedded { .. } = plan.model {
         eprintln!(
             "note: no model file found, so the embedded random-weight VGG-19 is used: results are texture-like. \
              For real style transfer run `neural-style fetch-model` (torchvision's VGG-19) or pass --model PATH."
         );
-    }
-    match plan.device {
-        Device::Cpu => run(&CpuBackend::new(), &plan),
-        Device::Cuda(precision) => run(&cuda::CudaBackend::new(0, precision)?, &plan),
     }
 }
 
@@ -189,7 +196,8 @@ pub fn model_label(plan: &Plan) -> String {
     }
 }
 
-pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
+/// The library's job for this plan (sheets and grids start from it).
+pub fn job(plan: &Plan) -> Job {
     let pre = |img: &Rgb8| Image { h: img.h, w: img.w, data: plan.convention.preprocess(&img.data) };
     let job = Job {
         content: pre(&plan.content),
@@ -201,6 +209,11 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         seed: plan.seed,
         snapshot_every: plan.save_iter,
     };
+    job
+}
+
+pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
+    let job = job(plan);
     let device = backend.name();
     eprintln!(
         "stylising {}x{} on {device} with {}, {} iterations (weights: content {}, style {}, tv {})",
@@ -216,20 +229,12 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         Some(p) => Some(std::io::BufWriter::new(fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)),
         None => None,
     };
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(plan.iterations as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}, eta {eta}]")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        Some(bar)
-    } else {
-        None
-    };
+    let bar = super::progress_bar(plan.iterations);
+    let mut losses = Vec::new();
     let (w, h) = (plan.content.w, plan.content.h);
     let mut observer = |p: &Progress, snapshot: Option<&[f32]>| -> Result<()> {
         let l = p.loss;
+        losses.push(l);
         if let Some(log) = log.as_mut() {
             let line = serde_json::json!({
                 "iteration": p.iteration, "evaluations": p.evaluations, "total": l.total, "content": l.content,
@@ -261,6 +266,10 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     }
     let out = out?;
     image_io::save(&Rgb8 { w: out.w, h: out.h, data: plan.convention.deprocess(&out.image) }, &plan.output)?;
+    if let Some(p) = &plan.plot {
+        neural_style::plot::save_loss_plot(&losses, p)?;
+        eprintln!("wrote {} (loss curves)", p.display());
+    }
     let ms_per_eval = out.elapsed.as_secs_f64() * 1e3 / out.evaluations.max(1) as f64;
     if let Some(mut log) = log {
         let summary = serde_json::json!({
