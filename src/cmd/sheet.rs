@@ -97,10 +97,11 @@ pub fn sheet(a: SheetArgs) -> Result<()> {
     let content_name = a.style.content_image.as_deref().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let blend = a.style.style_blend_weights.is_some();
     let plan = plan("sheet", a.style, &[("--style-blend-weights (each style gets its own pair)", blend)])?;
-    match plan.device {
+    let sheet = match plan.device {
         Device::Cpu => run_sheet(&CpuBackend::new(), &plan, &content_name, &names, per_row),
         Device::Cuda(p) => run_sheet(&cuda::CudaBackend::new(0, p)?, &plan, &content_name, &names, per_row),
-    }
+    }?;
+    save(&sheet, &plan.output, &format!("content + {} style | result pairs", plan.styles.len()))
 }
 
 /// Where the sheet puts things: (rows, cols) and the (row, col) of style pair k's style cell.
@@ -110,7 +111,8 @@ pub fn sheet_shape(styles: usize, per_row: usize) -> ((usize, usize), impl Fn(us
     ((rows, 1 + 2 * per_row), move |k| (k / per_row, 1 + 2 * (k % per_row)))
 }
 
-fn run_sheet<B: Backend>(backend: &B, plan: &Plan, content_name: &str, names: &[String], per_row: usize) -> Result<()> {
+/// Every cell of the sheet, on one objective: the content features once, each style's Grams once.
+fn run_sheet<B: Backend>(backend: &B, plan: &Plan, content_name: &str, names: &[String], per_row: usize) -> Result<Sheet> {
     let job = Job { snapshot_every: 0, ..stylize::job(plan) };
     let k = job.styles.len();
     eprintln!(
@@ -138,8 +140,7 @@ fn run_sheet<B: Backend>(backend: &B, plan: &Plan, content_name: &str, names: &[
         cells[r * cols + c + 1] = Some(Cell { image: img, label: format!("result, loss {:.2e}", out.loss.total) });
     }
     progress.finish();
-    let sheet = Sheet { rows, cols, cell_size: (plan.content.w, plan.content.h), col_headers: vec![], row_headers: vec![], cells };
-    save(&sheet, &plan.output, &format!("content + {k} style | result pairs"))
+    Ok(Sheet { rows, cols, cell_size: (plan.content.w, plan.content.h), col_headers: vec![], row_headers: vec![], cells })
 }
 
 // ---- grid -----------------------------------------------------------------------------------
@@ -153,10 +154,11 @@ pub fn grid(a: GridArgs) -> Result<()> {
     let plan = plan("grid", a.style, &[("--style-weight (each column sets it from --content-weight and --ratios)", style_weight)])?;
     ensure!(plan.spec.content_weight > 0.0, "--content-weight must be above 0 for a grid (the ratios divide it)");
     ensure!(!plan.spec.style_layers.is_empty(), "--style-layers is empty: the grid's rows are its prefixes");
-    match plan.device {
+    let sheet = match plan.device {
         Device::Cpu => run_grid(&CpuBackend::new(), &plan, &a.ratios),
         Device::Cuda(p) => run_grid(&cuda::CudaBackend::new(0, p)?, &plan, &a.ratios),
-    }
+    }?;
+    save(&sheet, &plan.output, &format!("{} x {} cells", sheet.rows, sheet.cols))
 }
 
 /// The grid's rows: relu1_1, relu1_1..relu2_1, ... (the prefixes of the style layers).
@@ -164,7 +166,9 @@ pub fn grid_rows(style_layers: &[String]) -> Vec<Vec<String>> {
     (1..=style_layers.len()).map(|n| style_layers[..n].to_vec()).collect()
 }
 
-fn run_grid<B: Backend>(backend: &B, plan: &Plan, ratios: &[f64]) -> Result<()> {
+/// Every cell of the grid, on one objective built with all the style layers: the content and
+/// style features once; each cell narrows the style layers and re-weights.
+fn run_grid<B: Backend>(backend: &B, plan: &Plan, ratios: &[f64]) -> Result<Sheet> {
     let job = Job { snapshot_every: 0, ..stylize::job(plan) };
     let rows = grid_rows(&plan.spec.style_layers);
     let (alpha, tv) = (plan.spec.content_weight, plan.spec.tv_weight);
@@ -192,20 +196,100 @@ fn run_grid<B: Backend>(backend: &B, plan: &Plan, ratios: &[f64]) -> Result<()> 
         }
     }
     progress.finish();
-    let sheet = Sheet {
+    Ok(Sheet {
         rows: rows.len(),
         cols: ratios.len(),
         cell_size: (plan.content.w, plan.content.h),
         col_headers: ratios.iter().map(|&r| ratio_label(r)).collect(),
         row_headers: rows.iter().map(|l| layers_label(l)).collect(),
         cells,
-    };
-    save(&sheet, &plan.output, &format!("{} x {} cells", sheet.rows, sheet.cols))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use neural_style::backend::{AdamStep, ConvShape, PoolKind, PoolShape};
+    use std::cell::Cell as Counter;
+
+    /// The CPU backend, counting the buffers uploaded: the network's weights and each image
+    /// whose features are computed (content, styles) once per objective, plus one starting
+    /// image per optimisation.
+    struct Counting(CpuBackend, Counter<usize>);
+
+    type Buf = Vec<f32>;
+    #[rustfmt::skip]
+    impl Backend for Counting {
+        type Buf = Buf;
+        fn name(&self) -> String { self.0.name() }
+        fn zeros(&self, len: usize) -> Result<Buf> { self.0.zeros(len) }
+        fn upload(&self, host: &[f32]) -> Result<Buf> { self.1.set(self.1.get() + 1); self.0.upload(host) }
+        fn download(&self, buf: &Buf) -> Result<Vec<f32>> { self.0.download(buf) }
+        fn len(&self, buf: &Buf) -> usize { self.0.len(buf) }
+        fn synchronize(&self) -> Result<()> { self.0.synchronize() }
+        fn conv3x3_fwd(&self, s: ConvShape, x: &Buf, w: &Buf, b: &Buf, y: &mut Buf) -> Result<()> { self.0.conv3x3_fwd(s, x, w, b, y) }
+        fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Buf, w: &Buf, dx: &mut Buf) -> Result<()> { self.0.conv3x3_bwd_input(s, dy, w, dx) }
+        fn relu_bwd(&self, y: &Buf, dy: &mut Buf) -> Result<()> { self.0.relu_bwd(y, dy) }
+        fn pool_fwd(&self, k: PoolKind, s: PoolShape, x: &Buf, y: &mut Buf) -> Result<()> { self.0.pool_fwd(k, s, x, y) }
+        fn pool_bwd(&self, k: PoolKind, s: PoolShape, x: &Buf, dy: &Buf, dx: &mut Buf) -> Result<()> { self.0.pool_bwd(k, s, x, dy, dx) }
+        fn gram(&self, hw: usize, c: usize, f: &Buf, g: &mut Buf) -> Result<()> { self.0.gram(hw, c, f, g) }
+        fn gram_bwd_acc(&self, hw: usize, c: usize, f: &Buf, dg: &Buf, df: &mut Buf) -> Result<()> { self.0.gram_bwd_acc(hw, c, f, dg, df) }
+        fn content_loss_acc(&self, w: f32, f: &Buf, p: &Buf, df: &mut Buf) -> Result<f64> { self.0.content_loss_acc(w, f, p, df) }
+        fn style_loss(&self, w: f32, g: &Buf, a: &Buf, dg: &mut Buf) -> Result<f64> { self.0.style_loss(w, g, a, dg) }
+        fn tv_loss_acc(&self, w: f32, h: usize, wd: usize, c: usize, x: &Buf, dx: &mut Buf) -> Result<f64> { self.0.tv_loss_acc(w, h, wd, c, x, dx) }
+        fn fill(&self, x: &mut Buf, v: f32) -> Result<()> { self.0.fill(x, v) }
+        fn copy(&self, src: &Buf, dst: &mut Buf) -> Result<()> { self.0.copy(src, dst) }
+        fn dot(&self, a: &Buf, b: &Buf) -> Result<f64> { self.0.dot(a, b) }
+        fn asum(&self, x: &Buf) -> Result<f64> { self.0.asum(x) }
+        fn amax(&self, x: &Buf) -> Result<f64> { self.0.amax(x) }
+        fn axpy(&self, a: f32, x: &Buf, y: &mut Buf) -> Result<()> { self.0.axpy(a, x, y) }
+        fn scale(&self, a: f32, x: &mut Buf) -> Result<()> { self.0.scale(a, x) }
+        fn adam_step(&self, s: AdamStep, p: &mut Buf, g: &Buf, m: &mut Buf, v: &mut Buf) -> Result<()> { self.0.adam_step(s, p, g, m, v) }
+    }
+
+    /// A plan for `sub` over tiny procedural inputs in `dir`, with `styles` style images.
+    fn tiny_plan(dir: &Path, sub: &str, styles: usize) -> Plan {
+        image_io::save(&neural_style::procedural::landscape(24, 16), &dir.join("c.png")).unwrap();
+        let names: Vec<String> = (0..styles).map(|k| dir.join(format!("s{k}.png")).display().to_string()).collect();
+        for (k, n) in names.iter().enumerate() {
+            image_io::save(&neural_style::procedural::swirls(16 + 4 * k, 16), Path::new(n)).unwrap();
+        }
+        let (c, o) = (dir.join("c.png").display().to_string(), dir.join("o.png").display().to_string());
+        let argv = ["neural-style", sub, "--content-image", &c, "--style-image", &names.join(","), "--output-image", &o, "--image-size", "24"];
+        let more = ["--num-iterations", "2", "--device", "cpu", "--content-layers", "relu2_2", "--style-layers", "relu1_1,relu2_1,relu3_1"];
+        let style = match Cli::parse_from(argv.iter().chain(&more)).command {
+            Some(Command::Sheet(a)) => a.style,
+            Some(Command::Grid(a)) => a.style,
+            _ => unreachable!(),
+        };
+        plan(sub, style, &[]).unwrap()
+    }
+
+    fn uploads(f: impl FnOnce(&Counting) -> Result<Sheet>) -> usize {
+        let be = Counting(CpuBackend::new(), Counter::new(0));
+        f(&be).unwrap();
+        be.1.get()
+    }
+
+    #[test]
+    fn features_are_computed_once_per_sheet_and_grid() {
+        let dir = tempfile::tempdir().unwrap();
+        // Grid: one more column is 3 more cells (one per row) and only their 3 starting images.
+        let plan = tiny_plan(dir.path(), "grid", 1);
+        let one = uploads(|be| run_grid(be, &plan, &[1e-3]));
+        let two = uploads(|be| run_grid(be, &plan, &[1e-3, 1e-2]));
+        assert_eq!(two - one, 3);
+        // Sheet: one more style is its image and one starting image; the content and the
+        // network are not uploaded again.
+        let names = |n: usize| (0..n).map(|k| format!("s{k}.png")).collect::<Vec<_>>();
+        let p1 = tiny_plan(dir.path(), "sheet", 1);
+        let p3 = tiny_plan(dir.path(), "sheet", 3);
+        let one = uploads(|be| run_sheet(be, &p1, "c.png", &names(1), 3));
+        let three = uploads(|be| run_sheet(be, &p3, "c.png", &names(3), 3));
+        assert_eq!(three - one, 2 * 2);
+    }
 
     #[test]
     fn sheet_places_pairs_after_the_content() {
