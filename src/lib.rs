@@ -6,6 +6,8 @@
 //! L-BFGS and Adam over backend vector ops; [`stylize`] is the loop that ties them together.
 //! Around it: [`image_io`] (files in and out), [`model::source`] (which weights), [`fetch`]
 //! (downloading them) and [`procedural`] (the README's example inputs).
+//! Figures: [`contact`] composes contact sheets, [`plot`] draws loss curves, and [`text`] is the
+//! bitmap font that labels both.
 
 pub mod backend;
 pub mod bench;
