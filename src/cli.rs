@@ -39,6 +39,12 @@ pub enum Command {
     /// across machines (--shard, or a Slurm array / Kubernetes indexed job's environment).
     #[command(mut_arg("content_image", |a| a.required(false).hide(true)), mut_arg("output_image", |a| a.hide(true)), mut_arg("log_json", |a| a.hide(true)), mut_arg("init_image", |a| a.hide(true)))]
     Batch(BatchArgs),
+    /// The paper's Figure 2 as one labelled PNG: the content image, then a style | result pair for each --style-image (each style alone, not blended).
+    #[command(mut_arg("output_image", |a| a.default_value("sheet.png")))]
+    Sheet(SheetArgs),
+    /// The paper's Figure 3 as one labelled PNG: rows use the style layers relu1_1, relu1_1..relu2_1, ... (prefixes of --style-layers), columns the content/style weight ratios of --ratios.
+    #[command(mut_arg("output_image", |a| a.default_value("grid.png")))]
+    Grid(GridArgs),
 }
 
 /// `neural-style batch`: the main command's style options, the content images as arguments and
@@ -293,6 +299,9 @@ pub struct StyleArgs {
     /// Iterations at each scale, comma-separated, one per scale [default: --num-iterations at each].
     #[arg(long, value_name = "N[,N...]", value_delimiter = ',', allow_negative_numbers = true)]
     pub scale_iterations: Option<Vec<i64>>,
+    /// Draw the loss curves (total, content, style, tv; log-scale y) against the iteration as an 800x500 PNG.
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -335,4 +344,24 @@ pub struct MakeExamplesArgs {
     /// Instead of drawing the inputs, compose DIR/figure.png: content | style | this result, side by side.
     #[arg(long, value_name = "RESULT")]
     pub figure: Option<PathBuf>,
+}
+
+/// `sheet`: the stylisation options, with --style-image naming one style per pair.
+#[derive(Args, Debug)]
+pub struct SheetArgs {
+    #[command(flatten)]
+    pub style: StyleArgs,
+    /// Style | result pairs per row of the sheet.
+    #[arg(long, value_name = "N", default_value_t = 3, allow_negative_numbers = true)]
+    pub pairs_per_row: i64,
+}
+
+/// `grid`: the stylisation options; --style-weight is set per column from --content-weight and --ratios.
+#[derive(Args, Debug)]
+pub struct GridArgs {
+    #[command(flatten)]
+    pub style: StyleArgs,
+    /// Content/style weight ratios (the paper's alpha/beta), one column each, comma-separated.
+    #[arg(long, value_name = "R[,R...]", value_delimiter = ',', default_value = "1e-5,1e-4,1e-3,1e-2", allow_negative_numbers = true)]
+    pub ratios: Vec<f64>,
 }

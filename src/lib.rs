@@ -6,11 +6,14 @@
 //! L-BFGS and Adam over backend vector ops; [`stylize`] is the loop that ties them together.
 //! Around it: [`image_io`] (files in and out), [`model::source`] (which weights), [`fetch`]
 //! (downloading them) and [`procedural`] (the README's example inputs).
+//! Figures: [`contact`] composes contact sheets, [`plot`] draws loss curves, and [`text`] is the
+//! bitmap font that labels both.
 
 pub mod backend;
 pub mod batch;
 pub mod bench;
 pub mod color;
+pub mod contact;
 pub mod cpu;
 pub mod cuda;
 pub mod fetch;
@@ -20,10 +23,12 @@ pub mod multiscale;
 pub mod network;
 pub mod objective;
 pub mod optim;
+pub mod plot;
 pub mod preprocess;
 pub mod procedural;
 pub mod rng;
 pub mod stylize;
+pub mod text;
 
 pub use backend::{Backend, ConvShape, PoolKind, PoolShape, Precision};
 pub use cpu::CpuBackend;

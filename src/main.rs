@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         Some(Command::FetchModel(a)) => cmd::fetch::fetch_model(a),
         Some(Command::Bench(a)) => cmd::bench::bench(a),
         Some(Command::MakeExamples(a)) => cmd::examples::make_examples(a),
+        Some(Command::Sheet(a)) => cmd::sheet::sheet(a, matches.subcommand_matches("sheet").unwrap_or(&matches), &argv),
+        Some(Command::Grid(a)) => cmd::sheet::grid(a, matches.subcommand_matches("grid").unwrap_or(&matches), &argv),
         Some(Command::Batch(a)) => cmd::batch::batch(a, matches.subcommand_matches("batch").unwrap_or(&matches), &argv),
         None => cmd::stylize::stylize(cli.style, &matches, &argv),
     };

@@ -144,27 +144,6 @@ impl<'b, B: Backend> Objective<'b, B> {
             let c = shapes[i].2;
             style_terms.push(StyleTerm { layer: i, name: name.clone(), active: true, target: backend.zeros(c * c)?, gram: backend.zeros(c * c)?, d_gram: backend.zeros(c * c)? });
         }
-        for (k, (style, blend)) in styles.iter().enumerate() {
-            net.check_size(style.h, style.w, &format!("style image {}", k + 1))?;
-            let mut s_acts = net.alloc_activations(backend, style.h, style.w)?;
-            let xs = backend.upload(&style.data)?;
-            net.forward(backend, &xs, style.h, style.w, &mut s_acts)?;
-            let s_shapes = layer_shapes(&net.layers, style.h, style.w);
-            for t in &mut style_terms {
-                let (sh, sw, c) = s_shapes[t.layer];
-                backend.gram(sh * sw, c, &s_acts[t.layer], &mut t.gram)?;
-                // Targets are kept in the normalisation of x's Grams, G / (C·H·W) at x's layer
-                // size. Unnormalised Grams of a style image of another size convert by hw_s / hw.
-                let to_x_scale = match spec.gram_normalization {
-                    GramNormalization::Chw => 1.0,
-                    GramNormalization::KerasExample => {
-                        let (lh, lw, _) = shapes[t.layer];
-                        (sh * sw) as f32 / (lh * lw) as f32
-                    }
-                };
-                backend.axpy(blend / blend_sum * to_x_scale, &t.gram, &mut t.target)?;
-            }
-        }
         let grads = net.alloc_activations(backend, h, w)?;
         let mut term_grads: Vec<Option<B::Buf>> = (0..net.layers.len()).map(|_| None).collect();
         if spec.normalize_gradients {
@@ -174,7 +153,11 @@ impl<'b, B: Backend> Objective<'b, B> {
                 }
             }
         }
-        Ok(Objective { backend, net, spec, h, w, content: content_terms, style: style_terms, acts, grads, term_grads })
+        let mut objective = Objective { backend, net, spec, h, w, content: content_terms, style: style_terms, acts, grads, term_grads };
+        if !styles.is_empty() {
+            objective.set_styles(styles)?;
+        }
+        Ok(objective)
     }
 
     /// The term weights in use.
@@ -216,6 +199,40 @@ impl<'b, B: Backend> Objective<'b, B> {
         self.net.forward(self.backend, &x, self.h, self.w, &mut self.acts)?;
         for (i, p) in &mut self.content {
             self.backend.copy(&self.acts[*i], p)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the style targets with the blended Grams of `styles` (as in `new`), keeping the
+    /// content targets: a contact sheet of one content under several styles computes the
+    /// content features once and each style's Grams once.
+    pub fn set_styles(&mut self, styles: &[(Image, f32)]) -> Result<()> {
+        let blend_sum: f32 = styles.iter().map(|s| s.1).sum();
+        ensure!(!styles.is_empty() && blend_sum > 0.0, "style blend weights must sum to more than zero");
+        for t in &mut self.style {
+            self.backend.fill(&mut t.target, 0.0)?;
+        }
+        for (k, (style, blend)) in styles.iter().enumerate() {
+            self.net.check_size(style.h, style.w, &format!("style image {}", k + 1))?;
+            let mut s_acts = self.net.alloc_activations(self.backend, style.h, style.w)?;
+            let xs = self.backend.upload(&style.data)?;
+            self.net.forward(self.backend, &xs, style.h, style.w, &mut s_acts)?;
+            let s_shapes = layer_shapes(&self.net.layers, style.h, style.w);
+            let x_shapes = layer_shapes(&self.net.layers, self.h, self.w);
+            for t in &mut self.style {
+                let (sh, sw, c) = s_shapes[t.layer];
+                self.backend.gram(sh * sw, c, &s_acts[t.layer], &mut t.gram)?;
+                // Targets are kept in the normalisation of x's Grams, G / (C·H·W) at x's layer
+                // size. Unnormalised Grams of a style image of another size convert by hw_s / hw.
+                let to_x_scale = match self.spec.gram_normalization {
+                    GramNormalization::Chw => 1.0,
+                    GramNormalization::KerasExample => {
+                        let (lh, lw, _) = x_shapes[t.layer];
+                        (sh * sw) as f32 / (lh * lw) as f32
+                    }
+                };
+                self.backend.axpy(blend / blend_sum * to_x_scale, &t.gram, &mut t.target)?;
+            }
         }
         Ok(())
     }

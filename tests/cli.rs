@@ -735,3 +735,149 @@ fn bad_batch_inputs_are_rejected_and_write_nothing() {
         .unwrap();
     assert_user_error(&env, &o, "SLURM_ARRAY_TASK_COUNT");
 }
+
+// ---- sheet, grid and --plot ----------------------------------------------------------------
+
+use neural_style::contact::{layers_label, ratio_label, Layout, INK};
+
+/// Runs `neural-style <sub>` on the tiny inputs (content 32x24; styles style.png and gray.png).
+fn sheet_cmd(env: &Env, sub: &str, extra: &[&str]) -> Output {
+    env.png("content.png", 32, 24);
+    env.png("style.png", 20, 28);
+    image::RgbImage::from_fn(24, 24, |x, y| image::Rgb([((x / 4 + y / 4) % 2 * 200) as u8, 90, 30])).save(env.path("gray.png")).unwrap();
+    let mut c = env.cmd();
+    c.args([sub, "--content-image", "content.png", "--image-size", "32", "--num-iterations", "3", "--device", "cpu"]);
+    c.args(["--print-iter", "1", FAST[0], FAST[1], FAST[2], FAST[3]]);
+    c.args(extra);
+    c.output().unwrap()
+}
+
+fn rgb_at(img: &image::RgbImage, x: usize, y: usize, w: usize, h: usize) -> Vec<u8> {
+    (y..y + h).flat_map(|yy| (x..x + w).flat_map(move |xx| img.get_pixel(xx as u32, yy as u32).0)).collect()
+}
+
+fn ink_in(img: &image::RgbImage, x: usize, y: usize, w: usize, h: usize) -> usize {
+    rgb_at(img, x, y, w, h).chunks(3).filter(|p| *p == INK).count()
+}
+
+#[test]
+fn sheet_shows_the_content_then_a_style_result_pair_per_style() {
+    let env = Env::new();
+    let o = sheet_cmd(&env, "sheet", &["--style-image", "style.png,gray.png", "--output-image", "fig2.png"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(env.outputs(), ["fig2.png"]);
+    let img = image::open(env.path("fig2.png")).unwrap().to_rgb8();
+    let l = Layout::new(1, 5, (32, 24), &[], &[]);
+    assert_eq!((img.width() as usize, img.height() as usize), l.size());
+    let cell = |c: usize| {
+        let (x, y) = l.cell_origin(0, c);
+        rgb_at(&img, x, y, 32, 24)
+    };
+    // The content cell is the content image itself (32 px is its size already).
+    let content = image::open(env.path("content.png")).unwrap().to_rgb8().into_raw();
+    assert_eq!(cell(0), content);
+    for c in 1..5 {
+        assert_ne!(cell(c), cell(c - 1), "cell {c} repeats its left neighbour");
+    }
+    assert_ne!(cell(2), cell(4), "the two results differ");
+    for c in 0..5 {
+        let (x, y) = l.cell_origin(0, c);
+        assert!(ink_in(&img, x, y + 24, 32, l.label_h) > 10, "label under cell {c}");
+    }
+    let err = stderr(&o);
+    assert!(err.contains("cell 2/2 [gray.png] iteration 3 / 3"), "progress over both cells: {err}");
+}
+
+#[test]
+fn grid_rows_are_style_layer_prefixes_and_columns_ratios_and_a_cell_matches_a_plain_run() {
+    let env = Env::new();
+    let o = sheet_cmd(&env, "grid", &["--style-image", "style.png", "--ratios", "1e-4,1e-2", "--save-iter", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(env.outputs(), ["grid.png"], "the default name; no snapshots");
+    let img = image::open(env.path("grid.png")).unwrap().to_rgb8();
+    let layers: Vec<String> = ["relu1_1", "relu2_1", "relu3_1"].map(String::from).to_vec();
+    let rows: Vec<String> = (1..=3).map(|n| layers_label(&layers[..n])).collect();
+    assert_eq!(rows[2], "relu1_1..relu3_1");
+    let cols = vec![ratio_label(1e-4), ratio_label(1e-2)];
+    let l = Layout::new(3, 2, (32, 24), &rows, &cols);
+    assert_eq!((img.width() as usize, img.height() as usize), l.size());
+    let cell = |r: usize, c: usize| {
+        let (x, y) = l.cell_origin(r, c);
+        rgb_at(&img, x, y, 32, 24)
+    };
+    for r in 0..3 {
+        assert_ne!(cell(r, 0), cell(r, 1), "row {r}: the ratios make a difference");
+        let (x, y) = l.cell_origin(r, 0);
+        assert!(ink_in(&img, 0, y, x, 24) > 10, "row header {r}");
+        assert!(ink_in(&img, x, y + 24, 32, l.label_h) > 10, "label under row {r}");
+    }
+    assert_ne!(cell(0, 0), cell(1, 0), "the layers make a difference");
+    for c in 0..2 {
+        let (x, _) = l.cell_origin(0, c);
+        assert!(ink_in(&img, x, 0, 32, l.top) > 10, "column header {c}");
+    }
+    // Cell (relu1_1..relu2_1, 1e-2) is what the main command makes with those layers and
+    // content/style weights 1/100: the reused objective changes nothing.
+    let o = env.stylize(&["--style-layers", "relu1_1,relu2_1", "--style-weight", "100", "--num-iterations", "3", "--save-iter", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let single = image::open(env.path("out.png")).unwrap().to_rgb8().into_raw();
+    assert_eq!(cell(1, 1), single);
+    assert_ne!(cell(1, 0), single);
+}
+
+#[test]
+fn sheet_and_grid_reject_bad_options_before_any_work() {
+    for (sub, extra, needle) in [
+        ("grid", vec!["--style-image", "style.png", "--ratios", "0"], "--ratios"),
+        ("grid", vec!["--style-image", "style.png", "--ratios", "1e-3,-1"], "--ratios"),
+        ("grid", vec!["--style-image", "style.png", "--style-weight", "5"], "--style-weight"),
+        ("grid", vec!["--style-image", "style.png", "--content-weight", "0"], "--content-weight"),
+        ("sheet", vec!["--style-image", "style.png", "--pairs-per-row", "0"], "pairs-per-row"),
+        ("sheet", vec!["--style-image", "style.png,gray.png", "--style-blend-weights", "1,2"], "--style-blend-weights"),
+        ("sheet", vec!["--style-image", "style.png", "--plot", "p.png"], "--plot"),
+        ("grid", vec!["--style-image", "style.png", "--log-json", "l.jsonl"], "--log-json"),
+        ("sheet", vec!["--style-image", "style.png", "--output-image", "style.png"], "overwrite"),
+        ("grid", vec!["--style-image", "style.png", "--output-image", "./content.png"], "overwrite"),
+        ("sheet", vec!["--style-image", "style.png", "--output-image", "no/dir/s.png"], "folder does not exist"),
+        ("grid", vec!["--style-image", "missing.png"], "missing.png"),
+    ] {
+        let env = Env::new();
+        let before = std::fs::read(env.png("style.png", 20, 28)).unwrap();
+        let o = sheet_cmd(&env, sub, &extra);
+        assert_user_error(&env, &o, needle);
+        assert_eq!(std::fs::read(env.path("style.png")).unwrap(), before);
+    }
+}
+
+#[test]
+fn plot_draws_the_loss_curves() {
+    let env = Env::new();
+    let o = env.stylize(&["--plot", "loss.png", "--num-iterations", "8", "--save-iter", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(env.outputs(), ["loss.png", "out.png"]);
+    let img = image::open(env.path("loss.png")).unwrap().to_rgb8();
+    assert_eq!((img.width() as usize, img.height() as usize), neural_style::plot::PLOT_SIZE);
+    let (w, h) = neural_style::plot::PLOT_SIZE;
+    for (name, rgb, _) in neural_style::plot::SERIES {
+        // More than the legend's 12x3 swatch: the curve is drawn.
+        let n = rgb_at(&img, 0, 0, w, h).chunks(3).filter(|p| *p == rgb).count();
+        assert!(n > 100, "{name}: {n} pixels");
+    }
+    assert!(ink_in(&img, 0, 0, w, h) > 200, "axis labels and legend");
+}
+
+#[test]
+fn plot_never_overwrites_an_input_and_fails_before_any_work() {
+    for (plot, needle) in [
+        ("content.png", "--content-image"),
+        ("./style.png", "--style-image"),
+        ("out.png", "--output-image"),
+        ("no/dir/loss.png", "folder does not exist"),
+        ("loss.jpg", "PNG"),
+    ] {
+        let env = Env::new();
+        let o = env.stylize(&["--plot", plot, "--save-iter", "1"]);
+        assert_user_error(&env, &o, needle);
+        assert!(!stderr(&o).contains("stylising"), "failed before the optimisation: {}", stderr(&o));
+    }
+}

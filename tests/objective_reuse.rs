@@ -61,3 +61,28 @@ fn reused_objective_matches_a_fresh_one() {
     assert!(reused.set_style_layers(&["relu4_2".into()]).is_err(), "a layer the objective was not built with");
     assert!(reused.set_content(&image(&mut rng, h + 1, w)).is_err(), "a different size");
 }
+
+#[test]
+fn set_styles_matches_a_fresh_objective_with_those_styles() {
+    let be = CpuBackend::new();
+    let vgg = narrow_vgg();
+    let mut rng = Rng::new(9);
+    let (h, w) = (18, 20);
+    let content = image(&mut rng, h, w);
+    let (s1, s2) = (image(&mut rng, 17, 21), image(&mut rng, 22, 16));
+    let x = image(&mut rng, h, w).data;
+    let layers = ["relu1_1", "relu2_1", "relu3_1"];
+    let weights = (1.0, 1e3, 1e-3);
+    let mut reused = Objective::new(&be, &vgg, spec(&layers, weights), &content, &[(s1.clone(), 1.0)]).unwrap();
+    reused.set_styles(&[(s2.clone(), 1.0)]).unwrap();
+    let mut fresh = Objective::new(&be, &vgg, spec(&layers, weights), &content, &[(s2.clone(), 1.0)]).unwrap();
+    assert_eq!(eval(&mut reused, &x), eval(&mut fresh, &x));
+    // A blend, then back to the first style alone: the old targets are cleared, not added to.
+    reused.set_styles(&[(s1.clone(), 1.0), (s2.clone(), 3.0)]).unwrap();
+    let mut blend = Objective::new(&be, &vgg, spec(&layers, weights), &content, &[(s1.clone(), 1.0), (s2, 3.0)]).unwrap();
+    assert_eq!(eval(&mut reused, &x), eval(&mut blend, &x));
+    reused.set_styles(&[(s1.clone(), 1.0)]).unwrap();
+    let mut first = Objective::new(&be, &vgg, spec(&layers, weights), &content, &[(s1, 1.0)]).unwrap();
+    assert_eq!(eval(&mut reused, &x), eval(&mut first, &x));
+    assert!(reused.set_styles(&[]).is_err());
+}

@@ -8,12 +8,17 @@ pub mod fetch;
 pub mod presets;
 pub mod settings;
 pub mod multiscale;
+pub mod sheet;
 pub mod stylize;
 
-use crate::cli::{self, DeviceArg};
+use crate::cli::{self, DeviceArg, StyleArgs};
 use anyhow::{bail, ensure, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use neural_style::image_io::{self, OutFormat};
 use neural_style::model::{Layer, Vgg};
 use neural_style::{cuda, Precision};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Device {
@@ -76,4 +81,58 @@ pub fn choose_device(device: DeviceArg, precision: Option<cli::PrecisionArg>) ->
             }
         },
     }
+}
+
+/// The files a stylisation reads, each with the option that names it.
+pub fn input_paths(a: &StyleArgs) -> Vec<(&'static str, &Path)> {
+    let mut v: Vec<_> = a.content_image.as_deref().map(|p| ("--content-image", p)).into_iter().collect();
+    v.extend(a.style_image.iter().map(|p| ("--style-image", p.as_path())));
+    v.extend(a.init_image.as_deref().map(|p| ("--init-image", p)));
+    v.extend(a.model.as_deref().map(|p| ("--model", p)));
+    v
+}
+
+/// Where a path points once its folder's links are resolved (None when the folder is missing).
+fn resolved(p: &Path) -> Option<PathBuf> {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return Some(c);
+    }
+    let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+}
+
+/// Checks, before any work, a file that `flag` will write: its folder exists and it is none of
+/// `others` (the inputs, and the other outputs).
+pub fn check_output(flag: &str, path: &Path, others: &[(&str, &Path)]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    ensure!(dir.is_dir(), "{}: the {flag} folder does not exist", dir.display());
+    let me = resolved(path);
+    for (other, p) in others {
+        ensure!(me.is_none() || resolved(p) != me, "{}: {flag} must not overwrite the {other} file", path.display());
+    }
+    Ok(())
+}
+
+/// `--plot FILE.png`: a PNG in an existing folder, none of the inputs or other outputs.
+pub fn check_plot(a: &StyleArgs) -> Result<()> {
+    let Some(plot) = &a.plot else { return Ok(()) };
+    ensure!(image_io::out_format(plot).ok() == Some(OutFormat::Png), "{}: --plot writes a PNG: name it FILE.png", plot.display());
+    let mut others = input_paths(a);
+    others.push(("--output-image", &a.output_image));
+    others.extend(a.log_json.as_deref().map(|p| ("--log-json", p)));
+    check_output("--plot", plot, &others)
+}
+
+/// A progress bar of `len` steps when stderr is a terminal; None (plain lines instead) otherwise.
+pub fn progress_bar(len: usize) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}, eta {eta}]")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    Some(bar)
 }

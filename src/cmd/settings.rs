@@ -62,7 +62,7 @@ pub fn resolve_in(args: StyleArgs, matches: &ArgMatches, argv: &[OsString], sub:
     let head = if sub.is_some() { 2 } else { 1 };
     let mut full: Vec<OsString> = argv.iter().take(head).cloned().collect();
     // batch takes its content images as arguments: a recorded one is not carried over.
-    let batch_owned = |id: &str| sub.is_some() && ["content_image", "init_image"].contains(&id);
+    let batch_owned = |id: &str| sub == Some("batch") && ["content_image", "init_image"].contains(&id);
     for (id, tokens) in layered {
         if !explicit.contains(&id) && !overridden_by_explicit(&id, &explicit) && !batch_owned(&id) {
             full.extend(tokens.into_iter().map(OsString::from));
@@ -74,6 +74,8 @@ pub fn resolve_in(args: StyleArgs, matches: &ArgMatches, argv: &[OsString], sub:
     match (sub, cli.command) {
         (None, _) => Ok(cli.style),
         (Some(_), Some(crate::cli::Command::Batch(b))) => Ok(b.style),
+        (Some(_), Some(crate::cli::Command::Sheet(b))) => Ok(b.style),
+        (Some(_), Some(crate::cli::Command::Grid(b))) => Ok(b.style),
         (Some(name), _) => bail!("internal: settings for subcommand {name} cannot be layered"),
     }
 }

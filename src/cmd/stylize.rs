@@ -9,13 +9,12 @@ use neural_style::optim::lbfgs::LineSearch;
 use neural_style::{GramNormalization, Reduction};
 use std::ffi::OsString;
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use neural_style::image_io::{self, Rgb8};
 use neural_style::model::source::{self, ModelSource};
 use neural_style::model::Vgg;
 use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
 use std::fs;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Default term weights per input convention. jcjohnson's 5 / 100 / 1e-3 balance Caffe-scale
@@ -51,6 +50,7 @@ pub struct Plan {
     pub provenance: String,
     /// `(size, iterations)` per scale for `--scales`; None: one scale.
     pub scales: Option<Vec<(usize, usize)>>,
+    pub plot: Option<PathBuf>,
 }
 
 pub fn plan(a: StyleArgs) -> Result<Plan> {
@@ -226,11 +226,13 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
         original_colors: a.original_colors,
         provenance,
         scales,
+        plot: a.plot,
     })
 }
 
 pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<()> {
     let a = settings::resolve(a, matches, argv)?;
+    super::check_plot(&a)?;
     let plan = plan(a)?;
     note_model(&plan);
     match plan.device {
@@ -256,7 +258,7 @@ pub fn model_label(plan: &Plan) -> String {
     }
 }
 
-/// The library job of a plan (also the base of each frame's job in a batch).
+/// The library job of a plan (the base of each batch frame's, sheet cell's and grid cell's job).
 pub fn job(plan: &Plan) -> Job {
     let pre = |img: &Rgb8| Image { h: img.h, w: img.w, data: plan.convention.preprocess(&img.data) };
     Job {
@@ -288,20 +290,12 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         Some(p) => Some(std::io::BufWriter::new(fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?)),
         None => None,
     };
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(plan.iterations as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}, eta {eta}]")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        Some(bar)
-    } else {
-        None
-    };
+    let bar = super::progress_bar(plan.iterations);
+    let mut losses = Vec::new();
     let (w, h) = (plan.content.w, plan.content.h);
     let mut observer = |p: &Progress, snapshot: Option<&[f32]>| -> Result<()> {
         let l = p.loss;
+        losses.push(l);
         if let Some(log) = log.as_mut() {
             let line = serde_json::json!({
                 "iteration": p.iteration, "evaluations": p.evaluations, "total": l.total, "content": l.content,
@@ -340,6 +334,10 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         result = neural_style::color::original_colors(&plan.content, &result);
     }
     image_io::save_with_text(&result, &plan.output, &[(settings::SETTINGS_KEY, &plan.provenance)])?;
+    if let Some(p) = &plan.plot {
+        neural_style::plot::save_loss_plot(&losses, p)?;
+        eprintln!("wrote {} (loss curves)", p.display());
+    }
     let ms_per_eval = out.elapsed.as_secs_f64() * 1e3 / out.evaluations.max(1) as f64;
     if let Some(mut log) = log {
         let summary = serde_json::json!({
