@@ -183,10 +183,11 @@ impl From<PrecisionArg> for neural_style::Precision {
 #[derive(Args, Debug, Serialize)]
 pub struct StyleArgs {
     /// Content image (PNG or JPEG).
-    #[arg(long, value_name = "FILE", required_unless_present = "from_png")]
+    /// (Required unless --from-png gives it: checked after the settings are layered.)
+    #[arg(long, value_name = "FILE")]
     pub content_image: Option<PathBuf>,
     /// Style image(s), comma-separated.
-    #[arg(long, value_name = "FILE[,FILE...]", value_delimiter = ',', required_unless_present = "from_png")]
+    #[arg(long, value_name = "FILE[,FILE...]", value_delimiter = ',')]
     pub style_image: Vec<PathBuf>,
     /// Relative weight of each style image, comma-separated (default: equal).
     #[arg(long, value_name = "W[,W...]", value_delimiter = ',', allow_negative_numbers = true)]

@@ -42,7 +42,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // anyhow's "{:#}" joins the context chain with ": " on one line.
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-            ExitCode::FAILURE
+            if e.downcast_ref::<cmd::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

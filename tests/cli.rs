@@ -881,3 +881,124 @@ fn plot_never_overwrites_an_input_and_fails_before_any_work() {
         assert!(!stderr(&o).contains("stylising"), "failed before the optimisation: {}", stderr(&o));
     }
 }
+
+// ---- presets, --from-png and jcjohnson's controls ------------------------------------------
+
+/// The run's stderr start line: "stylising WxH on ... (weights: content C, style S, tv T)".
+fn start_line(o: &Output) -> String {
+    stderr(o).lines().find(|l| l.starts_with("stylising")).unwrap_or_default().to_string()
+}
+
+#[test]
+fn from_png_reruns_the_recorded_settings_to_identical_bytes_and_explicit_flags_win() {
+    let env = Env::new();
+    let o = env.stylize(&["--output-image", "a.png", "--seed", "4", "--init", "random", "--style-weight", "300", "--save-iter", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The settings, the version and the model are recorded in the PNG.
+    let texts = neural_style::image_io::read_png_text(&env.path("a.png")).unwrap();
+    let (_, settings) = texts.iter().find(|(k, _)| k == "neural-style:settings").expect("settings recorded");
+    let v: serde_json::Value = serde_json::from_str(settings).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["args"]["style_weight"], 300.0);
+    assert_eq!(v["args"]["seed"], 4);
+    assert!(v["args"]["content_image"].as_str().unwrap().starts_with('/'), "input paths are absolute");
+    assert!(v["args"].get("output_image").is_none(), "where the result went is not a setting");
+    // Run again from the PNG alone (another folder, so relative paths would not resolve).
+    let other = Env::new();
+    let o = other.cmd().args(["--from-png", env.path("a.png").to_str().unwrap(), "--output-image", "b.png", "--save-iter", "0"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(env.path("a.png")).unwrap(), std::fs::read(other.path("b.png")).unwrap(), "identical bytes");
+    // An explicit flag wins over the recorded one.
+    let o = other.cmd().args(["--from-png", env.path("a.png").to_str().unwrap(), "--output-image", "c.png", "--num-iterations", "2", "--save-iter", "0"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("after 2 evaluations"), "{}", stderr(&o));
+    assert!(start_line(&o).contains("style 300"), "{}", start_line(&o));
+    // A PNG without settings is refused with one line.
+    let o = env.cmd().args(["--from-png", env.png("plain.png", 8, 8).to_str().unwrap(), "--output-image", "d.png"]).output().unwrap();
+    assert_user_error_except(&env, &o, "no settings recorded", &["plain.png"]);
+}
+
+/// assert_user_error, for a test that wrote files of its own beforehand.
+fn assert_user_error_except(env: &Env, o: &Output, needle: &str, own: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure; stderr:\n{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got:\n{err}");
+    assert!(errors[0].contains(needle), "{:?} lacks {needle:?}", errors[0]);
+    let written: Vec<String> = env.outputs().into_iter().filter(|n| !own.contains(&n.as_str()) && n != "a.png").collect();
+    assert!(written.is_empty(), "files were written: {written:?}");
+}
+
+#[test]
+fn presets_set_their_flags_and_explicit_flags_win() {
+    let env = Env::new();
+    // jcjohnson: Caffe weights 5 / 100 / 1e-3 and noise init; --image-size and
+    // --num-iterations given here win over its 512 px and 1000 iterations.
+    let o = env.stylize(&["--preset", "jcjohnson", "--output-image", "j.png", "--log-json", "j.jsonl", "--num-iterations", "2", "--save-iter", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = start_line(&o);
+    assert!(line.contains("stylising 32x24") && line.contains("2 iterations"), "{line}");
+    assert!(line.contains("content 5, style 100, tv 0.001"), "{line}");
+    let log = std::fs::read_to_string(env.path("j.jsonl")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["convention"], "caffe");
+    // An explicit weight wins over the preset's.
+    let o = env.stylize(&["--preset", "jcjohnson", "--style-weight", "7", "--output-image", "j2.png", "--num-iterations", "1", "--save-iter", "0"]);
+    assert!(start_line(&o).contains("content 5, style 7, tv 0.001"), "{}", start_line(&o));
+    // keras-example: its objective and optimiser, here on a 32-row image (an explicit --image-height
+    // wins over its 400; its content layer relu5_2 needs 16 px per side).
+    let o = env
+        .cmd()
+        .args(["--preset", "keras-example", "--content-image", "content.png", "--style-image", "style.png", "--device", "cpu"])
+        .args(["--image-height", "32", "--num-iterations", "25", "--output-image", "k.png", "--log-json", "k.jsonl", "--save-iter", "0"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = start_line(&o);
+    assert!(line.contains("stylising 43x32") && line.contains("content 0.025, style 0.2, tv 1"), "{line}");
+    let texts = neural_style::image_io::read_png_text(&env.path("k.png")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&texts[0].1).unwrap();
+    for (key, want) in [("content_layers", serde_json::json!(["relu5_2"])), ("content_reduction", "sum".into()), ("gram_normalization", "keras-example".into()),
+        ("tv_power", 1.25.into()), ("lbfgs_line_search", "strong-wolfe".into()), ("lbfgs_round", 20.into()), ("lbfgs_num_correction", 10.into()), ("style_resize", "match-content".into())] {
+        assert_eq!(v["args"][key], want, "{key}");
+    }
+    // 25 evaluations in rounds of at most 20 with the line search: the loss goes down overall.
+    let log = std::fs::read_to_string(env.path("k.jsonl")).unwrap();
+    let totals: Vec<f64> = log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter_map(|v| v["total"].as_f64()).collect();
+    assert_eq!(totals.len(), 25);
+    assert!(totals[24] < 0.5 * totals[0], "{totals:?}");
+}
+
+#[test]
+fn style_scale_resizes_the_style_images() {
+    let env = Env::new();
+    // At 0.1 x 32 px the style image is 3 px on its longer side: too small for relu3_1.
+    let o = env.stylize(&["--style-scale", "0.1", "--output-image", "s.png"]);
+    assert_user_error(&env, &o, "style image 1 is 2x3 pixels");
+    let o = env.stylize(&["--style-scale", "0", "--output-image", "s.png"]);
+    assert_user_error(&env, &o, "--style-scale");
+    let o = env.stylize(&["--style-scale", "2", "--output-image", "s.png", "--num-iterations", "1", "--save-iter", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn original_colors_keep_the_content_chroma() {
+    let env = Env::new();
+    let o = env.stylize(&["--original-colors", "--output-image", "o.png", "--num-iterations", "8", "--save-iter", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o2 = env.stylize(&["--output-image", "p.png", "--num-iterations", "8", "--save-iter", "0"]);
+    assert!(o2.status.success(), "{}", stderr(&o2));
+    let load = |n: &str| {
+        let img = image::open(env.path(n)).unwrap().to_rgb8();
+        neural_style::image_io::Rgb8 { w: img.width() as usize, h: img.height() as usize, data: img.into_raw() }
+    };
+    let (content, with, without) = (load("content.png"), load("o.png"), load("p.png"));
+    use neural_style::color::{mean_abs_diff, yuv};
+    let chroma_with = mean_abs_diff(&yuv(&with), &yuv(&content));
+    let chroma_without = mean_abs_diff(&yuv(&without), &yuv(&content));
+    let luma = mean_abs_diff(&yuv(&with), &yuv(&without));
+    // The content's chroma (up to 8-bit rounding and clamping), the plain result's luminance.
+    assert!(chroma_with[1] < 1.5 && chroma_with[2] < 1.5, "chroma vs content {chroma_with:?}");
+    assert!(chroma_without[1] + chroma_without[2] > 2.0 * (chroma_with[1] + chroma_with[2]), "the plain run's chroma differs more: {chroma_without:?}");
+    assert!(luma[0] < 1.5, "luminance vs the plain result {luma:?}");
+}

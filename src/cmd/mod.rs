@@ -18,6 +18,19 @@ use neural_style::image_io::{self, OutFormat};
 use neural_style::model::{Layer, Vgg};
 use neural_style::{cuda, Precision};
 use std::io::IsTerminal;
+
+/// A malformed command line found after parsing (a required flag that no layer of the settings
+/// gave): main exits with 2, as for clap's own errors.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug)]

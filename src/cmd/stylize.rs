@@ -232,6 +232,11 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
 
 pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<()> {
     let a = settings::resolve(a, matches, argv)?;
+    for (missing, flag) in [(a.content_image.is_none(), "--content-image <FILE>"), (a.style_image.is_empty(), "--style-image <FILE[,FILE...]>")] {
+        if missing {
+            return Err(super::UsageError(format!("the following required arguments were not provided: {flag}")).into());
+        }
+    }
     super::check_plot(&a)?;
     let plan = plan(a)?;
     note_model(&plan);
