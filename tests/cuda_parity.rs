@@ -359,6 +359,41 @@ fn spec() -> ObjectiveSpec {
     neural_style::bench::default_spec()
 }
 
+/// The objective's options on the GPU: the Keras example's terms (sum content, unnormalised
+/// Grams over 4·3²·(H·W)², TV^1.25) and jcjohnson's normalised gradients, in fp32 (their
+/// arithmetic, not the tensor cores, is what is new here).
+#[test]
+fn objective_options_match_cpu() {
+    let Some(be) = gpu(Precision::Fp32) else { return };
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(18);
+    let (h, w) = (37, 42);
+    let content = Image { h, w, data: rng.normal_vec(h * w * 3, 1.0) };
+    let style = Image { h: 40, w: 33, data: rng.normal_vec(40 * 33 * 3, 1.0) };
+    let x = rng.normal_vec(h * w * 3, 1.0);
+    let keras = ObjectiveSpec {
+        content_reduction: neural_style::Reduction::Sum,
+        gram_normalization: neural_style::GramNormalization::KerasExample,
+        tv_power: Some(1.25),
+        pooling: PoolKind::Avg,
+        ..spec()
+    };
+    let normalized = ObjectiveSpec { normalize_gradients: true, pooling: PoolKind::Avg, ..spec() };
+    for (name, spec) in [("keras", keras), ("normalized", normalized)] {
+        let vgg = narrow_vgg();
+        let mut obj_cpu = Objective::new(&cpu, &vgg, spec.clone(), &content, &[(style.clone(), 1.0)]).unwrap();
+        let mut obj_gpu = Objective::new(&be, &vgg, spec, &content, &[(style.clone(), 1.0)]).unwrap();
+        let mut g_cpu = vec![0.0; x.len()];
+        let l_cpu = obj_cpu.evaluate(&x, &mut g_cpu).unwrap();
+        let mut gg = nan_buf(&be, x.len());
+        let l_gpu = obj_gpu.evaluate(&be.upload(&x).unwrap(), &mut gg).unwrap();
+        for (part, a, b) in [("total", l_gpu.total, l_cpu.total), ("content", l_gpu.content, l_cpu.content), ("style", l_gpu.style, l_cpu.style), ("tv", l_gpu.tv, l_cpu.tv)] {
+            assert_close_scalar(&format!("options_{name}_{part}_loss Fp32"), a, b, 1e-5);
+        }
+        assert_close(&format!("options_{name}_gradient Fp32"), &be.download(&gg).unwrap(), &g_cpu, 1e-5);
+    }
+}
+
 #[test]
 fn whole_objective_evaluation_matches_cpu() {
     for p in PRECISIONS {

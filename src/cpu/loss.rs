@@ -45,40 +45,34 @@ pub fn tv_loss_acc(weight: f32, h: usize, w: usize, c: usize, x: &[f32], dx: &mu
     let row = w * c;
     let k = 2.0 * weight;
     // Gradient at (i, j): each difference it takes part in, as the later or the earlier term.
-    let sum: f64 = dx
-        .par_chunks_mut(row)
-        .enumerate()
-        .map(|(i, d_row)| {
-            let mut acc = 0.0f64;
-            for j in 0..w {
-                for ch in 0..c {
-                    let at = |ii: usize, jj: usize| x[(ii * w + jj) * c + ch];
-                    let v = at(i, j);
-                    let mut gsum = 0.0f32;
-                    if i + 1 < h {
-                        let dv = at(i + 1, j) - v;
-                        acc += (dv * dv) as f64;
-                        gsum -= dv;
-                    }
-                    if j + 1 < w {
-                        let dh = at(i, j + 1) - v;
-                        acc += (dh * dh) as f64;
-                        gsum -= dh;
-                    }
-                    if i > 0 {
-                        gsum += v - at(i - 1, j);
-                    }
-                    if j > 0 {
-                        gsum += v - at(i, j - 1);
-                    }
-                    d_row[j * c + ch] += k * gsum;
+    let sum = sum_over_rows(dx, row, |i, d_row| {
+        let mut acc = 0.0f64;
+        for j in 0..w {
+            for ch in 0..c {
+                let at = |ii: usize, jj: usize| x[(ii * w + jj) * c + ch];
+                let v = at(i, j);
+                let mut gsum = 0.0f32;
+                if i + 1 < h {
+                    let dv = at(i + 1, j) - v;
+                    acc += (dv * dv) as f64;
+                    gsum -= dv;
                 }
+                if j + 1 < w {
+                    let dh = at(i, j + 1) - v;
+                    acc += (dh * dh) as f64;
+                    gsum -= dh;
+                }
+                if i > 0 {
+                    gsum += v - at(i - 1, j);
+                }
+                if j > 0 {
+                    gsum += v - at(i, j - 1);
+                }
+                d_row[j * c + ch] += k * gsum;
             }
-            acc
-        })
-        .collect::<Vec<_>>()
-        .iter()
-        .sum();
+        }
+        acc
+    });
     weight as f64 * sum
 }
 
@@ -107,34 +101,34 @@ pub fn tv_pow_loss_acc(weight: f32, power: f32, h: usize, w: usize, c: usize, x:
         let v = at(i, j, ch) - at(i, j + 1, ch);
         (u, v, u * u + v * v)
     };
-    let sum: f64 = dx
-        .par_chunks_mut(row)
-        .enumerate()
-        .map(|(i, d_row)| {
-            let mut acc = 0.0f64;
-            for j in 0..w {
-                for ch in 0..c {
-                    let mut gsum = 0.0f32;
-                    if i + 1 < h && j + 1 < w {
-                        let (u, v, s) = term(i, j, ch);
-                        acc += (s as f64).powf(power as f64);
-                        gsum += pow_slope(s, power) * 2.0 * (u + v);
-                    }
-                    if i > 0 && j + 1 < w {
-                        let (u, _, s) = term(i - 1, j, ch);
-                        gsum -= pow_slope(s, power) * 2.0 * u;
-                    }
-                    if j > 0 && i + 1 < h {
-                        let (_, v, s) = term(i, j - 1, ch);
-                        gsum -= pow_slope(s, power) * 2.0 * v;
-                    }
-                    d_row[j * c + ch] += weight * gsum;
+    let sum = sum_over_rows(dx, row, |i, d_row| {
+        let mut acc = 0.0f64;
+        for j in 0..w {
+            for ch in 0..c {
+                let mut gsum = 0.0f32;
+                if i + 1 < h && j + 1 < w {
+                    let (u, v, s) = term(i, j, ch);
+                    acc += (s as f64).powf(power as f64);
+                    gsum += pow_slope(s, power) * 2.0 * (u + v);
                 }
+                if i > 0 && j + 1 < w {
+                    let (u, _, s) = term(i - 1, j, ch);
+                    gsum -= pow_slope(s, power) * 2.0 * u;
+                }
+                if j > 0 && i + 1 < h {
+                    let (_, v, s) = term(i, j - 1, ch);
+                    gsum -= pow_slope(s, power) * 2.0 * v;
+                }
+                d_row[j * c + ch] += weight * gsum;
             }
-            acc
-        })
-        .collect::<Vec<_>>()
-        .iter()
-        .sum();
+        }
+        acc
+    });
     weight as f64 * sum
+}
+
+/// Runs `f(i, row i of dx)` over the rows in parallel and adds what each returns, in row order
+/// (so the sum does not depend on the thread count).
+fn sum_over_rows(dx: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) -> f64 + Sync) -> f64 {
+    dx.par_chunks_mut(row).enumerate().map(|(i, d_row)| f(i, d_row)).collect::<Vec<_>>().iter().sum()
 }
