@@ -131,8 +131,25 @@ fn stylizes_tiny_images_and_logs_json() {
     assert!(iters.last().unwrap()["total"].as_f64() < iters[0]["total"].as_f64());
     // Plain progress lines, since stderr is not a terminal; and the embedded-model note.
     let err = stderr(&o);
-    assert!(err.contains("iteration 5 / 5") || err.contains("iteration"), "{err}");
+    assert_eq!(progress_lines(&err), [1, 2, 3, 4, 5], "--print-iter 1: {err}");
     assert!(err.contains("fetch-model"), "{err}");
+    // Every N-th iteration and the last; none with 0.
+    let o = env.stylize(&["--output-image", "out2.png", "--save-iter", "0", "--print-iter", "2"]);
+    assert_eq!(progress_lines(&stderr(&o)), [2, 4, 5], "--print-iter 2: {}", stderr(&o));
+    let o = env.stylize(&["--output-image", "out3.png", "--save-iter", "0", "--print-iter", "0"]);
+    assert_eq!(progress_lines(&stderr(&o)), Vec::<usize>::new(), "--print-iter 0: {}", stderr(&o));
+}
+
+/// The iteration numbers of the plain progress lines "iteration K / N: loss ... (content ..., style ..., tv ...), S s".
+fn progress_lines(err: &str) -> Vec<usize> {
+    err.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("iteration ")?;
+            let (k, rest) = rest.split_once(" / ")?;
+            let (_, rest) = rest.split_once(": loss ")?;
+            (rest.contains("(content ") && rest.contains(", style ") && rest.contains(", tv ") && rest.ends_with(" s")).then(|| k.parse().ok())?
+        })
+        .collect()
 }
 
 #[test]
@@ -416,12 +433,6 @@ fn write_safetensors(path: &std::path::Path, tensors: &[(&str, Vec<usize>)]) {
     std::fs::write(path, bytes).unwrap();
 }
 
-/// Until the model readers land, `load_file` reports that it cannot read files yet; these tests
-/// then only check that the error is clean. Afterwards they run end to end through the reader.
-fn reader_is_placeholder(o: &Output) -> bool {
-    stderr(o).contains("cannot be read yet")
-}
-
 #[test]
 fn model_file_with_a_wrong_layout_is_rejected() {
     let env = Env::new();
@@ -466,11 +477,6 @@ fn small_model_file_end_to_end() {
         "--save-iter",
         "0",
     ]);
-    if reader_is_placeholder(&o) {
-        std::fs::remove_file(&model).unwrap();
-        assert_user_error(&env, &o, "tiny.safetensors");
-        return;
-    }
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("embedded"), "{}", stderr(&o));
     let summary: serde_json::Value = serde_json::from_str(std::fs::read_to_string(env.path("m.jsonl")).unwrap().lines().last().unwrap()).unwrap();
