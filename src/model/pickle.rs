@@ -105,22 +105,60 @@ fn resolve_global(module: &str, name: &str) -> Result<Global> {
 }
 
 /// A pickled value. Lists and dicts are shared (as in Python), so memo references see mutations
-/// and a deeply repeated reference costs nothing.
+/// and a deeply repeated reference costs nothing. Every payload on the heap is behind an `Rc`, so
+/// a clone (DUP, BINGET, MEMOIZE) costs a few bytes however large the value: what a pickle can
+/// allocate is bounded by the opcodes it may run ([`MAX_OPS`]) and the bytes it may read.
 #[derive(Clone, Debug)]
 pub enum Value {
     None,
     Bool(bool),
     Int(i128),
     Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
     Tuple(Rc<Vec<Value>>),
     List(Rc<RefCell<Vec<Value>>>),
     /// Insertion-ordered pairs (keys are not hashed; duplicates: the last wins on lookup).
     Dict(Rc<RefCell<Vec<(Value, Value)>>>),
     Global(Global),
-    Storage(StorageRef),
-    Tensor(TensorRef),
+    Storage(Rc<StorageRef>),
+    Tensor(Rc<TensorRef>),
+}
+
+/// Iterative: a hostile pickle nests tuples a million deep in a few hundred KB, and the derived
+/// (recursive) drop would overflow the stack. Children of a container this value owns alone are
+/// moved to a work list, so every drop below this one meets an empty container.
+impl Drop for Value {
+    fn drop(&mut self) {
+        fn take_children(v: &mut Value, out: &mut Vec<Value>) {
+            match v {
+                Value::Tuple(rc) => {
+                    if let Some(items) = Rc::get_mut(rc) {
+                        out.append(items);
+                    }
+                }
+                Value::List(rc) => {
+                    if let Some(cell) = Rc::get_mut(rc) {
+                        out.append(cell.get_mut());
+                    }
+                }
+                Value::Dict(rc) => {
+                    if let Some(cell) = Rc::get_mut(rc) {
+                        for (k, v) in cell.get_mut().drain(..) {
+                            out.push(k);
+                            out.push(v);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut pending = Vec::new();
+        take_children(self, &mut pending);
+        while let Some(mut v) = pending.pop() {
+            take_children(&mut v, &mut pending);
+        }
+    }
 }
 
 impl Value {
@@ -173,17 +211,41 @@ impl Value {
     }
 }
 
+// Limits on what one pickle may make the reader do. Every model file is treated as hostile: a
+// 20 KB zip can inflate to a data.pkl of 20M opcodes, and without limits a pickle of 1 MB or less
+// can take gigabytes or abort. A VGG state dict has a few dozen tensors (torchvision's VGG-19:
+// 38, about 30 opcodes, 8 memo entries and 100 bytes of strings each); the limits below admit
+// state dicts of tens of thousands of tensors, yet keep the reader within a few hundred MB.
+
+/// Opcodes executed. Each allocates a few dozen bytes at most (strings aside), so this bounds
+/// time and memory: 2M opcodes are ~50x the pickle of a 1000-tensor state dict.
+pub const MAX_OPS: u64 = 2_000_000;
+/// Items on the stack, and MARKs. torch's pickler batches SETITEMS by 1000 pairs: ~2000 items.
+pub const MAX_STACK: usize = 100_000;
+/// Memo entries (torch's pickles memoise every object: ~8 per tensor).
+pub const MAX_MEMO: usize = 100_000;
+/// Bytes of string and bytes payloads, all together (a state dict's keys and storage names).
+pub const MAX_STRING_BYTES: u64 = 64 << 20;
+
 /// Source of pickle bytes with the few reads the opcodes need; `Truncated` errors say so.
 struct Input<'r, R: Read> {
     r: &'r mut R,
+    /// Of [`MAX_STRING_BYTES`].
+    string_bytes_left: u64,
 }
 
 impl<R: Read> Input<'_, R> {
     fn bytes(&mut self, n: usize) -> Result<Vec<u8>> {
         // Grows as bytes arrive, so a bogus length in a damaged file cannot allocate gigabytes.
+        let allowed = (n as u64).min(self.string_bytes_left);
         let mut v = Vec::new();
-        (&mut *self.r).take(n as u64).read_to_end(&mut v)?;
-        ensure!(v.len() == n, "file is truncated (pickle data ends early)");
+        (&mut *self.r).take(allowed).read_to_end(&mut v)?;
+        ensure!(v.len() as u64 == allowed, "file is truncated (pickle data ends early)");
+        ensure!(
+            allowed == n as u64,
+            "pickle strings exceed {MAX_STRING_BYTES} bytes in all (a state dict's names need a few KB): not a plain state-dict file"
+        );
+        self.string_bytes_left -= allowed;
         Ok(v)
     }
     fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
@@ -211,7 +273,12 @@ impl<R: Read> Input<'_, R> {
 }
 
 fn string(b: Vec<u8>) -> Result<Value> {
-    Ok(Value::Str(String::from_utf8(b).map_err(|_| anyhow!("pickle string is not valid UTF-8"))?))
+    Ok(Value::Str(String::from_utf8(b).map_err(|_| anyhow!("pickle string is not valid UTF-8"))?.into()))
+}
+
+/// Python 2 str (old checkpoints' keys): Latin-1; ASCII in practice.
+fn latin1(b: Vec<u8>) -> Value {
+    Value::Str(b.iter().map(|&c| c as char).collect::<String>().into())
 }
 
 /// Two's-complement little-endian integer of up to 16 bytes.
@@ -229,7 +296,7 @@ fn long(b: &[u8]) -> Result<i128> {
 /// Reads one pickle (up to and including STOP) from `r` and returns its value. `r` is left just
 /// after the STOP opcode, so consecutive pickles (legacy .pth) can be read one after another.
 pub fn load<R: Read>(r: &mut R) -> Result<Value> {
-    let mut inp = Input { r };
+    let mut inp = Input { r, string_bytes_left: MAX_STRING_BYTES };
     let mut stack: Vec<Value> = Vec::new();
     let mut marks: Vec<usize> = Vec::new();
     // A map, not a vector: memo indices come from the file and may be sparse.
@@ -240,8 +307,14 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
         ensure!(m <= stack.len(), "malformed pickle: MARK above the stack");
         Ok(stack.split_off(m))
     };
-    loop {
+    for ops in 1.. {
         let op = inp.u8()?;
+        ensure!(ops <= MAX_OPS, "pickle runs more than {MAX_OPS} opcodes (a VGG state dict needs a few thousand): not a plain state-dict file");
+        ensure!(
+            stack.len() < MAX_STACK && marks.len() < MAX_STACK,
+            "pickle stack exceeds {MAX_STACK} items at opcode 0x{op:02x} ({:?}): not a plain state-dict file",
+            op as char
+        );
         match op {
             0x80 => {
                 // PROTO
@@ -354,25 +427,23 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
             // BINSTRING, SHORT_BINSTRING: Python 2 str (old checkpoints' keys); ASCII in practice.
             b'T' => {
                 let n = u32::from_le_bytes(inp.arr()?) as usize;
-                let b = inp.bytes(n)?;
-                stack.push(Value::Str(b.iter().map(|&c| c as char).collect()));
+                stack.push(latin1(inp.bytes(n)?));
             }
             b'U' => {
                 let n = inp.u8()? as usize;
-                let b = inp.bytes(n)?;
-                stack.push(Value::Str(b.iter().map(|&c| c as char).collect()));
+                stack.push(latin1(inp.bytes(n)?));
             }
             b'B' => {
                 let n = u32::from_le_bytes(inp.arr()?) as usize;
-                stack.push(Value::Bytes(inp.bytes(n)?));
+                stack.push(Value::Bytes(inp.bytes(n)?.into()));
             }
             b'C' => {
                 let n = inp.u8()? as usize;
-                stack.push(Value::Bytes(inp.bytes(n)?));
+                stack.push(Value::Bytes(inp.bytes(n)?.into()));
             }
             0x8e => {
                 let n = usize::try_from(u64::from_le_bytes(inp.arr()?))?;
-                stack.push(Value::Bytes(inp.bytes(n)?));
+                stack.push(Value::Bytes(inp.bytes(n)?.into()));
             }
             b'N' => stack.push(Value::None),
             0x88 => stack.push(Value::Bool(true)),
@@ -386,6 +457,7 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
                 };
                 let top = stack.last().cloned().ok_or_else(|| anyhow!("malformed pickle: stack underflow"))?;
                 memo.insert(idx, top);
+                ensure!(memo.len() <= MAX_MEMO, "pickle memo exceeds {MAX_MEMO} entries (at opcode 0x{op:02x}): not a plain state-dict file");
             }
             b'h' | b'j' => {
                 // BINGET, LONG_BINGET
@@ -396,7 +468,7 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
             b'Q' => {
                 // BINPERSID
                 let pid = pop(&mut stack)?;
-                stack.push(Value::Storage(persistent_storage(&pid)?));
+                stack.push(Value::Storage(Rc::new(persistent_storage(&pid)?)));
             }
             b'R' => {
                 // REDUCE
@@ -416,18 +488,19 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
             _ => bail!("unsupported pickle opcode 0x{op:02x} ({:?}): not a plain state-dict file", op as char),
         }
     }
+    unreachable!("the loop ends at STOP, an error or MAX_OPS")
 }
 
 /// `('storage', storage_type, key, location, size[, view_metadata])`.
 fn persistent_storage(pid: &Value) -> Result<StorageRef> {
     let t = pid.items()?;
-    ensure!(t.len() >= 5 && matches!(&t[0], Value::Str(s) if s == "storage"), "pickle persistent id is not a tensor storage");
+    ensure!(t.len() >= 5 && matches!(&t[0], Value::Str(s) if &**s == "storage"), "pickle persistent id is not a tensor storage");
     let dtype = match &t[1] {
         Value::Global(Global::StorageType(d)) => *d,
         v => bail!("pickle storage type is a {}, expected torch.*Storage", v.kind()),
     };
     let key = match &t[2] {
-        Value::Str(s) => s.clone(),
+        Value::Str(s) => s.to_string(),
         Value::Int(i) => i.to_string(),
         v => bail!("pickle storage key is a {}", v.kind()),
     };
@@ -458,13 +531,14 @@ fn reduce(f: &Value, args: &Value) -> Result<Value> {
         Global::RebuildTensor | Global::RebuildTensorV2 => {
             ensure!(a.len() >= 4, "pickle _rebuild_tensor takes {} arguments, expected at least 4", a.len());
             let storage = match &a[0] {
-                Value::Storage(s) => s.clone(),
+                Value::Storage(s) => StorageRef::clone(s),
                 v => bail!("pickle tensor is built from a {}, expected a storage", v.kind()),
             };
             let offset = u64::try_from(a[1].as_int()?).map_err(|_| anyhow!("negative tensor storage offset"))?;
             let shape = a[2].usizes("tensor size")?;
             let stride = a[3].usizes("tensor stride")?;
-            Ok(Value::Tensor(TensorRef { offset: offset + storage.view_offset, storage, shape, stride }))
+            let offset = offset.checked_add(storage.view_offset).ok_or_else(|| anyhow!("tensor storage offset overflows"))?;
+            Ok(Value::Tensor(Rc::new(TensorRef { offset, storage, shape, stride })))
         }
         // (data, requires_grad, backward_hooks): a Parameter is its data here.
         Global::RebuildParameter => match a.first() {

@@ -16,12 +16,12 @@ fn wanted_tensors(state: &Value, want: &dyn Fn(&str) -> bool) -> Result<(Tensors
     let mut out = Vec::new();
     let mut dtypes = HashMap::new();
     for (k, v) in pickle::dict_items(state)? {
-        let Value::Tensor(t) = v else { continue };
+        let Value::Tensor(t) = &v else { continue };
         dtypes.insert(t.storage.key.clone(), t.storage.dtype);
-        let Value::Str(key) = k else { continue };
-        if want(&key) {
-            t.check_contiguous(&key)?;
-            out.push((key, t));
+        let Value::Str(key) = &k else { continue };
+        if want(key) {
+            t.check_contiguous(key)?;
+            out.push((key.to_string(), TensorRef::clone(t)));
         }
     }
     Ok((out, dtypes))
@@ -90,7 +90,7 @@ pub fn load_legacy(file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTen
     ensure!(version == 1001, "legacy PyTorch file of protocol version {version}; only 1001 is supported");
     let sys_info = pickle::load(&mut r)?;
     for (k, v) in pickle::dict_items(&sys_info)? {
-        if matches!(&k, Value::Str(s) if s == "little_endian") {
+        if matches!(&k, Value::Str(s) if &**s == "little_endian") {
             ensure!(matches!(v, Value::Bool(true)), "tensors are stored big-endian; only little-endian files are supported");
         }
     }
