@@ -79,7 +79,7 @@ fn zip_reader_never_opens_classifier_storages() {
     let state = pickle::load(&mut &pkl[..]).unwrap();
     let mut skip = Vec::new();
     for (k, v) in pickle::dict_items(&state).unwrap() {
-        if let (pickle::Value::Str(k), pickle::Value::Tensor(t)) = (k, v) {
+        if let (pickle::Value::Str(k), pickle::Value::Tensor(t)) = (&k, &v) {
             if k.starts_with("classifier.") {
                 skip.push(format!("narrow_vgg19_zip/data/{}", t.storage.key));
             }
@@ -219,27 +219,168 @@ fn wrong_layouts() {
     }
 }
 
-/// A legacy-format file whose state dict calls os.system: refused before anything runs.
-#[test]
-fn forbidden_global_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+/// A legacy `.pth` (magic, protocol 1001, empty sys_info) whose state-dict pickle is `state`.
+fn write_legacy_pth(path: &Path, state: &[u8]) {
     let mut legacy = Vec::new();
     legacy.extend(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."); // magic
     legacy.extend(b"\x80\x02M\xe9\x03."); // protocol version 1001
     legacy.extend(b"\x80\x02}."); // sys_info
-    legacy.extend(b"\x80\x02cos\nsystem\nX\x05\x00\x00\x00touch\x85R."); // os.system('touch')
+    legacy.extend(state);
+    std::fs::write(path, &legacy).unwrap();
+}
+
+/// A zip `.pth` of `entries` (name, bytes), deflated: torch stores them, but a hostile file can
+/// inflate a few KB into gigabytes.
+fn write_zip_pth(path: &Path, entries: &[(&str, &[u8])]) {
+    let mut w = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated).large_file(true);
+    for (name, bytes) in entries {
+        w.start_file(*name, opts).unwrap();
+        w.write_all(bytes).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// A legacy-format file whose state dict calls os.system: refused before anything runs.
+#[test]
+fn forbidden_global_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("evil_legacy.pth");
-    std::fs::write(&p, &legacy).unwrap();
+    write_legacy_pth(&p, b"\x80\x02cos\nsystem\nX\x05\x00\x00\x00touch\x85R."); // os.system('touch')
     expect_error(&p, &["os.system"]);
 
     // The same payload as the data.pkl of a zip .pth, through STACK_GLOBAL (protocol 4).
     let p = dir.path().join("evil_zip.pth");
-    let mut w = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    w.start_file("evil/data.pkl", opts).unwrap();
-    w.write_all(b"\x80\x04\x8c\x08builtins\x8c\x04exec\x93\x8c\x04pass\x85R.").unwrap();
-    w.finish().unwrap();
+    write_zip_pth(&p, &[("evil/data.pkl", b"\x80\x04\x8c\x08builtins\x8c\x04exec\x93\x8c\x04pass\x85R.")]);
     expect_error(&p, &["builtins.exec"]);
+}
+
+/// Runs the binary on `model` under a 2 GB address-space limit (a stack overflow or a failed
+/// allocation aborts the process, which a test in this process would not survive) and checks it
+/// exits 1 within a minute with one `error:` line naming the file and containing `needle`.
+fn binary_refuses(model: &Path, needle: &str) {
+    let image = fixture("content.png");
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -v 2000000; exec \"$0\" --content-image \"$1\" --style-image \"$1\" --model \"$2\" --num-iterations 1 --device cpu --output-image \"$3\""])
+        .arg(env!("CARGO_BIN_EXE_neural-style"))
+        .arg(&image)
+        .arg(model)
+        .arg(model.with_extension("png"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(out.status.code(), Some(1), "{}: {}", model.display(), stderr.chars().take(2000).collect::<String>());
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(&model.display().to_string()) && errors[0].contains(needle), "{}\n expected {needle:?}", errors[0]);
+    assert!(start.elapsed().as_secs() < 60, "{}: took {:?}", model.display(), start.elapsed());
+}
+
+/// Tuples nested 200,000 deep (a few hundred KB of TUPLE1 opcodes) used to overflow the stack when
+/// the value was dropped.
+#[test]
+fn deeply_nested_pickles_do_not_overflow_the_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut deep = b"\x80\x02N".to_vec();
+    deep.extend(std::iter::repeat_n(0x85u8, 200_000));
+    deep.push(b'.');
+    let p = dir.path().join("deep_legacy.pth");
+    write_legacy_pth(&p, &deep);
+    binary_refuses(&p, "holds a tuple, not a state dict");
+    let p = dir.path().join("deep_zip.pth");
+    write_zip_pth(&p, &[("deep/data.pkl", &deep)]);
+    binary_refuses(&p, "holds a tuple, not a state dict");
+}
+
+/// Pickles of a few KB (deflated) that ran for seconds and took gigabytes: stopped at the limits.
+#[test]
+fn pickle_work_and_memory_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pickle = |body: &[u8], n: usize| {
+        let mut p = b"\x80\x02N".to_vec();
+        for _ in 0..n {
+            p.extend(body);
+        }
+        p.push(b'.');
+        p
+    };
+    let mut big_string = vec![0x8d];
+    big_string.extend((1u64 << 20).to_le_bytes());
+    big_string.extend(vec![b'a'; 1 << 20]);
+    big_string.push(b'0'); // POP
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("stack", pickle(b"N", 20_000_000), "stack exceeds"),
+        ("memo", pickle(b"\x94", 10_000_000), "memo exceeds"),
+        ("ops", pickle(b"N0", 10_000_000), "opcodes"),
+        ("strings", pickle(&big_string, 100), "strings exceed"),
+    ];
+    for (name, pkl, needle) in cases {
+        let p = dir.path().join(format!("{name}.pth"));
+        write_zip_pth(&p, &[("a/data.pkl", &pkl)]);
+        assert!(std::fs::metadata(&p).unwrap().len() < 1 << 20);
+        binary_refuses(&p, needle);
+    }
+}
+
+/// A 1 MB zip whose storage inflates to 150 MB, read as eight (2048, 2048, 3, 3) tensors (2.4 GB
+/// as f32): refused from the shapes, before any bytes are read.
+#[test]
+fn claimed_sizes_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pkl = b"\x80\x02}(".to_vec();
+    for i in 0..8 {
+        let key = format!("features.{}.weight", 2 * i);
+        pkl.extend(b"X");
+        pkl.extend((key.len() as u32).to_le_bytes());
+        pkl.extend(key.as_bytes());
+        pkl.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuJ\x00\x00\x40\x02tQ");
+        pkl.extend(b"K\x00(M\x00\x08M\x00\x08K\x03K\x03t(J\x00\x48\x00\x00K\x09K\x03K\x01t\x89ccollections\nOrderedDict\n)RtR");
+    }
+    pkl.extend(b"u.");
+    let p = dir.path().join("bomb.pth");
+    write_zip_pth(&p, &[("bomb/data.pkl", &pkl), ("bomb/data/0", &vec![0u8; 2048 * 2048 * 9 * 4])]);
+    assert!(std::fs::metadata(&p).unwrap().len() < 1 << 20);
+    binary_refuses(&p, "elements");
+}
+
+/// Channel counts no VGG has: 0 (a panic in the Gram matrix) and above 4096 (a 200,000-channel
+/// conv asked for 160 GB).
+#[test]
+fn implausible_channel_counts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = |name: &str, shape: &[usize]| (name.to_string(), Dtype::F32, shape.to_vec(), f32_bytes(shape.iter().product()));
+    let cases = [
+        ("zero_out", vec![t("features.0.weight", &[0, 3, 3, 3]), t("features.0.bias", &[0])], "features.0.weight has 0 output channels"),
+        ("zero_in", vec![t("features.0.weight", &[4, 0, 3, 3]), t("features.0.bias", &[4])], "features.0.weight has 0 input channels"),
+        ("wide", vec![t("features.0.weight", &[4097, 3, 3, 3]), t("features.0.bias", &[4097])], "features.0.weight has 4097 output channels"),
+    ];
+    for (name, tensors, needle) in cases {
+        let p = dir.path().join(format!("{name}.safetensors"));
+        write_safetensors(&p, &tensors);
+        expect_error(&p, &[needle]);
+    }
+}
+
+#[test]
+fn non_finite_weights_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = read_features(&fixture("narrow_vgg19.safetensors")).unwrap();
+    for (i, bad) in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY].into_iter().enumerate() {
+        let tensors: Vec<_> = good
+            .iter()
+            .map(|t| {
+                let mut data = t.data.clone();
+                if t.name == "features.2.bias" {
+                    data[1] = bad;
+                }
+                (t.name.clone(), Dtype::F32, t.shape.clone(), data.iter().flat_map(|v| v.to_le_bytes()).collect())
+            })
+            .collect();
+        let p = dir.path().join(format!("bad_{i}.safetensors"));
+        write_safetensors(&p, &tensors);
+        expect_error(&p, &[&format!("features.2.bias holds {bad} at element 1")]);
+    }
 }
 
 /// Random byte changes in the headers, pickles and zip directory: an error or a network, never a

@@ -17,6 +17,24 @@ pub struct RawTensor {
     pub data: Vec<f32>,
 }
 
+/// Most elements the wanted tensors may hold together, checked before any of their bytes are read
+/// (a zip entry inflates up to ~1000x, so a 1 MB file can claim a gigabyte): VGG-19's feature
+/// convs hold 20M; 2^27 (512 MB as f32) is over 6x that and keeps a hostile file's load under 2 GB.
+pub const MAX_ELEMENTS: usize = 1 << 27;
+
+/// Refuses, before reading their bytes, wanted tensors that hold more than [`MAX_ELEMENTS`] in all.
+pub fn check_sizes<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [usize])>) -> Result<()> {
+    let mut total = 0usize;
+    for (name, shape) in tensors {
+        let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        match n.and_then(|n| total.checked_add(n)) {
+            Some(t) if t <= MAX_ELEMENTS => total = t,
+            _ => bail!("{name} (shape {shape:?}) takes the feature tensors past {MAX_ELEMENTS} elements; VGG-19's hold 20M"),
+        }
+    }
+    Ok(())
+}
+
 /// `features.N.weight` -> (N, true), `features.N.bias` -> (N, false).
 pub fn feature_key(name: &str) -> Option<(usize, bool)> {
     let rest = name.strip_prefix("features.")?;
@@ -76,11 +94,17 @@ pub fn read_features(path: &Path) -> Result<Vec<RawTensor>> {
         let format = detect(&head)?;
         file.rewind()?;
         let want = |k: &str| feature_key(k).is_some();
-        match format {
+        let tensors = match format {
             Format::Zip => pth::load_zip(file, &want),
             Format::Legacy => pth::load_legacy(file, &want),
             Format::Safetensors => safetensors_file::load(file, &want),
+        }?;
+        for t in &tensors {
+            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+                bail!("{} holds {} at element {i}; weights must be finite", t.name, t.data[i]);
+            }
         }
+        Ok(tensors)
     };
     read().map_err(|e| one_line(path, e))
 }

@@ -17,6 +17,11 @@ pub mod source;
 
 pub use file::load_file;
 
+/// Most input or output channels a conv may have. VGG's widest convs have 512; 4096 leaves room
+/// for wider nets while refusing counts that would exhaust memory later (a Gram matrix holds c²
+/// floats: 200,000 channels ask for 160 GB). 0 channels is no network either.
+pub const MAX_CHANNELS: usize = 4096;
+
 /// Convolution + ReLU, with torch-layout weights `(c_out, c_in, 3, 3)`.
 #[derive(Clone, Debug)]
 pub struct ConvLayer {
@@ -73,6 +78,9 @@ impl Vgg {
                 "features.{index}.weight has shape {shape:?}; expected (c_out, c_in, 3, 3)"
             );
             let (c_out, c_in) = (shape[0], shape[1]);
+            for (c, what) in [(c_out, "output"), (c_in, "input")] {
+                ensure!((1..=MAX_CHANNELS).contains(&c), "features.{index}.weight has {c} {what} channels; expected 1 to {MAX_CHANNELS}");
+            }
             ensure!(weight.len() == c_out * c_in * 9, "features.{index}.weight holds {} values, shape says {}", weight.len(), c_out * c_in * 9);
             ensure!(bias.len() == c_out, "features.{index}.bias has {} values; expected {c_out}", bias.len());
             match prev {

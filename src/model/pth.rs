@@ -1,7 +1,7 @@
 //! PyTorch `.pth` state dicts: the zip serialisation (torch >= 1.6) and the legacy one (before,
 //! e.g. torchvision's vgg19-dcbb9e9d.pth). Only wanted tensors' bytes are read.
 
-use super::file::RawTensor;
+use super::file::{check_sizes, RawTensor};
 use super::pickle::{self, DType, TensorRef, Value};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::collections::{HashMap, HashSet};
@@ -24,6 +24,7 @@ fn wanted_tensors(state: &Value, want: &dyn Fn(&str) -> bool) -> Result<(Tensors
             out.push((key.to_string(), TensorRef::clone(t)));
         }
     }
+    check_sizes(out.iter().map(|(k, t)| (k.as_str(), &t.shape[..])))?;
     Ok((out, dtypes))
 }
 

@@ -1,7 +1,7 @@
 //! `.safetensors`: u64 LE header length, JSON header, data. The header is parsed by the
 //! `safetensors` crate; only wanted tensors' bytes are read (by seeking), f32/f16/bf16/f64.
 
-use super::file::RawTensor;
+use super::file::{check_sizes, RawTensor};
 use super::pickle::DType;
 use anyhow::{anyhow, bail, ensure, Result};
 use safetensors::tensor::Metadata;
@@ -31,6 +31,7 @@ pub fn load(mut file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor
     );
     let mut wanted: Vec<_> = meta.tensors().into_iter().filter(|(k, _)| want(k)).collect();
     wanted.sort_by_key(|(_, info)| info.data_offsets.0);
+    check_sizes(wanted.iter().map(|(k, info)| (k.as_str(), &info.shape[..])))?;
     let mut out = Vec::new();
     for (name, info) in wanted {
         let dtype = match info.dtype {
