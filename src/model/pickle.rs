@@ -618,7 +618,7 @@ mod tests {
         assert_eq!(v[2].as_int().unwrap(), 300);
         assert_eq!(v[3].as_int().unwrap(), 1 << 40);
         assert_eq!(v[4].as_str().unwrap(), "a");
-        assert!(matches!(&v[5], Value::Bytes(b) if b == b"b"));
+        assert!(matches!(&v[5], Value::Bytes(b) if **b == *b"b"));
         assert!(matches!(v[6], Value::None));
         assert!(matches!(v[7], Value::Bool(true)));
         assert!(matches!(v[8], Value::Float(f) if f == 1.5));
@@ -670,6 +670,42 @@ mod tests {
         // BINUNICODE claiming 4 GiB, then nothing.
         let e = run(b"\x80\x02X\xff\xff\xff\xff").unwrap_err().to_string();
         assert!(e.contains("truncated"), "{e}");
+    }
+
+    /// A million nested tuples: built, then dropped without recursion (a recursive drop overflows
+    /// the stack; the binary-level test in tests/model_files.rs shows the abort).
+    #[test]
+    fn deep_nesting_drops_iteratively() {
+        let mut p = b"\x80\x02N".to_vec();
+        p.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+        p.push(b'.');
+        assert!(matches!(run(&p).unwrap(), Value::Tuple(_)));
+    }
+
+    #[test]
+    fn limits_are_one_line_errors() {
+        let repeat = |body: &[u8], n: usize| {
+            let mut p = b"\x80\x02N".to_vec();
+            p.extend(body.repeat(n));
+            p.push(b'.');
+            p
+        };
+        for (p, needle) in [
+            (repeat(b"N", MAX_STACK + 1), "stack exceeds 100000 items at opcode 0x4e"),
+            (repeat(b"(", MAX_STACK + 1), "stack exceeds"),
+            (repeat(b"\x94", MAX_MEMO + 1), "memo exceeds 100000 entries"),
+            (repeat(b"N0", MAX_OPS as usize), "more than 2000000 opcodes"),
+        ] {
+            let e = run(&p).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        let mut p = b"\x80\x02".to_vec();
+        for _ in 0..65 {
+            p.extend(b"B\x00\x00\x10\x00");
+            p.extend(vec![0u8; 1 << 20]);
+            p.push(b'0');
+        }
+        assert!(run(&p).unwrap_err().to_string().contains("strings exceed"));
     }
 
     #[test]
