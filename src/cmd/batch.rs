@@ -5,7 +5,7 @@
 //! the content targets; a frame of another size rebuilds the objectives).
 
 use super::stylize::{job, note_model, plan_with, Plan};
-use super::check_outputs;
+use super::{check_not_inputs, check_writable};
 use super::Device;
 use crate::cli::BatchArgs;
 use anyhow::{ensure, Context, Result};
@@ -72,20 +72,23 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
     style.save_iter = 0;
     let temporal = a.temporal_init;
     let plan = plan_with(style, false)?;
-    // Every output to write is checked against every input (frames, styles, model) and for a
-    // writable folder; missing folders are made only once the existing ones passed.
+    // No frame's output may be an input (a frame, a style image, the model): one that exists
+    // would be taken for a finished frame. The outputs to write need writable folders; missing
+    // folders are made only once the existing ones passed.
+    let all: Vec<(&str, PathBuf)> = outputs.iter().map(|o| ("--output", o.clone())).collect();
+    check_not_inputs(&all, &inputs)?;
     let (ready, missing): (Vec<_>, Vec<_>) = frames
         .iter()
         .filter(|f| f.step == Step::Run)
         .map(|f| ("--output", f.output.clone()))
         .partition(|(_, o)| o.parent().map_or(true, |d| d.as_os_str().is_empty() || d.is_dir()));
-    check_outputs(&ready, &inputs)?;
+    check_writable(&ready)?;
     for (_, o) in &missing {
         if let Some(dir) = o.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the output folder", dir.display()))?;
         }
     }
-    check_outputs(&missing, &inputs)?;
+    check_writable(&missing)?;
     note_model(&plan);
     match plan.device {
         Device::Cpu => run(&CpuBackend::new(), &plan, &frames, temporal),

@@ -117,28 +117,42 @@ fn resolved(p: &Path) -> Option<PathBuf> {
 }
 
 /// The one check of the files a command will write, run before any work: each `(flag, path)`
-/// of `outputs` is in an existing folder that accepts a new file (a temp file is created there
-/// and removed), is not an existing read-only file, and is none of `inputs` nor another output.
+/// of `outputs` is none of `inputs` nor another output (`check_not_inputs`), and can be
+/// written (`check_writable`).
 pub fn check_outputs(outputs: &[(&str, PathBuf)], inputs: &[(&str, PathBuf)]) -> Result<()> {
+    check_not_inputs(outputs, inputs)?;
+    check_writable(outputs)
+}
+
+/// No output is an input (compared once links are resolved; an output need not exist yet) or
+/// another output.
+pub fn check_not_inputs(outputs: &[(&str, PathBuf)], inputs: &[(&str, PathBuf)]) -> Result<()> {
     let inputs: HashMap<PathBuf, &str> = inputs.iter().filter_map(|(f, p)| Some((resolved(p)?, *f))).collect();
     let mut seen: HashMap<PathBuf, &str> = HashMap::new();
+    for (flag, path) in outputs {
+        let Some(me) = resolved(path) else { continue }; // in a missing folder: no input is there
+        if let Some(other) = inputs.get(&me) {
+            bail!("{}: {flag} must not overwrite the {other} file", path.display());
+        }
+        if let Some(other) = seen.insert(me, flag) {
+            bail!("{}: {flag} and {other} name the same file", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Each output's folder exists and takes a new file (a temp file is created there and
+/// removed), and the output is not an existing read-only file or a folder.
+pub fn check_writable(outputs: &[(&str, PathBuf)]) -> Result<()> {
     let mut probed: HashSet<PathBuf> = HashSet::new();
     for (flag, path) in outputs {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         ensure!(dir.is_dir(), "{}: the {flag} folder does not exist", dir.display());
-        let me = resolved(path).ok_or_else(|| anyhow!("{}: {flag} is not a file name", path.display()))?;
-        if let Some(other) = inputs.get(&me) {
-            bail!("{}: {flag} must not overwrite the {other} file", path.display());
-        }
-        if let Some(other) = seen.insert(me.clone(), flag) {
-            bail!("{}: {flag} and {other} name the same file", path.display());
-        }
         if let Ok(m) = std::fs::metadata(path) {
             ensure!(m.is_file(), "{}: {flag} names a folder, not a file", path.display());
             ensure!(!m.permissions().readonly(), "{}: {flag} is a read-only file", path.display());
         }
-        let canonical_dir = me.parent().map(Path::to_path_buf).unwrap_or_default();
-        if probed.insert(canonical_dir) {
+        if probed.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {
             let probe = image_io::temp_path_for(&dir.join(".neural-style-write-check"));
             std::fs::File::create(&probe).map_err(|e| anyhow!("{}: the {flag} folder is not writable ({e})", dir.display()))?;
             let _ = std::fs::remove_file(&probe);
