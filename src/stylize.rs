@@ -124,7 +124,8 @@ pub fn optimize<B: Backend>(backend: &B, objective: &mut Objective<B>, job: &Job
     // Every evaluation's loss, in order: the run's result is the one at the final image.
     let mut losses: Vec<LossParts> = Vec::with_capacity(job.iterations);
     // The last image whose loss and gradient were finite (the start until one was).
-    let mut good = backend.upload(&init)?;
+    let mut good = backend.zeros(n)?;
+    backend.copy(&x, &mut good)?;
     let mut good_iteration = 0;
     let mut evaluate = |x: &B::Buf, g: &mut B::Buf| -> Result<f64> {
         let loss = objective.evaluate(x, g)?;
