@@ -178,6 +178,14 @@ impl From<PrecisionArg> for neural_style::Precision {
     }
 }
 
+/// A path in a comma-separated list: an empty one (`a.png,`) is refused with the likely cause.
+fn file_name(s: &str) -> Result<PathBuf, String> {
+    if s.trim().is_empty() {
+        return Err("an empty file name (a trailing or doubled comma?)".into());
+    }
+    Ok(PathBuf::from(s))
+}
+
 /// Stylisation options (the top-level form). Numbers are parsed as signed/floating values and
 /// range-checked by the program, so that `-1` gets a message about the range, not about syntax.
 #[derive(Args, Debug, Serialize)]
@@ -187,7 +195,7 @@ pub struct StyleArgs {
     #[arg(long, value_name = "FILE")]
     pub content_image: Option<PathBuf>,
     /// Style image(s), comma-separated.
-    #[arg(long, value_name = "FILE[,FILE...]", value_delimiter = ',')]
+    #[arg(long, value_name = "FILE[,FILE...]", value_delimiter = ',', value_parser = file_name)]
     pub style_image: Vec<PathBuf>,
     /// Relative weight of each style image, comma-separated (default: equal).
     #[arg(long, value_name = "W[,W...]", value_delimiter = ',', allow_negative_numbers = true)]
@@ -275,8 +283,8 @@ pub struct StyleArgs {
     #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
     pub lbfgs_round: i64,
     /// Seed of the random init and of the embedded model's weights.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    pub seed: i64,
     /// VGG weights file (.pth or .safetensors) [default: $NEURAL_STYLE_MODEL, then torch.hub's vgg19-dcbb9e9d.pth, then the embedded model].
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,

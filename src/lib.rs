@@ -35,4 +35,4 @@ pub use cpu::CpuBackend;
 pub use model::Vgg;
 pub use objective::{GramNormalization, Image, LossParts, Objective, ObjectiveSpec, Reduction};
 pub use preprocess::Convention;
-pub use stylize::{optimize, stylize, Init, Job, Observer, Optimizer, Output, Progress};
+pub use stylize::{optimize, stylize, Init, Job, NonFinite, Observer, Optimizer, Output, Progress};

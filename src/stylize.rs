@@ -71,6 +71,29 @@ pub struct Output {
     pub flops_per_evaluation: u64,
 }
 
+/// Why a run stopped early: its loss or its gradient stopped being finite at `iteration`. The
+/// run's last image whose loss and gradient were finite comes with it, so that it can be kept.
+#[derive(Debug)]
+pub struct NonFinite {
+    pub iteration: usize,
+    /// What became non-finite: "the loss became inf", "the gradient became NaN".
+    pub what: String,
+    /// The last good image (preprocessed, (h, w, 3)): that of iteration `last_good_iteration`,
+    /// or the starting image when that is 0.
+    pub last_good: Vec<f32>,
+    pub last_good_iteration: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at iteration {}", self.what, self.iteration)
+    }
+}
+
+impl std::error::Error for NonFinite {}
+
 /// What watches a run: called after every iteration, with the current image (preprocessed,
 /// (h, w, 3)) at snapshot iterations.
 pub type Observer<'a> = dyn FnMut(&Progress, Option<&[f32]>) -> Result<()> + 'a;
@@ -100,11 +123,29 @@ pub fn optimize<B: Backend>(backend: &B, objective: &mut Objective<B>, job: &Job
     let start = Instant::now();
     // Every evaluation's loss, in order: the run's result is the one at the final image.
     let mut losses: Vec<LossParts> = Vec::with_capacity(job.iterations);
+    // The last image whose loss and gradient were finite (the start until one was).
+    let mut good = backend.zeros(n)?;
+    backend.copy(&x, &mut good)?;
+    let mut good_iteration = 0;
     let mut evaluate = |x: &B::Buf, g: &mut B::Buf| -> Result<f64> {
         let loss = objective.evaluate(x, g)?;
         losses.push(loss);
         let iteration = losses.len();
-        anyhow::ensure!(loss.total.is_finite(), "the loss became {} at iteration {iteration}; try a smaller learning rate or weights", loss.total);
+        // A NaN anywhere makes the sum NaN (a max may skip it); an Inf makes both Inf.
+        let (gsum, gmax) = (backend.asum(g)?, backend.amax(g)?);
+        let what = if !loss.total.is_finite() {
+            Some(format!("the loss became {}", loss.total))
+        } else if !(gsum.is_finite() && gmax.is_finite()) {
+            Some(format!("the gradient became {}", if gsum.is_nan() || gmax.is_nan() { "NaN" } else { "inf" }))
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            let last_good = backend.download(&good)?;
+            return Err(NonFinite { iteration, what, last_good, last_good_iteration: good_iteration, h, w }.into());
+        }
+        backend.copy(x, &mut good)?;
+        good_iteration = iteration;
         let progress = Progress { iteration, evaluations: iteration, loss, elapsed: start.elapsed() };
         let snapshot = if job.snapshot_every > 0 && iteration % job.snapshot_every == 0 && iteration < job.iterations {
             Some(backend.download(x)?)

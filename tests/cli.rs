@@ -1008,3 +1008,114 @@ fn original_colors_keep_the_content_chroma() {
     assert!(chroma_without[1] + chroma_without[2] > 2.0 * (chroma_with[1] + chroma_with[2]), "the plain run's chroma differs more: {chroma_without:?}");
     assert!(luma[0] < 1.5, "luminance vs the plain result {luma:?}");
 }
+
+// ---- reliability: inputs never overwritten, outputs checked up front, numbers, messages -----
+
+#[test]
+fn outputs_never_overwrite_an_input() {
+    // (flags, the file the test made as an input besides content.png and style.png, needle)
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["--output-image", "content.png"], "", "--output-image must not overwrite the --content-image"),
+        (&["--output-image", "./style.png"], "", "--output-image must not overwrite the --style-image"),
+        (&["--log-json", "style.png"], "", "--log-json must not overwrite the --style-image"),
+        // The snapshot of iteration 2 would be out_2.png, the init image.
+        (&["--output-image", "out.png", "--save-iter", "2", "--init-image", "out_2.png"], "out_2.png", "--save-iter must not overwrite the --init-image"),
+        (&["--plot", "init.png", "--init-image", "init.png"], "init.png", "--plot must not overwrite the --init-image"),
+    ];
+    for (args, own, needle) in cases {
+        let env = Env::new();
+        if !own.is_empty() {
+            env.png(own, 32, 24);
+        }
+        let o = env.stylize(args);
+        assert_user_error_except(&env, &o, needle, &[own]);
+    }
+    // sheet and grid: the output against the inputs.
+    let env = Env::new();
+    let o = sheet_cmd(&env, "sheet", &["--style-image", "style.png", "--output-image", "content.png"]);
+    assert_user_error(&env, &o, "--output-image must not overwrite the --content-image");
+    let o = sheet_cmd(&env, "grid", &["--style-image", "style.png", "--output-image", "style.png", "--ratios", "1e-3"]);
+    assert_user_error(&env, &o, "--output-image must not overwrite the --style-image");
+    // batch: a frame's output is the style image.
+    let env = Env::new();
+    frames(&env, 2);
+    std::fs::create_dir_all(env.path("out")).unwrap();
+    env.png("out/f1.png", 20, 28);
+    let o = env
+        .cmd()
+        .args(["batch", "frames", "-o", "out", "--style-image", "out/f1.png", "--image-size", "32", "--num-iterations", "2", "--device", "cpu"])
+        .args(FAST)
+        .output()
+        .unwrap();
+    assert_user_error_except(&env, &o, "out/f1.png: --output must not overwrite the --style-image file", &["out"]);
+    assert_eq!(std::fs::read_dir(env.path("out")).unwrap().count(), 1, "only the style image is in out/");
+}
+
+#[test]
+fn unwritable_outputs_are_refused_before_any_work() {
+    // /proc takes no new files, even for root (whom a read-only mode does not stop).
+    for args in [&["--output-image", "/proc/out.png"][..], &["--log-json", "/proc/log.jsonl"], &["--plot", "/proc/loss.png"]] {
+        let env = Env::new();
+        let o = env.stylize(args);
+        assert_user_error(&env, &o, "folder is not writable");
+        assert!(!stderr(&o).contains("stylising"), "failed before the optimisation: {}", stderr(&o));
+    }
+    // An existing read-only output is refused, not replaced.
+    let env = Env::new();
+    let ro = env.png("out.png", 4, 4);
+    let mut perm = std::fs::metadata(&ro).unwrap().permissions();
+    perm.set_readonly(true);
+    std::fs::set_permissions(&ro, perm).unwrap();
+    let o = env.stylize(&["--output-image", "out.png"]);
+    assert_user_error_except(&env, &o, "--output-image is a read-only file", &["out.png"]);
+    assert_eq!(image::open(&ro).unwrap().width(), 4, "the read-only file is unchanged");
+}
+
+#[test]
+fn non_finite_loss_or_gradient_stops_with_advice_for_the_optimizer_and_keeps_the_last_good_image() {
+    // L-BFGS: the gradient overflows at once (the loss, in f64, is still finite).
+    let env = Env::new();
+    let o = env.stylize(&["--style-weight", "3e38", "--output-image", "out.png", "--save-iter", "0"]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(line.contains("gradient became") && line.contains("iteration 1"), "{line}");
+    assert!(line.contains("--style-weight") && !line.contains("learning-rate"), "L-BFGS advice: {line}");
+    assert!(line.contains("wrote the starting image"), "{line}");
+    assert_eq!(image::open(env.path("out.png")).unwrap().width(), 32);
+    // Adam: a huge step makes the loss of iteration 2 non-finite; iteration 1's image is kept.
+    let env = Env::new();
+    let o = env.stylize(&["--optimizer", "adam", "--learning-rate", "1e38", "--output-image", "out.png", "--save-iter", "0"]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap();
+    assert!(line.contains("at iteration 2") && line.contains("smaller --learning-rate"), "{line}");
+    assert!(line.contains("last finite image (iteration 1)") && line.contains("out.png"), "{line}");
+    let kept = image::open(env.path("out.png")).unwrap();
+    assert_eq!((kept.width(), kept.height()), (32, 24));
+}
+
+#[test]
+fn overflowing_blend_weights_are_refused() {
+    let env = Env::new();
+    let o = env.stylize(&["--style-image", "style.png,style.png", "--style-blend-weights", "3e38,3e38"]);
+    assert_user_error(&env, &o, "--style-blend-weights sum to more than");
+}
+
+#[test]
+fn errors_name_the_flag_at_fault() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--seed", "-1"], "--seed must be 0 or more"),
+        (&["--style-image", "style.png,"], "'--style-image <FILE[,FILE...]>': an empty file name (a trailing or doubled comma?)"),
+        (&["--content-layers", "relu9_9"], "--content-layers: unknown layer 'relu9_9'"),
+        (&["--style-layers", "relu1_1,conv1_1"], "--style-layers: unknown layer 'conv1_1'"),
+    ];
+    for (args, needle) in cases {
+        let env = Env::new();
+        let o = env.stylize(args);
+        assert_user_error(&env, &o, needle);
+    }
+    let env = Env::new();
+    let o = env.cmd().args(["bench", "--sizes", "32,8", "--device", "cpu"]).output().unwrap();
+    assert_user_error(&env, &o, "--sizes: 8 is too small: the minimum size is 16 pixels");
+}

@@ -4,7 +4,8 @@
 //! Grams are computed once for all frames of one size (`MultiScale::set_content` swaps only
 //! the content targets; a frame of another size rebuilds the objectives).
 
-use super::stylize::{job, note_model, plan, Plan};
+use super::stylize::{job, note_model, plan_with, Plan};
+use super::{check_not_inputs, check_writable};
 use super::Device;
 use crate::cli::BatchArgs;
 use anyhow::{ensure, Context, Result};
@@ -38,6 +39,7 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
         None => shard_from_env(|k| std::env::var(k).ok(), a.shard_count)?,
     };
     let inputs = list_inputs(&a.inputs)?;
+    let inputs_all = inputs.clone();
     let outputs = output_paths(&inputs, &a.output, &ext)?;
     for o in &outputs {
         image_io::out_format(o)?;
@@ -63,16 +65,30 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
     // `plan` checks every style option with the first frame to run as the content image. Its
     // output path only has to pass the format check in an existing folder: nothing is written
     // there (the frames' outputs come from `outputs`, their folders are made below).
+    let mut inputs = super::input_paths(&style);
+    inputs.extend(inputs_all.iter().map(|p| ("batch input", p.clone())));
     style.content_image = Some(first.input.clone());
     style.output_image = PathBuf::from(format!("batch-frame.{ext}"));
     style.save_iter = 0;
     let temporal = a.temporal_init;
-    let plan = plan(style)?;
-    for f in &frames {
-        if let Some(dir) = f.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+    let plan = plan_with(style, false)?;
+    // No frame's output may be an input (a frame, a style image, the model): one that exists
+    // would be taken for a finished frame. The outputs to write need writable folders; missing
+    // folders are made only once the existing ones passed.
+    let all: Vec<(&str, PathBuf)> = outputs.iter().map(|o| ("--output", o.clone())).collect();
+    check_not_inputs(&all, &inputs)?;
+    let (ready, missing): (Vec<_>, Vec<_>) = frames
+        .iter()
+        .filter(|f| f.step == Step::Run)
+        .map(|f| ("--output", f.output.clone()))
+        .partition(|(_, o)| o.parent().map_or(true, |d| d.as_os_str().is_empty() || d.is_dir()));
+    check_writable(&ready)?;
+    for (_, o) in &missing {
+        if let Some(dir) = o.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the output folder", dir.display()))?;
         }
     }
+    check_writable(&missing)?;
     note_model(&plan);
     match plan.device {
         Device::Cpu => run(&CpuBackend::new(), &plan, &frames, temporal),

@@ -8,10 +8,16 @@ use neural_style::model::Vgg;
 use neural_style::{cuda, Backend, CpuBackend};
 
 pub fn bench(a: BenchArgs) -> Result<()> {
-    ensure!(!a.sizes.is_empty() && a.sizes.iter().all(|&s| s > 0), "--sizes must list sizes above 0");
+    ensure!(!a.sizes.is_empty(), "--sizes must list at least one size");
     ensure!(a.evals > 0, "--evals must be at least 1");
-    let precision = if a.device == DeviceArg::Cpu { None } else { Some(a.precision) };
     let vgg = source::load(&source::resolve(None, 0))?;
+    let spec = neural_style::bench::default_spec();
+    let layers: Vec<String> = spec.content_layers.iter().chain(&spec.style_layers).cloned().collect();
+    let (side, pools, deepest) = super::min_side(&vgg, &layers);
+    for &s in &a.sizes {
+        ensure!(s >= side, "--sizes: {s} is too small: the minimum size is {side} pixels ({pools} poolings before {deepest})");
+    }
+    let precision = if a.device == DeviceArg::Cpu { None } else { Some(a.precision) };
     match choose_device(a.device, precision)? {
         Device::Cpu => bench_on(&CpuBackend::new(), &vgg, &a),
         Device::Cuda(p) => bench_on(&cuda::CudaBackend::new(0, p)?, &vgg, &a),

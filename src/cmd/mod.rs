@@ -12,11 +12,12 @@ pub mod sheet;
 pub mod stylize;
 
 use crate::cli::{self, DeviceArg, StyleArgs};
-use anyhow::{bail, ensure, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use neural_style::image_io::{self, OutFormat};
 use neural_style::model::{Layer, Vgg};
 use neural_style::{cuda, Precision};
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 
 /// A malformed command line found after parsing (a required flag that no layer of the settings
@@ -96,12 +97,13 @@ pub fn choose_device(device: DeviceArg, precision: Option<cli::PrecisionArg>) ->
     }
 }
 
-/// The files a stylisation reads, each with the option that names it.
-pub fn input_paths(a: &StyleArgs) -> Vec<(&'static str, &Path)> {
-    let mut v: Vec<_> = a.content_image.as_deref().map(|p| ("--content-image", p)).into_iter().collect();
-    v.extend(a.style_image.iter().map(|p| ("--style-image", p.as_path())));
-    v.extend(a.init_image.as_deref().map(|p| ("--init-image", p)));
-    v.extend(a.model.as_deref().map(|p| ("--model", p)));
+/// The files a stylisation reads, each with the option that names it (--from-png included).
+pub fn input_paths(a: &StyleArgs) -> Vec<(&'static str, PathBuf)> {
+    let mut v: Vec<_> = a.content_image.clone().map(|p| ("--content-image", p)).into_iter().collect();
+    v.extend(a.style_image.iter().map(|p| ("--style-image", p.clone())));
+    v.extend(a.init_image.clone().map(|p| ("--init-image", p)));
+    v.extend(a.model.clone().map(|p| ("--model", p)));
+    v.extend(a.from_png.clone().map(|p| ("--from-png", p)));
     v
 }
 
@@ -114,26 +116,56 @@ fn resolved(p: &Path) -> Option<PathBuf> {
     Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
 }
 
-/// Checks, before any work, a file that `flag` will write: its folder exists and it is none of
-/// `others` (the inputs, and the other outputs).
-pub fn check_output(flag: &str, path: &Path, others: &[(&str, &Path)]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    ensure!(dir.is_dir(), "{}: the {flag} folder does not exist", dir.display());
-    let me = resolved(path);
-    for (other, p) in others {
-        ensure!(me.is_none() || resolved(p) != me, "{}: {flag} must not overwrite the {other} file", path.display());
+/// The one check of the files a command will write, run before any work: each `(flag, path)`
+/// of `outputs` is none of `inputs` nor another output (`check_not_inputs`), and can be
+/// written (`check_writable`).
+pub fn check_outputs(outputs: &[(&str, PathBuf)], inputs: &[(&str, PathBuf)]) -> Result<()> {
+    check_not_inputs(outputs, inputs)?;
+    check_writable(outputs)
+}
+
+/// No output is an input (compared once links are resolved; an output need not exist yet) or
+/// another output.
+pub fn check_not_inputs(outputs: &[(&str, PathBuf)], inputs: &[(&str, PathBuf)]) -> Result<()> {
+    let inputs: HashMap<PathBuf, &str> = inputs.iter().filter_map(|(f, p)| Some((resolved(p)?, *f))).collect();
+    let mut seen: HashMap<PathBuf, &str> = HashMap::new();
+    for (flag, path) in outputs {
+        let Some(me) = resolved(path) else { continue }; // in a missing folder: no input is there
+        if let Some(other) = inputs.get(&me) {
+            bail!("{}: {flag} must not overwrite the {other} file", path.display());
+        }
+        if let Some(other) = seen.insert(me, flag) {
+            bail!("{}: {flag} and {other} name the same file", path.display());
+        }
     }
     Ok(())
 }
 
-/// `--plot FILE.png`: a PNG in an existing folder, none of the inputs or other outputs.
+/// Each output's folder exists and takes a new file (a temp file is created there and
+/// removed), and the output is not an existing read-only file or a folder.
+pub fn check_writable(outputs: &[(&str, PathBuf)]) -> Result<()> {
+    let mut probed: HashSet<PathBuf> = HashSet::new();
+    for (flag, path) in outputs {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        ensure!(dir.is_dir(), "{}: the {flag} folder does not exist", dir.display());
+        if let Ok(m) = std::fs::metadata(path) {
+            ensure!(m.is_file(), "{}: {flag} names a folder, not a file", path.display());
+            ensure!(!m.permissions().readonly(), "{}: {flag} is a read-only file", path.display());
+        }
+        if probed.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {
+            let probe = image_io::temp_path_for(&dir.join(".neural-style-write-check"));
+            std::fs::File::create(&probe).map_err(|e| anyhow!("{}: the {flag} folder is not writable ({e})", dir.display()))?;
+            let _ = std::fs::remove_file(&probe);
+        }
+    }
+    Ok(())
+}
+
+/// `--plot FILE.png` writes a PNG.
 pub fn check_plot(a: &StyleArgs) -> Result<()> {
     let Some(plot) = &a.plot else { return Ok(()) };
     ensure!(image_io::out_format(plot).ok() == Some(OutFormat::Png), "{}: --plot writes a PNG: name it FILE.png", plot.display());
-    let mut others = input_paths(a);
-    others.push(("--output-image", &a.output_image));
-    others.extend(a.log_json.as_deref().map(|p| ("--log-json", p)));
-    check_output("--plot", plot, &others)
+    Ok(())
 }
 
 /// A progress bar of `len` steps when stderr is a terminal; None (plain lines instead) otherwise.

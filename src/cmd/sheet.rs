@@ -4,7 +4,7 @@
 //! computed once on one `Objective`, and every cell is an `optimize` run on it.
 
 use super::stylize::{self, Plan};
-use super::{check_output, input_paths, progress_bar, Device};
+use super::{progress_bar, Device};
 use crate::cli::{GridArgs, SheetArgs, StyleArgs};
 use anyhow::{ensure, Result};
 use indicatif::ProgressBar;
@@ -30,7 +30,6 @@ fn file_names(a: &StyleArgs) -> Vec<String> {
 /// Checks shared by both commands, then the main command's `plan`.
 fn plan(cmd: &str, a: StyleArgs, also: &[(&str, bool)]) -> Result<Plan> {
     refuse(cmd, &a, also)?;
-    check_output("--output-image", &a.output_image, &input_paths(&a))?;
     let plan = stylize::plan(a)?;
     stylize::note_model(&plan);
     Ok(plan)

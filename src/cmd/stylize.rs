@@ -2,7 +2,7 @@
 //! starts (nothing is written on a bad input); `run` drives `neural_style::stylize` with a
 //! progress bar, snapshots and the JSON log.
 
-use super::{check_weight, choose_device, layer_list, min_side, non_negative, positive, settings, Device};
+use super::{check_outputs, check_weight, choose_device, input_paths, layer_list, min_side, non_negative, positive, settings, Device};
 use crate::cli::{GramNormalizationArg, InitArg, LineSearchArg, OptimizerArg, PoolingArg, PreprocessArg, ReductionArg, StyleArgs, StyleResizeArg};
 use clap::ArgMatches;
 use neural_style::optim::lbfgs::LineSearch;
@@ -15,7 +15,7 @@ use neural_style::model::Vgg;
 use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Default term weights per input convention. jcjohnson's 5 / 100 / 1e-3 balance Caffe-scale
 /// inputs (0..255); torchvision inputs are ~1/60 of that scale, so features are smaller and the
@@ -54,10 +54,28 @@ pub struct Plan {
 }
 
 pub fn plan(a: StyleArgs) -> Result<Plan> {
+    plan_with(a, true)
+}
+
+/// Every file a run of `a` writes, with the flag that names it: the output, the --save-iter
+/// snapshots of every iteration that can take one, --log-json and --plot.
+pub fn output_paths(a: &StyleArgs, iterations: usize, save_iter: usize) -> Vec<(&'static str, PathBuf)> {
+    let mut v = vec![("--output-image", a.output_image.clone())];
+    if save_iter > 0 {
+        v.extend((save_iter..iterations).step_by(save_iter).map(|n| ("--save-iter", image_io::iteration_path(&a.output_image, n))));
+    }
+    v.extend(a.log_json.clone().map(|p| ("--log-json", p)));
+    v.extend(a.plot.clone().map(|p| ("--plot", p)));
+    v
+}
+
+/// `plan`, checking the files it will write (`check_paths`) or not (batch checks its own).
+pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     let recorded = settings::recorded_args(&a)?;
     // Cheap checks first: numbers, names, the output path.
-    let content_path = a.content_image.ok_or_else(|| anyhow!("--content-image is required"))?;
+    let content_path = a.content_image.clone().ok_or_else(|| anyhow!("--content-image is required"))?;
     ensure!(!a.style_image.is_empty(), "--style-image is required");
+    let seed = non_negative("seed", a.seed)? as u64;
     let image_size = positive("image-size", a.image_size)?;
     let image_height = a.image_height.map(|h| positive("image-height", h)).transpose()?;
     ensure!(a.style_scale.is_finite() && a.style_scale > 0.0, "--style-scale must be a positive number (got {})", a.style_scale);
@@ -92,7 +110,9 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
             for &w in b {
                 check_weight("style-blend-weights", w)?;
             }
-            ensure!(b.iter().sum::<f32>() > 0.0, "--style-blend-weights must not all be 0");
+            let sum = b.iter().sum::<f32>();
+            ensure!(sum.is_finite(), "--style-blend-weights sum to more than {:e}: use smaller values (only their ratios matter)", f32::MAX);
+            ensure!(sum > 0.0, "--style-blend-weights must not all be 0");
             b.clone()
         }
     };
@@ -103,11 +123,8 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
     let style_layers = layer_list(&a.style_layers);
     ensure!(!content_layers.is_empty() || !style_layers.is_empty(), "no content or style layers chosen");
     image_io::out_format(&a.output_image)?;
-    let out_dir = a.output_image.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    ensure!(out_dir.is_dir(), "{}: the output folder does not exist", out_dir.display());
-    if let Some(log) = &a.log_json {
-        let dir = log.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        ensure!(dir.is_dir(), "{}: the --log-json folder does not exist", dir.display());
+    if check_paths {
+        check_outputs(&output_paths(&a, iterations, save_iter), &input_paths(&a))?;
     }
 
     let device = choose_device(a.device, a.precision)?;
@@ -120,11 +137,13 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
     }
     let init_image = a.init_image.as_deref().map(image_io::load).transpose()?;
 
-    let model = source::resolve(a.model.as_deref(), a.seed);
+    let model = source::resolve(a.model.as_deref(), seed);
     let vgg = source::load(&model)?;
     let names = vgg.relu_names();
-    for l in content_layers.iter().chain(&style_layers) {
-        ensure!(names.contains(&l.as_str()), "unknown layer '{l}': this model has {}", names.join(", "));
+    for (flag, layers) in [("--content-layers", &content_layers), ("--style-layers", &style_layers)] {
+        for l in layers {
+            ensure!(names.contains(&l.as_str()), "{flag}: unknown layer '{l}': this model has {}", names.join(", "));
+        }
     }
     let convention = match a.preprocess {
         Some(PreprocessArg::Torchvision) => Convention::Torchvision,
@@ -218,7 +237,7 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
         iterations,
         print_iter,
         save_iter,
-        seed: a.seed,
+        seed,
         vgg,
         model,
         device,
@@ -278,6 +297,30 @@ pub fn job(plan: &Plan) -> Job {
     }
 }
 
+/// A run whose loss or gradient stopped being finite: writes its last good image to the output
+/// path and returns the one-line error, with advice that fits the optimiser.
+fn keep_last_good(plan: &Plan, nf: &neural_style::NonFinite) -> anyhow::Error {
+    let advice = match plan.optimizer {
+        Optimizer::Lbfgs { .. } => "L-BFGS has no learning rate: lower --content-weight, --style-weight or --tv-weight, or try another --init".to_string(),
+        Optimizer::Adam { learning_rate } => format!("try a smaller --learning-rate (this run used {learning_rate:e})"),
+    };
+    let mut img = Rgb8 { w: nf.w, h: nf.h, data: plan.convention.deprocess(&nf.last_good) };
+    if (img.w, img.h) != (plan.content.w, plan.content.h) {
+        img = image_io::resize_exact(img, (plan.content.w, plan.content.h));
+    }
+    if plan.original_colors {
+        img = neural_style::color::original_colors(&plan.content, &img);
+    }
+    let kept = match nf.last_good_iteration {
+        0 => "the starting image (no iteration was finite)".to_string(),
+        k => format!("the last finite image (iteration {k})"),
+    };
+    match image_io::save_with_text(&img, &plan.output, &[(settings::SETTINGS_KEY, &plan.provenance)]) {
+        Ok(()) => anyhow!("{nf}; {advice}; wrote {kept} to {}", plan.output.display()),
+        Err(e) => anyhow!("{nf}; {advice}; could not write {kept} to {}: {e:#}", plan.output.display()),
+    }
+}
+
 pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     let job = job(plan);
     let device = backend.name();
@@ -333,7 +376,13 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let out = out?;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => match e.downcast_ref::<neural_style::NonFinite>() {
+            Some(nf) => return Err(keep_last_good(plan, nf)),
+            None => return Err(e),
+        },
+    };
     let mut result = Rgb8 { w: out.w, h: out.h, data: plan.convention.deprocess(&out.image) };
     if plan.original_colors {
         result = neural_style::color::original_colors(&plan.content, &result);
