@@ -7,7 +7,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -47,18 +47,35 @@ pub fn out_format(path: &Path) -> Result<OutFormat> {
     }
 }
 
-/// Reads an image file as RGB (grayscale expanded, alpha composited over white).
+/// Reads an image file as RGB (grayscale expanded, alpha composited over white), turned upright
+/// as its EXIF orientation says. A JPEG cut short is refused (decoders fill the missing part
+/// with grey instead of failing).
 pub fn load(path: &Path) -> Result<Rgb8> {
-    let reader = ImageReader::open(path).map_err(|e| anyhow!("{}: cannot open: {}", path.display(), io_reason(&e)))?;
-    let reader = reader.with_guessed_format().map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
-    if reader.format().is_none() {
-        bail!("{}: not a PNG or JPEG image", path.display());
+    let bytes = fs::read(path).map_err(|e| anyhow!("{}: cannot open: {}", path.display(), io_reason(&e)))?;
+    let reader = ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+    match reader.format() {
+        None => bail!("{}: not a PNG or JPEG image", path.display()),
+        Some(ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => bail!("{}: the JPEG is truncated (no end-of-image marker after its image data)", path.display()),
+        _ => {}
     }
-    let img = reader.decode().map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
+    let mut decoder = reader.into_decoder().map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
+    img.apply_orientation(orientation);
     if img.width() == 0 || img.height() == 0 {
         bail!("{}: the image is empty", path.display());
     }
     Ok(Rgb8::from_image(to_rgb_over_white(img)))
+}
+
+/// A JPEG's entropy-coded data ends with an end-of-image marker (FF D9). Inside that data a
+/// 0xFF byte is always followed by 0x00 or a restart marker, so an FF D9 after the first
+/// start-of-scan (FF DA) can only be the real end: a file cut short has none.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let Some(sos) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else { return false };
+    bytes[sos..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -246,5 +263,60 @@ mod tests {
         assert!(out_format(Path::new("a.gif")).is_err());
         assert!(out_format(Path::new("a")).is_err());
         assert_eq!(iteration_path(Path::new("d/out.png"), 100), Path::new("d/out_100.png"));
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    /// A w x h JPEG: left half red, right half blue, with an optional EXIF orientation.
+    fn jpeg(w: u32, h: u32, orientation: Option<u16>) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, _| if x < w / 2 { image::Rgb([220, 20, 20]) } else { image::Rgb([20, 20, 220]) });
+        let mut bytes = Vec::new();
+        img.write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95)).unwrap();
+        if let Some(o) = orientation {
+            // APP1 "Exif": a little-endian TIFF header and one IFD entry, Orientation (0x0112), SHORT.
+            let mut exif = b"Exif\0\0II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+            exif.extend_from_slice(&o.to_le_bytes());
+            exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            let mut app1 = vec![0xFF, 0xE1];
+            app1.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+            app1.extend_from_slice(&exif);
+            bytes.splice(2..2, app1); // right after SOI
+        }
+        bytes
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn truncated_jpegs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = jpeg(64, 48, None);
+        assert!(load(&write(dir.path(), "whole.jpg", &whole)).is_ok());
+        for keep in [whole.len() * 6 / 10, whole.len() - 2] {
+            let err = load(&write(dir.path(), "cut.jpg", &whole[..keep])).unwrap_err().to_string();
+            assert!(err.contains("truncated"), "{keep} bytes: {err}");
+        }
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = load(&write(dir.path(), "plain.jpg", &jpeg(32, 16, None))).unwrap();
+        assert_eq!((plain.w, plain.h), (32, 16));
+        // 6: the stored image is to be turned 90° clockwise: its left (red) half goes on top.
+        let turned = load(&write(dir.path(), "turned.jpg", &jpeg(32, 16, Some(6)))).unwrap();
+        assert_eq!((turned.w, turned.h), (16, 32));
+        fn px(img: &Rgb8, x: usize, y: usize) -> &[u8] {
+            &img.data[(y * img.w + x) * 3..(y * img.w + x) * 3 + 3]
+        }
+        assert!(px(&turned, 8, 4)[0] > 150 && px(&turned, 8, 4)[2] < 100, "top is red: {:?}", px(&turned, 8, 4));
+        assert!(px(&turned, 8, 28)[2] > 150 && px(&turned, 8, 28)[0] < 100, "bottom is blue: {:?}", px(&turned, 8, 28));
     }
 }
