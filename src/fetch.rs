@@ -2,7 +2,7 @@
 //! sha256 prefix in the file name (torch.hub's own convention), written via temp file + rename.
 
 use crate::model::source::hash_prefix_of;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 pub fn url_file_name(url: &str) -> Option<&str> {
     let path = url.split(['?', '#']).next()?;
     let name = path.rsplit('/').next()?;
-    (!name.is_empty() && path.contains("://") && path.matches('/').count() >= 3).then_some(name)
+    let is_file_name = !name.is_empty() && name != "." && name != "..";
+    (is_file_name && path.contains("://") && path.matches('/').count() >= 3).then_some(name)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -56,9 +57,23 @@ pub fn fetch(url: &str, dest: &Path, show_progress: bool) -> Result<()> {
             }
         }
     }
+    ensure!(!dest.is_dir(), "{}: the destination is a folder; name the file (e.g. {})", dest.display(), dest.join(name).display());
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // Folders made here go again if the download fails: a failed fetch leaves nothing behind.
+    let created: Vec<PathBuf> = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).map(Path::to_path_buf).collect();
     fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+    let result = download(url, name, dest, expected.as_deref(), show_progress);
+    if result.is_err() {
+        for d in &created {
+            let _ = fs::remove_dir(d); // innermost first; only ever empty folders
+        }
+    }
+    result
+}
 
+/// The download itself, into a temp file beside `dest` that is renamed over it once verified
+/// and removed on any failure.
+fn download(url: &str, name: &str, dest: &Path, expected: Option<&str>, show_progress: bool) -> Result<()> {
     let mut response = ureq::get(url).call().map_err(|e| anyhow!("download of {url} failed: {e}"))?;
     let total = response.body().content_length();
     let bar = if show_progress { ProgressBar::new(total.unwrap_or(0)) } else { ProgressBar::hidden() };
@@ -95,15 +110,18 @@ pub fn fetch(url: &str, dest: &Path, show_progress: bool) -> Result<()> {
         Ok(hex(&hasher.finalize()))
     })();
     bar.finish_and_clear();
-    let verified = result.and_then(|digest| match &expected {
-        Some(prefix) if !digest.starts_with(prefix.as_str()) => {
+    let verified = result.and_then(|digest| match expected {
+        Some(prefix) if !digest.starts_with(prefix) => {
             bail!("sha256 of the download is {digest}, which does not start with '{prefix}' as its name '{name}' says; nothing was kept")
         }
         _ => Ok(digest),
     });
-    match verified {
+    let saved = verified.and_then(|digest| {
+        fs::rename(&tmp, dest).with_context(|| format!("{}: cannot write", dest.display()))?;
+        Ok(digest)
+    });
+    match saved {
         Ok(digest) => {
-            fs::rename(&tmp, dest).with_context(|| format!("{}: cannot write", dest.display()))?;
             eprintln!("saved {} (sha256 {digest})", dest.display());
             Ok(())
         }
@@ -132,5 +150,7 @@ mod tests {
         assert_eq!(url_file_name("http://127.0.0.1:80/a-01234567.pth?x=1"), Some("a-01234567.pth"));
         assert_eq!(url_file_name("http://host/"), None);
         assert_eq!(url_file_name("vgg.pth"), None);
+        assert_eq!(url_file_name("http://host/models/.."), None);
+        assert_eq!(url_file_name("http://host/models/."), None);
     }
 }

@@ -408,7 +408,30 @@ fn fetch_model_reports_an_unreachable_server() {
         .unwrap();
     assert!(!o.status.success());
     assert!(!dest.exists());
+    assert!(!env.path("m").exists(), "the folder made for the download was left behind");
     assert!(stderr(&o).starts_with("error:") || stderr(&o).contains("\nerror:"));
+}
+
+#[test]
+fn failed_fetches_leave_no_file_and_no_folder() {
+    let env = Env::new();
+    // A wrong hash into folders that did not exist: both go again.
+    let (port, server) = serve(fixture_bytes(), 1);
+    let dest = env.path("new/deeper/vgg19-00000000.pth");
+    let o = env.cmd().args(["fetch-model", "--url", &format!("http://127.0.0.1:{port}/vgg19-00000000.pth"), "--dest", dest.to_str().unwrap()]).output().unwrap();
+    server.join().unwrap();
+    assert_user_error(&env, &o, "sha256");
+    assert!(!env.path("new").exists());
+    // The destination is a folder: refused before any download, the folder untouched.
+    std::fs::create_dir(env.path("dir")).unwrap();
+    let o = env.cmd().args(["fetch-model", "--url", "http://127.0.0.1:9/vgg19-dcbb9e9d.pth", "--dest", "dir"]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("is a folder"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(env.path("dir")).unwrap().count(), 0);
+    std::fs::remove_dir(env.path("dir")).unwrap();
+    // A URL that names no file.
+    let o = env.cmd().args(["fetch-model", "--url", "http://127.0.0.1:9/models/..", "--dest", "x/y.pth"]).output().unwrap();
+    assert_user_error(&env, &o, "not a URL of a file");
 }
 
 /// A minimal `.safetensors` file of f32 tensors `(name, shape)`, filled with small values.
