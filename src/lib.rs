@@ -18,6 +18,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod fetch;
 pub mod image_io;
+pub mod memory;
 pub mod model;
 pub mod multiscale;
 pub mod network;

@@ -1142,3 +1142,16 @@ fn errors_name_the_flag_at_fault() {
     let o = env.cmd().args(["bench", "--sizes", "32,8", "--device", "cpu"]).output().unwrap();
     assert_user_error(&env, &o, "--sizes: 8 is too small: the minimum size is 16 pixels");
 }
+
+#[test]
+fn a_size_that_cannot_fit_in_memory_is_refused_up_front() {
+    if neural_style::memory::available_bytes().is_none() {
+        println!("skipped: no /proc/meminfo");
+        return;
+    }
+    let env = Env::new();
+    // 100000 px would need tens of TB; today's check runs before any resize or allocation.
+    let o = env.stylize(&["--image-size", "100000", "--output-image", "big.png"]);
+    assert_user_error(&env, &o, "the largest size that fits is about");
+    assert!(stderr(&o).contains("100000x75000"), "{}", stderr(&o));
+}

@@ -152,6 +152,13 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     };
     let (dc, ds, dt) = default_weights(convention);
 
+    // Memory first, from the target size alone: resizing to a size that cannot fit would abort.
+    let target = match image_height {
+        None => image_io::fit_size(content.w, content.h, image_size),
+        Some(h) => (((content.w as f64 * h as f64 / content.h as f64).round() as usize).max(1), h),
+    };
+    check_memory(&vgg, &content_layers, &style_layers, target, &a, history.min(iterations), device)?;
+
     // Sizes: resize, then check each input survives the poolings of the deepest layer used.
     let content = match image_height {
         None => image_io::resize_max_side(content, image_size),
@@ -247,6 +254,33 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
         scales,
         plot: a.plot,
     })
+}
+
+/// Refuses a run whose buffers cannot fit in the memory available now (CPU runs; a GPU's free
+/// memory is only known once its context exists), naming the largest size that would.
+fn check_memory(vgg: &Vgg, content_layers: &[String], style_layers: &[String], (w, h): (usize, usize), a: &StyleArgs, pairs: usize, device: Device) -> Result<()> {
+    let Device::Cpu = device else { return Ok(()) };
+    let Some(available) = neural_style::memory::available_bytes() else { return Ok(()) };
+    let optimizer_vectors = match a.optimizer {
+        // Two per curvature pair, the direction and the previous gradient, and the line search's five.
+        OptimizerArg::Lbfgs => 2 * pairs + 2 + if a.lbfgs_line_search == LineSearchArg::StrongWolfe { 5 } else { 0 },
+        OptimizerArg::Adam => 2,
+    };
+    let needed: Vec<String> = content_layers.iter().chain(style_layers).cloned().collect();
+    let floats = neural_style::memory::run_floats(vgg, &needed, h, w, optimizer_vectors);
+    let (need, gib) = (floats.bytes(), |b: u64| b as f64 / (1u64 << 30) as f64);
+    if need > available {
+        // Every term grows with the pixel count.
+        let fits = (w.max(h) as f64 * (available as f64 / need as f64).sqrt() * 0.95).floor();
+        bail!(
+            "a {w}x{h} run needs about {:.1} GiB (layer outputs and their gradients {:.1} GiB, image and optimiser vectors {:.1} GiB), more than the {:.1} GiB available: the largest size that fits is about {fits} pixels on the longer side (--image-size / --image-height), or use fewer --lbfgs-num-correction",
+            gib(need),
+            gib(4 * 3 * floats.activations),
+            gib(4 * floats.image_vectors),
+            gib(available)
+        );
+    }
+    Ok(())
 }
 
 pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<()> {

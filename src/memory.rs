@@ -1,0 +1,77 @@
+//! How much memory a run needs, estimated before anything is allocated, so that a size that
+//! cannot fit is refused with the largest one that would (instead of aborting on an allocation).
+
+use crate::model::{Layer, Vgg};
+
+/// f32 values per buffer kind of one run of an h x w image.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RunFloats {
+    /// Every layer output up to the deepest layer used (ReLU and pool outputs kept for backward).
+    pub activations: u64,
+    /// The image, its gradient and the optimiser's vectors.
+    pub image_vectors: u64,
+}
+
+impl RunFloats {
+    /// Bytes in all: activations three times (forward outputs, their gradients, and a style image
+    /// of about the same size while its Grams are computed), plus the image-sized vectors.
+    pub fn bytes(&self) -> u64 {
+        4 * (3 * self.activations + self.image_vectors)
+    }
+}
+
+/// The floats a run needs: `needed` the content and style layers, `optimizer_vectors` how many
+/// image-sized vectors the optimiser keeps (L-BFGS: 2 per history pair plus a few; Adam: 2).
+pub fn run_floats(vgg: &Vgg, needed: &[String], h: usize, w: usize, optimizer_vectors: usize) -> RunFloats {
+    let (mut lh, mut lw) = (h as u64, w as u64);
+    let mut c = 3u64;
+    let mut activations = 0u64;
+    let mut remaining: Vec<&String> = needed.iter().collect();
+    for l in &vgg.layers {
+        if remaining.is_empty() {
+            break;
+        }
+        match l {
+            Layer::Pool => {
+                lh /= 2;
+                lw /= 2;
+            }
+            Layer::Conv(conv) => {
+                c = conv.c_out as u64;
+                remaining.retain(|n| **n != conv.name);
+            }
+        }
+        activations += lh * lw * c;
+    }
+    let n = 3 * (h as u64) * (w as u64);
+    RunFloats { activations, image_vectors: n * (2 + optimizer_vectors as u64) }
+}
+
+/// Memory the system can give this process now (Linux: MemAvailable), if known.
+pub fn available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::random::random_vgg19;
+
+    #[test]
+    fn vgg19_keeps_320_floats_per_pixel_up_to_relu5_1() {
+        // DESIGN.md's count: 128 + 16 + 64 + 8 + 64 + 4 + 32 + 2 + 2 per input pixel.
+        let vgg = random_vgg19(0);
+        let f = run_floats(&vgg, &["relu5_1".to_string(), "relu4_2".to_string()], 256, 256, 0);
+        assert_eq!(f.activations, 320 * 256 * 256);
+        assert_eq!(f.image_vectors, 2 * 3 * 256 * 256);
+        // Only the layers up to the deepest one used: relu2_1 is 64 + 64 + 16 + 32 per pixel.
+        assert_eq!(run_floats(&vgg, &["relu2_1".to_string()], 256, 256, 0).activations, 176 * 256 * 256);
+        // The cost grows with the pixels.
+        let big = run_floats(&vgg, &["relu5_1".to_string()], 512, 512, 200);
+        assert_eq!(big.activations, 4 * f.activations);
+        assert_eq!(big.bytes(), 4 * (3 * big.activations + 3 * 512 * 512 * 202));
+    }
+}
