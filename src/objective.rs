@@ -212,13 +212,13 @@ impl<'b, B: Backend> Objective<'b, B> {
         for t in &mut self.style {
             self.backend.fill(&mut t.target, 0.0)?;
         }
+        let x_shapes = layer_shapes(&self.net.layers, self.h, self.w);
         for (k, (style, blend)) in styles.iter().enumerate() {
             self.net.check_size(style.h, style.w, &format!("style image {}", k + 1))?;
             let mut s_acts = self.net.alloc_activations(self.backend, style.h, style.w)?;
             let xs = self.backend.upload(&style.data)?;
             self.net.forward(self.backend, &xs, style.h, style.w, &mut s_acts)?;
             let s_shapes = layer_shapes(&self.net.layers, style.h, style.w);
-            let x_shapes = layer_shapes(&self.net.layers, self.h, self.w);
             for t in &mut self.style {
                 let (sh, sw, c) = s_shapes[t.layer];
                 self.backend.gram(sh * sw, c, &s_acts[t.layer], &mut t.gram)?;

@@ -4,7 +4,7 @@
 //! Grams are computed once for all frames of one size (`MultiScale::set_content` swaps only
 //! the content targets; a frame of another size rebuilds the objectives).
 
-use super::stylize::{job, note_model, plan_with, Plan};
+use super::stylize::{job, note_model, plan_with, save_result, Plan};
 use super::{check_not_inputs, check_writable};
 use super::Device;
 use crate::cli::BatchArgs;
@@ -171,12 +171,8 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
             Ok(())
         };
         let out = objectives.as_mut().expect("built above").run(backend, &frame_job, &mut observer)?;
-        let mut result = Rgb8 { w: out.w, h: out.h, data: plan.convention.deprocess(&out.image) };
-        if plan.original_colors {
-            result = neural_style::color::original_colors(&content, &result);
-        }
         let provenance = super::settings::with_content(&plan.provenance, &f.input);
-        image_io::save_with_text(&result, &f.output, &[(super::settings::SETTINGS_KEY, &provenance)])?;
+        save_result(plan, &content, &out.image, (out.w, out.h), &f.output, &provenance)?;
         say(format!(
             "{tag}: wrote {} ({}x{}, from {init_from}) after {} evaluations in {:.1} s; loss {:.4e}",
             f.output.display(),

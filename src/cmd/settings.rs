@@ -109,15 +109,20 @@ fn id_of(long: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("internal: no flag --{long}"))
 }
 
-/// The settings recorded in `png` as flags: (id, tokens) per recorded flag.
-fn recorded_flags(png: &Path) -> Result<Vec<(String, Vec<String>)>> {
+/// The settings JSON recorded in `png` (see `record`).
+fn recorded_settings(png: &Path) -> Result<Value> {
     let texts = image_io::read_png_text(png).context("--from-png")?;
     let text = texts
         .iter()
         .find(|(k, _)| k == SETTINGS_KEY)
         .map(|(_, t)| t)
         .ok_or_else(|| anyhow!("--from-png {}: no settings recorded in this PNG (it was not written by neural-style)", png.display()))?;
-    let settings: Value = serde_json::from_str(text).with_context(|| format!("--from-png {}: the recorded settings are not valid JSON", png.display()))?;
+    serde_json::from_str(text).with_context(|| format!("--from-png {}: the recorded settings are not valid JSON", png.display()))
+}
+
+/// The settings recorded in `png` as flags: (id, tokens) per recorded flag.
+fn recorded_flags(png: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    let settings = recorded_settings(png)?;
     let Some(recorded) = settings.get("args").and_then(Value::as_object) else {
         bail!("--from-png {}: the recorded settings have no \"args\"", png.display());
     };
@@ -188,8 +193,5 @@ fn absolute_paths(v: Value) -> Value {
 
 /// The model hash recorded in `png`, if any (to warn when a rerun uses other weights).
 pub fn recorded_model_sha256(png: &Path) -> Option<String> {
-    let texts = image_io::read_png_text(png).ok()?;
-    let (_, text) = texts.into_iter().find(|(k, _)| k == SETTINGS_KEY)?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    v.get("model_sha256")?.as_str().map(str::to_string)
+    recorded_settings(png).ok()?.get("model_sha256")?.as_str().map(str::to_string)
 }

@@ -331,6 +331,17 @@ pub fn job(plan: &Plan) -> Job {
     }
 }
 
+/// A result as the user gets it: the preprocessed (h, w, 3) `image` back to 8-bit RGB at the size
+/// of `content` (the resized content image), with the content's colours under --original-colors,
+/// written with its recorded settings (`provenance`, from settings::record).
+pub fn save_result(plan: &Plan, content: &Rgb8, image: &[f32], (w, h): (usize, usize), path: &std::path::Path, provenance: &str) -> Result<()> {
+    let mut img = image_io::resize_exact(Rgb8 { w, h, data: plan.convention.deprocess(image) }, (content.w, content.h));
+    if plan.original_colors {
+        img = neural_style::color::original_colors(content, &img);
+    }
+    image_io::save_with_text(&img, path, &[(settings::SETTINGS_KEY, provenance)])
+}
+
 /// A run whose loss or gradient stopped being finite: writes its last good image to the output
 /// path and returns the one-line error, with advice that fits the optimiser.
 fn keep_last_good(plan: &Plan, nf: &neural_style::NonFinite) -> anyhow::Error {
@@ -338,18 +349,11 @@ fn keep_last_good(plan: &Plan, nf: &neural_style::NonFinite) -> anyhow::Error {
         Optimizer::Lbfgs { .. } => "L-BFGS has no learning rate: lower --content-weight, --style-weight or --tv-weight, or try another --init".to_string(),
         Optimizer::Adam { learning_rate } => format!("try a smaller --learning-rate (this run used {learning_rate:e})"),
     };
-    let mut img = Rgb8 { w: nf.w, h: nf.h, data: plan.convention.deprocess(&nf.last_good) };
-    if (img.w, img.h) != (plan.content.w, plan.content.h) {
-        img = image_io::resize_exact(img, (plan.content.w, plan.content.h));
-    }
-    if plan.original_colors {
-        img = neural_style::color::original_colors(&plan.content, &img);
-    }
     let kept = match nf.last_good_iteration {
         0 => "the starting image (no iteration was finite)".to_string(),
         k => format!("the last finite image (iteration {k})"),
     };
-    match image_io::save_with_text(&img, &plan.output, &[(settings::SETTINGS_KEY, &plan.provenance)]) {
+    match save_result(plan, &plan.content, &nf.last_good, (nf.w, nf.h), &plan.output, &plan.provenance) {
         Ok(()) => anyhow!("{nf}; {advice}; wrote {kept} to {}", plan.output.display()),
         Err(e) => anyhow!("{nf}; {advice}; could not write {kept} to {}: {e:#}", plan.output.display()),
     }
@@ -417,11 +421,7 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
             None => return Err(e),
         },
     };
-    let mut result = Rgb8 { w: out.w, h: out.h, data: plan.convention.deprocess(&out.image) };
-    if plan.original_colors {
-        result = neural_style::color::original_colors(&plan.content, &result);
-    }
-    image_io::save_with_text(&result, &plan.output, &[(settings::SETTINGS_KEY, &plan.provenance)])?;
+    save_result(plan, &plan.content, &out.image, (out.w, out.h), &plan.output, &plan.provenance)?;
     if let Some(p) = &plan.plot {
         neural_style::plot::save_loss_plot(&losses, p)?;
         eprintln!("wrote {} (loss curves)", p.display());

@@ -81,9 +81,7 @@ impl<B: Backend> Lbfgs<B> {
     /// Given the gradient g at x (just evaluated), moves x one step. The caller then evaluates
     /// the new x and calls `step` again.
     pub fn step(&mut self, backend: &B, x: &mut B::Buf, g: &B::Buf) -> Result<StepOutcome> {
-        let gtd = self.direction(backend, g)?;
-        // torch breaks when gtd > -tolerance_change; neural-style runs with tolerance -1.
-        if gtd > 1.0 {
+        if !is_descent(self.direction(backend, g)?) {
             return Ok(StepOutcome::NotDescent);
         }
         backend.axpy(self.t as f32, &self.d, x)?;
@@ -140,10 +138,12 @@ impl<B: Backend> Lbfgs<B> {
     }
 
     /// Runs L-BFGS from x for at most `max_evals` evaluations of `eval(x, g) -> loss` (which
-    /// writes the gradient at x into g), as torch's `LBFGS.step(closure)` with max_iter =
-    /// max_eval = `max_evals` and tolerances -1 (the strong-Wolfe search is cut short rather than
-    /// exceed the budget: torch would overshoot it within its last iteration). On return x is
-    /// the final point; with the strong-Wolfe search g holds the gradient there.
+    /// writes the gradient at x into g), as torch's `LBFGS.step(closure)` with tolerances -1:
+    /// - fixed step: max_iter = `max_evals` and torch's default max_eval, so every evaluation is
+    ///   followed by a step (x ends one step past the last evaluation);
+    /// - strong Wolfe: max_eval = `max_evals`, the search cut short rather than exceed it (torch
+    ///   would overshoot it within its last iteration); x ends on an evaluated point, g holds
+    ///   the gradient there.
     pub fn minimize(
         &mut self,
         backend: &B,
@@ -182,7 +182,7 @@ impl<B: Backend> Lbfgs<B> {
                 };
                 while evals < max_evals {
                     let gtd = self.direction(backend, g)?;
-                    if gtd > 1.0 {
+                    if !is_descent(gtd) {
                         break;
                     }
                     backend.copy(x, &mut search.x0)?;
@@ -206,6 +206,11 @@ impl<B: Backend> Lbfgs<B> {
         }
         Ok(Minimized { evaluations: evals, final_evaluation })
     }
+}
+
+/// torch stops when gᵀd > -tolerance_change; neural-style runs with tolerance_change = -1.
+fn is_descent(gtd: f64) -> bool {
+    gtd <= 1.0
 }
 
 /// torch's `max_ls`: evaluations a line search may make after its first trial.
