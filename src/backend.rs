@@ -83,6 +83,16 @@ impl std::str::FromStr for Precision {
     }
 }
 
+/// A device allocation that did not fit, so that the caller can say which size would.
+#[derive(Debug, thiserror::Error)]
+#[error("the GPU ran out of memory allocating {:.1} MiB ({:.2} GiB of {:.2} GiB free when the run began)", *.requested as f64 / (1u64 << 20) as f64, *.free_at_start as f64 / (1u64 << 30) as f64, *.total as f64 / (1u64 << 30) as f64)]
+pub struct OutOfDeviceMemory {
+    pub requested: u64,
+    /// Device memory free before the run allocated anything.
+    pub free_at_start: u64,
+    pub total: u64,
+}
+
 /// Everything one loss-and-gradient evaluation and the optimisers need from a device.
 pub trait Backend {
     /// `Vec<f32>` on the CPU, a device allocation on CUDA.

@@ -584,3 +584,28 @@ fn gram_split_covers_k_exactly_once() {
         }
     }
 }
+
+/// Issue 9 item 9: GPU faults are errors that say what failed, never panics. An allocation larger
+/// than the device becomes `OutOfDeviceMemory` (which the CLI turns into a size that fits); a
+/// launch the driver refuses (a grid of 65536 blocks in y, over the limit of 65535) names the
+/// kernel, its shape and its grid; and the backend still works afterwards.
+#[test]
+fn gpu_faults_are_errors_naming_what_failed() {
+    let Some(be) = gpu(Precision::Fp32) else { return };
+    let (_, total) = cuda::free_memory(0).unwrap();
+    let err = be.zeros((total / 4 + (1 << 28)) as usize).unwrap_err();
+    let oom = err.downcast_ref::<neural_style::backend::OutOfDeviceMemory>().unwrap_or_else(|| panic!("not an OutOfDeviceMemory: {err:#}"));
+    assert!(oom.requested > total && oom.total == total, "{oom}");
+    assert!(err.to_string().contains("ran out of memory"), "{err}");
+
+    let s = ConvShape { h: 1, w: 1, c_in: 1, c_out: 64 * 65536 };
+    let x = be.upload(&[1.0]).unwrap();
+    let w = be.zeros(9 * s.c_out).unwrap();
+    let b = be.zeros(s.c_out).unwrap();
+    let mut y = be.zeros(s.c_out).unwrap();
+    let err = be.conv3x3_fwd(s, &x, &w, &b, &mut y).unwrap_err().to_string();
+    assert!(err.contains("conv3x3_fwd") && err.contains("c_out: 4194304") && err.contains("grid (1, 65536, 1)"), "{err}");
+
+    let v = be.upload(&[1.0, 2.0, 3.0]).unwrap();
+    assert_eq!(be.dot(&v, &v).unwrap(), 14.0, "the backend works after both errors");
+}

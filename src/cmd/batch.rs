@@ -142,7 +142,9 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
             }
             continue;
         }
-        let content = image_io::resize_max_side(image_io::load(&f.input)?, image_size);
+        let fit = |(w, h)| image_io::fit_size(w, h, image_size);
+        let (content, source) = image_io::load_for(&f.input, fit)?;
+        let content = image_io::resize_exact(content, fit(source));
         let scales = scales_from(&content, &plan.styles, plan.convention, &sizes);
         match objectives.as_mut() {
             Some(o) if built_for == (content.w, content.h) => o.set_content(&scales.iter().map(|s| s.content.clone()).collect::<Vec<_>>())?,
@@ -154,7 +156,7 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
         }
         let from_previous = match (&previous, temporal) {
             (Previous::Memory(img), true) => Some((resize_image(img, content.h, content.w), "the previous result")),
-            (Previous::File(p), true) => Some((pre(&image_io::resize_exact(image_io::load(p)?, (content.w, content.h))), "the previous output file")),
+            (Previous::File(p), true) => Some((pre(&image_io::resize_exact(image_io::load_for(p, |_| (content.w, content.h))?.0, (content.w, content.h))), "the previous output file")),
             _ => None,
         };
         let (init, init_from) = match from_previous {

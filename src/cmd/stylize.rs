@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use neural_style::image_io::{self, Rgb8};
 use neural_style::model::source::{self, ModelSource};
+use neural_style::backend::OutOfDeviceMemory;
 use neural_style::model::Vgg;
 use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
 use std::fs;
@@ -51,6 +52,8 @@ pub struct Plan {
     /// `(size, iterations)` per scale for `--scales`; None: one scale.
     pub scales: Option<Vec<(usize, usize)>>,
     pub plot: Option<PathBuf>,
+    /// Bytes the run needs by `memory::run_floats`'s estimate.
+    pub memory_need: u64,
 }
 
 pub fn plan(a: StyleArgs) -> Result<Plan> {
@@ -129,13 +132,25 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
 
     let device = choose_device(a.device, a.precision)?;
 
-    // Inputs: decoding problems surface before the model (which may be large) is read.
-    let content = image_io::load(&content_path)?;
+    // Inputs: decoding problems surface before the model (which may be large) is read. Each is
+    // decoded for the size it will be resized to (a PNG much larger is reduced as it is read).
+    let content_size = |(w, h): (usize, usize)| match image_height {
+        None => image_io::fit_size(w, h, image_size),
+        Some(ih) => (((w as f64 * ih as f64 / h as f64).round() as usize).max(1), ih),
+    };
+    let (content, content_source) = image_io::load_for(&content_path, content_size)?;
+    let target = content_size(content_source);
+    let style_side = ((target.0.max(target.1) as f64 * a.style_scale as f64).round() as usize).max(1);
+    let style_size = |(w, h): (usize, usize)| match a.style_resize {
+        StyleResizeArg::LongerSide => image_io::fit_size(w, h, style_side),
+        StyleResizeArg::MatchContent => target,
+    };
     let mut styles = Vec::new();
     for (p, b) in a.style_image.iter().zip(&blend) {
-        styles.push((image_io::load(p)?, *b));
+        let (img, source) = image_io::load_for(p, style_size)?;
+        styles.push((img, style_size(source), *b));
     }
-    let init_image = a.init_image.as_deref().map(image_io::load).transpose()?;
+    let init_image = a.init_image.as_deref().map(|p| image_io::load_for(p, |_| target)).transpose()?.map(|(img, _)| img);
 
     let model = source::resolve(a.model.as_deref(), seed);
     let vgg = source::load(&model)?;
@@ -153,28 +168,11 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     let (dc, ds, dt) = default_weights(convention);
 
     // Memory first, from the target size alone: resizing to a size that cannot fit would abort.
-    let target = match image_height {
-        None => image_io::fit_size(content.w, content.h, image_size),
-        Some(h) => (((content.w as f64 * h as f64 / content.h as f64).round() as usize).max(1), h),
-    };
-    check_memory(&vgg, &content_layers, &style_layers, target, &a, history.min(iterations), device)?;
+    let memory_need = check_run_memory(&vgg, &content_layers, &style_layers, target, &a, history.min(iterations), device)?;
 
     // Sizes: resize, then check each input survives the poolings of the deepest layer used.
-    let content = match image_height {
-        None => image_io::resize_max_side(content, image_size),
-        Some(h) => {
-            let w = ((content.w as f64 * h as f64 / content.h as f64).round() as usize).max(1);
-            image_io::resize_exact(content, (w, h))
-        }
-    };
-    let style_side = ((content.w.max(content.h) as f64 * a.style_scale as f64).round() as usize).max(1);
-    let styles: Vec<(Rgb8, f32)> = styles
-        .into_iter()
-        .map(|(s, b)| match a.style_resize {
-            StyleResizeArg::LongerSide => (image_io::resize_max_side(s, style_side), b),
-            StyleResizeArg::MatchContent => (image_io::resize_exact(s, (content.w, content.h)), b),
-        })
-        .collect();
+    let content = image_io::resize_exact(content, target);
+    let styles: Vec<(Rgb8, f32)> = styles.into_iter().map(|(s, size, b)| (image_io::resize_exact(s, size), b)).collect();
     let all_layers: Vec<String> = content_layers.iter().chain(&style_layers).cloned().collect();
     let too_small = |what: &str, img: &Rgb8, layers: &[String]| -> Result<()> {
         let (side, pools, deepest) = min_side(&vgg, layers);
@@ -253,34 +251,35 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
         provenance,
         scales,
         plot: a.plot,
+        memory_need,
     })
 }
 
-/// Refuses a run whose buffers cannot fit in the memory available now (CPU runs; a GPU's free
-/// memory is only known once its context exists), naming the largest size that would.
-fn check_memory(vgg: &Vgg, content_layers: &[String], style_layers: &[String], (w, h): (usize, usize), a: &StyleArgs, pairs: usize, device: Device) -> Result<()> {
-    let Device::Cpu = device else { return Ok(()) };
-    let Some(available) = neural_style::memory::available_bytes() else { return Ok(()) };
+/// Bytes a run of this size needs (`cmd::check_memory`), counting the optimiser's vectors.
+fn check_run_memory(vgg: &Vgg, content_layers: &[String], style_layers: &[String], size: (usize, usize), a: &StyleArgs, pairs: usize, device: Device) -> Result<u64> {
     let optimizer_vectors = match a.optimizer {
         // Two per curvature pair, the direction and the previous gradient, and the line search's five.
         OptimizerArg::Lbfgs => 2 * pairs + 2 + if a.lbfgs_line_search == LineSearchArg::StrongWolfe { 5 } else { 0 },
         OptimizerArg::Adam => 2,
     };
     let needed: Vec<String> = content_layers.iter().chain(style_layers).cloned().collect();
-    let floats = neural_style::memory::run_floats(vgg, &needed, h, w, optimizer_vectors);
-    let (need, gib) = (floats.bytes(), |b: u64| b as f64 / (1u64 << 30) as f64);
-    if need > available {
-        // Every term grows with the pixel count.
-        let fits = (w.max(h) as f64 * (available as f64 / need as f64).sqrt() * 0.95).floor();
-        bail!(
-            "a {w}x{h} run needs about {:.1} GiB (layer outputs and their gradients {:.1} GiB, image and optimiser vectors {:.1} GiB), more than the {:.1} GiB available: the largest size that fits is about {fits} pixels on the longer side (--image-size / --image-height), or use fewer --lbfgs-num-correction",
-            gib(need),
-            gib(4 * 3 * floats.activations),
-            gib(4 * floats.image_vectors),
-            gib(available)
-        );
-    }
-    Ok(())
+    super::check_memory(vgg, &needed, size, optimizer_vectors, device)
+}
+
+/// The message for a run that ran out of GPU memory although the estimate fitted (other
+/// processes, fragmentation, or an estimate too low): what would fit, by the same estimate.
+fn out_of_device_memory(plan: &Plan, oom: &OutOfDeviceMemory) -> anyhow::Error {
+    let (w, h) = (plan.content.w, plan.content.h);
+    let precision = match plan.device {
+        Device::Cuda(p) => format!("{p:?}").to_lowercase(),
+        Device::Cpu => "fp32".into(),
+    };
+    // The estimate missed by at least this much: scale it so that it explains the failure.
+    let fits = neural_style::memory::largest_side(w.max(h), plan.memory_need.max(oom.free_at_start + 1), oom.free_at_start);
+    anyhow!(
+        "{oom} during a {w}x{h} run in {precision} (estimated need {:.2} GiB): try --image-size {fits} or smaller; every precision keeps f32 buffers, so --precision does not change the memory needed",
+        plan.memory_need as f64 / (1u64 << 30) as f64
+    )
 }
 
 pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<()> {
@@ -416,10 +415,15 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     }
     let out = match out {
         Ok(out) => out,
-        Err(e) => match e.downcast_ref::<neural_style::NonFinite>() {
-            Some(nf) => return Err(keep_last_good(plan, nf)),
-            None => return Err(e),
-        },
+        Err(e) => {
+            if let Some(nf) = e.downcast_ref::<neural_style::NonFinite>() {
+                return Err(keep_last_good(plan, nf));
+            }
+            if let Some(oom) = e.chain().find_map(|c| c.downcast_ref::<OutOfDeviceMemory>()) {
+                return Err(out_of_device_memory(plan, oom));
+            }
+            return Err(e);
+        }
     };
     save_result(plan, &plan.content, &out.image, (out.w, out.h), &plan.output, &plan.provenance)?;
     if let Some(p) = &plan.plot {
@@ -433,6 +437,7 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
             "width": out.w, "height": out.h, "evaluations": out.evaluations, "ms_per_evaluation": ms_per_eval,
             "gflop_per_evaluation": out.flops_per_evaluation as f64 / 1e9,
             "final": out.loss, "output": plan.output.display().to_string(),
+            "peak_rss_bytes": neural_style::memory::peak_rss_bytes(),
         });
         writeln!(log, "{summary}")?;
         log.flush()?;
