@@ -70,7 +70,7 @@ pub fn request(signal: i32) {
 /// The `Interrupted` error for the signal received, if one was.
 pub fn check() -> Result<(), Interrupted> {
     match requested() {
-        Some(signal) => Err(Interrupted { signal, message: String::new() }),
+        Some(signal) => Err(Interrupted { signal, message: "stopped at once; the work under way was not saved".into() }),
         None => Ok(()),
     }
 }
