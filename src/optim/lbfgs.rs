@@ -30,6 +30,9 @@ pub struct Lbfgs<B: Backend> {
     spare: Vec<B::Buf>,
 }
 
+/// The evaluation `minimize` calls: writes the gradient at x into g and returns the loss.
+pub type Eval<'a, B> = dyn FnMut(&<B as Backend>::Buf, &mut <B as Backend>::Buf) -> Result<f64> + 'a;
+
 /// L-BFGS's state on the host (`Lbfgs::export`), to carry a stopped run on (`Lbfgs::import`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LbfgsState {
@@ -209,7 +212,7 @@ impl<B: Backend> Lbfgs<B> {
         x: &mut B::Buf,
         g: &mut B::Buf,
         max_evals: usize,
-        eval: &mut dyn FnMut(&B::Buf, &mut B::Buf) -> Result<f64>,
+        eval: &mut Eval<B>,
     ) -> Result<Minimized> {
         self.minimize_from(backend, line_search, x, g, max_evals, None, &mut || false, eval)
     }
@@ -229,7 +232,7 @@ impl<B: Backend> Lbfgs<B> {
         max_evals: usize,
         from: Option<Minimized>,
         stop: &mut dyn FnMut() -> bool,
-        eval: &mut dyn FnMut(&B::Buf, &mut B::Buf) -> Result<f64>,
+        eval: &mut Eval<B>,
     ) -> Result<Minimized> {
         let (mut evals, mut final_evaluation, mut f) = match from {
             Some(m) => (m.evaluations, m.final_evaluation, m.f),
@@ -366,7 +369,7 @@ fn strong_wolfe<B: Backend>(
     gtd0: f64,
     max_ls: usize,
     x: &mut B::Buf,
-    eval: &mut dyn FnMut(&B::Buf, &mut B::Buf) -> Result<f64>,
+    eval: &mut Eval<B>,
 ) -> Result<WolfeResult> {
     const C1: f64 = 1e-4;
     const C2: f64 = 0.9;
