@@ -285,8 +285,11 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-/// Writes bytes to a temp file beside `path`, syncs it, then renames it over `path`.
+/// Writes bytes to a temp file beside `path`, syncs it, then renames it over `path`. The temp
+/// file is removed on every error, and a second SIGINT / SIGTERM waits for the write to end
+/// (`interrupt::writing`), so none is left behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let _writing = crate::interrupt::writing();
     let tmp = temp_path_for(path);
     let result = (|| -> Result<()> {
         let mut f = BufWriter::new(fs::File::create(&tmp)?);

@@ -153,6 +153,7 @@ pub fn check_writable(outputs: &[(&str, PathBuf)]) -> Result<()> {
             ensure!(!m.permissions().readonly(), "{}: {flag} is a read-only file", path.display());
         }
         if probed.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {
+            let _writing = neural_style::interrupt::writing();
             let probe = image_io::temp_path_for(&dir.join(".neural-style-write-check"));
             std::fs::File::create(&probe).map_err(|e| anyhow!("{}: the {flag} folder is not writable ({e})", dir.display()))?;
             let _ = std::fs::remove_file(&probe);

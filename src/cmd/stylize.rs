@@ -1,6 +1,12 @@
 //! The main command: stylise one content image. `plan` checks every input before the long work
 //! starts (nothing is written on a bad input); `run` drives `neural_style::stylize` with a
 //! progress bar, snapshots and the JSON log.
+//!
+//! SIGINT / SIGTERM (neural_style::interrupt): the run stops after its current iteration,
+//! writes the image so far to the output and the run's state beside it (`<output>.resume`,
+//! neural_style::resume), says how to go on, and exits with 130 / 143. `--resume STATE` goes on
+//! from there to the uninterrupted run's bytes; the state file is deleted when the run finishes.
+//! Multi-scale runs stop at once instead, saving nothing, and refuse `--resume`.
 
 use super::{check_outputs, check_weight, choose_device, input_paths, layer_list, min_side, non_negative, positive, settings, Device};
 use crate::cli::{GramNormalizationArg, InitArg, LineSearchArg, OptimizerArg, PoolingArg, PreprocessArg, ReductionArg, StyleArgs, StyleResizeArg};
@@ -13,10 +19,12 @@ use neural_style::image_io::{self, Rgb8};
 use neural_style::model::source::{self, ModelSource};
 use neural_style::backend::OutOfDeviceMemory;
 use neural_style::model::Vgg;
-use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
+use neural_style::interrupt::{self, Interrupted};
+use neural_style::resume::{self, Header};
+use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress, Run};
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Default term weights per input convention. jcjohnson's 5 / 100 / 1e-3 balance Caffe-scale
 /// inputs (0..255); torchvision inputs are ~1/60 of that scale, so features are smaller and the
@@ -54,6 +62,12 @@ pub struct Plan {
     pub plot: Option<PathBuf>,
     /// Bytes the run needs by `memory::run_floats`'s estimate.
     pub memory_need: u64,
+    /// `--resume`: the state file to go on from.
+    pub resume: Option<PathBuf>,
+    /// Where an interrupted run saves its state (`resume::state_path` of the output).
+    pub state: PathBuf,
+    /// The command line, for the command that resumes an interrupted run (empty: not known).
+    pub command: Vec<OsString>,
 }
 
 pub fn plan(a: StyleArgs) -> Result<Plan> {
@@ -126,8 +140,24 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     let style_layers = layer_list(&a.style_layers);
     ensure!(!content_layers.is_empty() || !style_layers.is_empty(), "no content or style layers chosen");
     image_io::out_format(&a.output_image)?;
+    let state = resume::state_path(&a.output_image);
+    if let Some(r) = &a.resume {
+        ensure!(scales.is_none(), "--resume does not work with --scales (an interrupted multi-scale run saves no state)");
+        ensure!(r.is_file(), "{}: --resume names no state file", r.display());
+    }
     if check_paths {
-        check_outputs(&output_paths(&a, iterations, save_iter), &input_paths(&a))?;
+        // The state file an interruption would write, unless it is the one --resume reads.
+        let mut outputs = output_paths(&a, iterations, save_iter);
+        let mut inputs = input_paths(&a);
+        match &a.resume {
+            Some(r) if fs::canonicalize(r).ok() == fs::canonicalize(&state).ok() => {}
+            Some(r) => {
+                inputs.push(("--resume", r.clone()));
+                outputs.push(("--output-image's state file", state.clone()));
+            }
+            None => outputs.push(("--output-image's state file", state.clone())),
+        }
+        check_outputs(&outputs, &inputs)?;
     }
 
     let device = choose_device(a.device, a.precision)?;
@@ -252,6 +282,9 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
         scales,
         plot: a.plot,
         memory_need,
+        resume: a.resume,
+        state,
+        command: Vec::new(),
     })
 }
 
@@ -290,7 +323,8 @@ pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<
         }
     }
     super::check_plot(&a)?;
-    let plan = plan(a)?;
+    let mut plan = plan(a)?;
+    plan.command = argv.to_vec();
     note_model(&plan);
     match plan.device {
         Device::Cpu => run(&CpuBackend::new(), &plan),
@@ -358,8 +392,83 @@ fn keep_last_good(plan: &Plan, nf: &neural_style::NonFinite) -> anyhow::Error {
     }
 }
 
+/// What names this run in its state file: a fingerprint of everything that decides the result
+/// (the recorded settings with the program version and model hash, the resized inputs' pixels,
+/// the starting image, the size), so that `--resume` with anything else is refused.
+fn resume_header(plan: &Plan, job: &Job) -> Header {
+    let settings: serde_json::Value = serde_json::from_str(&plan.provenance).unwrap_or_default();
+    let (w, h) = (plan.content.w, plan.content.h);
+    let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let init = match &job.init {
+        Init::Random => Vec::new(),
+        Init::Image(data) => floats(data),
+    };
+    let size = [w as u64, h as u64, plan.iterations as u64].map(u64::to_le_bytes).concat();
+    let mut parts: Vec<&[u8]> = vec![plan.provenance.as_bytes(), &size, &plan.content.data, &init];
+    let blends: Vec<[u8; 4]> = plan.styles.iter().map(|(_, b)| b.to_le_bytes()).collect();
+    for ((s, _), b) in plan.styles.iter().zip(&blends) {
+        parts.extend([&s.data[..], b]);
+    }
+    Header { fingerprint: resume::fingerprint(&parts), settings, width: w, height: h, iterations: plan.iterations }
+}
+
+/// The state a `--resume` names, checked against this run.
+fn load_state(plan: &Plan, job: &Job) -> Result<Option<resume::RunState>> {
+    let Some(path) = &plan.resume else { return Ok(None) };
+    let (header, state) = resume::load(path).context("--resume")?;
+    header.check(&resume_header(plan, job)).with_context(|| format!("--resume {}", path.display()))?;
+    Ok(Some(state))
+}
+
+/// `argv` with `--resume STATE` (instead of any it had), quoted for a POSIX shell.
+fn resume_command(argv: &[OsString], state: &Path) -> String {
+    let mut args: Vec<String> = Vec::new();
+    let mut skip = false;
+    for a in argv.iter().map(|a| a.to_string_lossy().into_owned()) {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        match a.as_str() {
+            "--resume" => skip = true,
+            _ if a.starts_with("--resume=") => {}
+            _ => args.push(a),
+        }
+    }
+    if args.is_empty() {
+        args.push("neural-style".into());
+    }
+    args.extend(["--resume".to_string(), state.display().to_string()]);
+    let quote = |a: &String| {
+        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=,:+@%".contains(c)) {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// A run that a signal stopped: writes the image so far to the output and the state beside it,
+/// says where they went, and returns the `Interrupted` that main turns into the exit code.
+fn save_stopped(plan: &Plan, job: &Job, signal: i32, state: &resume::RunState) -> Result<()> {
+    let (w, h) = (plan.content.w, plan.content.h);
+    save_result(plan, &plan.content, &state.x, (w, h), &plan.output, &plan.provenance)?;
+    resume::save(&plan.state, &resume_header(plan, job), state)?;
+    let mb = fs::metadata(&plan.state).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+    eprintln!(
+        "{} after iteration {} of {}: wrote {} (the image so far) and {} (the run's state, {mb:.1} MB)",
+        interrupt::signal_name(signal),
+        state.history.len(),
+        plan.iterations,
+        plan.output.display(),
+        plan.state.display()
+    );
+    Err(Interrupted { signal, message: format!("continue with: {}", resume_command(&plan.command, &plan.state)) }.into())
+}
+
 pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     let job = job(plan);
+    let from = load_state(plan, &job)?;
     let device = backend.name();
     eprintln!(
         "stylising {}x{} on {device} with {}, {} iterations (weights: content {}, style {}, tv {})",
@@ -378,15 +487,33 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     let bar = super::progress_bar(plan.iterations);
     let mut losses = Vec::new();
     let (w, h) = (plan.content.w, plan.content.h);
+    let log_line = |log: &mut std::io::BufWriter<fs::File>, p: &Progress| -> Result<()> {
+        let l = p.loss;
+        let line = serde_json::json!({
+            "iteration": p.iteration, "evaluations": p.evaluations, "total": l.total, "content": l.content,
+            "style": l.style, "tv": l.tv, "elapsed_ms": p.elapsed.as_secs_f64() * 1e3,
+        });
+        Ok(writeln!(log, "{line}")?)
+    };
+    if let Some(state) = &from {
+        // The iterations of the earlier sessions: in the log and the plot, as if run now.
+        eprintln!("resuming from {} after iteration {}", plan.resume.as_deref().unwrap_or(Path::new("")).display(), state.history.len());
+        for (k, &(loss, elapsed)) in state.history.iter().enumerate() {
+            losses.push(loss);
+            if let Some(log) = log.as_mut() {
+                log_line(log, &Progress { iteration: k + 1, evaluations: k + 1, loss, elapsed })?;
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.set_position(state.history.len() as u64);
+        }
+    }
+    let multiscale = plan.scales.is_some();
     let mut observer = |p: &Progress, snapshot: Option<&[f32]>| -> Result<()> {
         let l = p.loss;
         losses.push(l);
         if let Some(log) = log.as_mut() {
-            let line = serde_json::json!({
-                "iteration": p.iteration, "evaluations": p.evaluations, "total": l.total, "content": l.content,
-                "style": l.style, "tv": l.tv, "elapsed_ms": p.elapsed.as_secs_f64() * 1e3,
-            });
-            writeln!(log, "{line}")?;
+            log_line(log, p)?;
         }
         let text = format!("loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})", l.total, l.content, l.style, l.tv);
         match &bar {
@@ -404,17 +531,28 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
             let path = image_io::iteration_path(&plan.output, p.iteration);
             image_io::save(&Rgb8 { w, h, data: plan.convention.deprocess(x) }, &path)?;
         }
+        if multiscale {
+            // Multi-scale runs cannot be resumed: a signal stops them at once.
+            interrupt::check()?;
+        }
         Ok(())
     };
+    // Single-scale runs stop between iterations and save their state.
+    let mut stop = || interrupt::requested().is_some();
     let out = match &plan.scales {
-        None => neural_style::stylize(backend, &plan.vgg, &job, &mut observer),
-        Some(scales) => super::multiscale::run(backend, plan, scales, &job, &mut observer),
+        None => neural_style::stylize_from(backend, &plan.vgg, &job, from.as_ref(), &mut stop, &mut observer),
+        Some(scales) => super::multiscale::run(backend, plan, scales, &job, &mut observer).map(Run::Finished),
     };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
     let out = match out {
-        Ok(out) => out,
+        Ok(Run::Finished(out)) => out,
+        Ok(Run::Stopped(state)) => {
+            drop(log); // flushed, without a summary
+            let signal = interrupt::requested().unwrap_or(interrupt::SIGINT);
+            return save_stopped(plan, &job, signal, &state);
+        }
         Err(e) => {
             if let Some(nf) = e.downcast_ref::<neural_style::NonFinite>() {
                 return Err(keep_last_good(plan, nf));
@@ -426,6 +564,13 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         }
     };
     save_result(plan, &plan.content, &out.image, (out.w, out.h), &plan.output, &plan.provenance)?;
+    // The run is complete: a state saved by an interruption of it is spent.
+    for state in plan.resume.iter().chain([&plan.state]) {
+        if state.is_file() {
+            fs::remove_file(state).with_context(|| format!("{}: cannot remove the spent state file", state.display()))?;
+            eprintln!("removed {} (the state of the interrupted run, now finished)", state.display());
+        }
+    }
     if let Some(p) = &plan.plot {
         neural_style::plot::save_loss_plot(&losses, p)?;
         eprintln!("wrote {} (loss curves)", p.display());

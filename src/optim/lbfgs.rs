@@ -8,9 +8,12 @@
 //! - `minimize` with `LineSearch::StrongWolfe` (torch's `line_search_fn="strong_wolfe"`, the
 //!   cubic-interpolating bracket-and-zoom search of Nocedal & Wright, c1 = 1e-4, c2 = 0.9): the
 //!   optimiser calls the evaluation itself, several times per iteration.
+//!
+//! A run can stop between two iterations and go on later bit for bit (`minimize_from` with a
+//! stop test; `export` / `import` carry the optimiser's state through the host).
 
 use crate::backend::Backend;
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use std::collections::VecDeque;
 
 pub struct Lbfgs<B: Backend> {
@@ -25,6 +28,25 @@ pub struct Lbfgs<B: Backend> {
     iteration: usize,
     /// Dropped pairs' buffers, reused for new ones.
     spare: Vec<B::Buf>,
+}
+
+/// The evaluation `minimize` calls: writes the gradient at x into g and returns the loss.
+pub type Eval<'a, B> = dyn FnMut(&<B as Backend>::Buf, &mut <B as Backend>::Buf) -> Result<f64> + 'a;
+
+/// L-BFGS's state on the host (`Lbfgs::export`), to carry a stopped run on (`Lbfgs::import`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LbfgsState {
+    /// Curvature pairs (y, s, 1 / yᵀs), oldest first.
+    pub pairs: Vec<(Vec<f32>, Vec<f32>, f64)>,
+    pub h_diag: f64,
+    /// The last search direction.
+    pub d: Vec<f32>,
+    /// The gradient the last direction was computed from.
+    pub prev_g: Vec<f32>,
+    /// The last step length.
+    pub t: f64,
+    /// Directions computed so far.
+    pub iteration: usize,
 }
 
 /// What `step` did.
@@ -46,7 +68,8 @@ pub enum LineSearch {
     StrongWolfe,
 }
 
-/// How a `minimize` run ended.
+/// How a `minimize` run ended, or where a stopped one stands (`stopped`; handed back to
+/// `minimize_from` it goes on from there).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Minimized {
     /// Evaluations made (never more than the budget).
@@ -54,6 +77,10 @@ pub struct Minimized {
     /// 0-based index (among this run's evaluations) of the evaluation at the final x, or None
     /// when x moved after the last evaluation (the fixed step moves once more, as torch does).
     pub final_evaluation: Option<usize>,
+    /// The loss of the last evaluation; with strong Wolfe, the loss at x.
+    pub f: f64,
+    /// The stop test asked to stop before the budget was spent.
+    pub stopped: bool,
 }
 
 impl<B: Backend> Lbfgs<B> {
@@ -67,6 +94,40 @@ impl<B: Backend> Lbfgs<B> {
             prev_g: backend.zeros(n)?,
             t: 0.0,
             iteration: 0,
+            spare: Vec::new(),
+        })
+    }
+
+    /// The state, downloaded: with x (and g, for strong Wolfe) it is all a stopped run needs.
+    pub fn export(&self, backend: &B) -> Result<LbfgsState> {
+        let mut pairs = Vec::with_capacity(self.pairs.len());
+        for (y, s, rho) in &self.pairs {
+            pairs.push((backend.download(y)?, backend.download(s)?, *rho));
+        }
+        Ok(LbfgsState { pairs, h_diag: self.h_diag, d: backend.download(&self.d)?, prev_g: backend.download(&self.prev_g)?, t: self.t, iteration: self.iteration })
+    }
+
+    /// An L-BFGS over `n` values that goes on from `state` exactly as the exported one would.
+    pub fn import(backend: &B, n: usize, history: usize, lr: f32, state: &LbfgsState) -> Result<Self> {
+        let history = history.max(1);
+        ensure!(state.pairs.len() <= history, "the saved L-BFGS state has {} curvature pairs, more than the history of {history}", state.pairs.len());
+        ensure!(
+            state.d.len() == n && state.prev_g.len() == n && state.pairs.iter().all(|(y, s, _)| y.len() == n && s.len() == n),
+            "the saved L-BFGS vectors do not have the image's {n} values"
+        );
+        let mut pairs = VecDeque::with_capacity(state.pairs.len());
+        for (y, s, rho) in &state.pairs {
+            pairs.push_back((backend.upload(y)?, backend.upload(s)?, *rho));
+        }
+        Ok(Lbfgs {
+            lr,
+            history,
+            pairs,
+            h_diag: state.h_diag,
+            d: backend.upload(&state.d)?,
+            prev_g: backend.upload(&state.prev_g)?,
+            t: state.t,
+            iteration: state.iteration,
             spare: Vec::new(),
         })
     }
@@ -151,27 +212,57 @@ impl<B: Backend> Lbfgs<B> {
         x: &mut B::Buf,
         g: &mut B::Buf,
         max_evals: usize,
-        eval: &mut dyn FnMut(&B::Buf, &mut B::Buf) -> Result<f64>,
+        eval: &mut Eval<B>,
     ) -> Result<Minimized> {
-        if max_evals == 0 {
-            return Ok(Minimized { evaluations: 0, final_evaluation: None });
-        }
-        let mut f = eval(x, g)?;
-        let mut evals = 1;
-        let mut final_evaluation = Some(0);
+        self.minimize_from(backend, line_search, x, g, max_evals, None, &mut || false, eval)
+    }
+
+    /// `minimize`, polling `stop` between iterations: before each evaluation but the first with
+    /// the fixed step, before each direction and line search with strong Wolfe (a search under
+    /// way is finished). When it returns true the run returns with `stopped` set; handing that
+    /// result back as `from`, with the same optimiser (or one `import`ed from its `export`) and
+    /// the same x (and g, for strong Wolfe), goes on exactly as if it had not stopped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn minimize_from(
+        &mut self,
+        backend: &B,
+        line_search: LineSearch,
+        x: &mut B::Buf,
+        g: &mut B::Buf,
+        max_evals: usize,
+        from: Option<Minimized>,
+        stop: &mut dyn FnMut() -> bool,
+        eval: &mut Eval<B>,
+    ) -> Result<Minimized> {
+        let (mut evals, mut final_evaluation, mut f) = match from {
+            Some(m) => (m.evaluations, m.final_evaluation, m.f),
+            None if max_evals == 0 => return Ok(Minimized { evaluations: 0, final_evaluation: None, f: f64::NAN, stopped: false }),
+            None => (1, Some(0), eval(x, g)?),
+        };
+        let paused = |evaluations, final_evaluation, f| Ok(Minimized { evaluations, final_evaluation, f, stopped: true });
         match line_search {
-            LineSearch::None => loop {
-                if self.step(backend, x, g)? == StepOutcome::NotDescent {
-                    break;
+            LineSearch::None => {
+                // x has moved since the last evaluation (a stopped run stops right after a step).
+                let mut moved = from.is_some();
+                loop {
+                    if moved {
+                        if stop() {
+                            return paused(evals, final_evaluation, f);
+                        }
+                        f = eval(x, g)?;
+                        final_evaluation = Some(evals);
+                        evals += 1;
+                    }
+                    if self.step(backend, x, g)? == StepOutcome::NotDescent {
+                        break;
+                    }
+                    final_evaluation = None;
+                    moved = true;
+                    if evals == max_evals {
+                        break;
+                    }
                 }
-                final_evaluation = None;
-                if evals == max_evals {
-                    break;
-                }
-                eval(x, g)?;
-                final_evaluation = Some(evals);
-                evals += 1;
-            },
+            }
             LineSearch::StrongWolfe => {
                 let n = backend.len(x);
                 let mut search = WolfeBuffers {
@@ -181,6 +272,9 @@ impl<B: Backend> Lbfgs<B> {
                     g_bracket: [backend.zeros(n)?, backend.zeros(n)?],
                 };
                 while evals < max_evals {
+                    if stop() {
+                        return paused(evals, final_evaluation, f);
+                    }
                     let gtd = self.direction(backend, g)?;
                     if !is_descent(gtd) {
                         break;
@@ -204,7 +298,7 @@ impl<B: Backend> Lbfgs<B> {
                 }
             }
         }
-        Ok(Minimized { evaluations: evals, final_evaluation })
+        Ok(Minimized { evaluations: evals, final_evaluation, f, stopped: false })
     }
 }
 
@@ -275,7 +369,7 @@ fn strong_wolfe<B: Backend>(
     gtd0: f64,
     max_ls: usize,
     x: &mut B::Buf,
-    eval: &mut dyn FnMut(&B::Buf, &mut B::Buf) -> Result<f64>,
+    eval: &mut Eval<B>,
 ) -> Result<WolfeResult> {
     const C1: f64 = 1e-4;
     const C2: f64 = 0.9;
