@@ -11,6 +11,8 @@
 
 use anyhow::Result;
 
+pub mod scales;
+
 /// A 3x3, stride 1, zero-padding 1 convolution over an `h x w` grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
@@ -60,6 +62,13 @@ pub struct AdamStep {
     pub eps: f32,
     /// 1-based step number, for the bias corrections.
     pub t: u32,
+}
+
+impl AdamStep {
+    /// The bias-corrected step and √(1 - β2ᵗ) that the update is given (`scales::adam_factors`).
+    pub fn factors(&self) -> scales::AdamFactors {
+        scales::adam_factors(self.lr, self.beta1, self.beta2, self.t)
+    }
 }
 
 /// Arithmetic used by the convolutions and Gram products. The CPU always computes in fp32.

@@ -302,7 +302,19 @@ impl<B: Backend> Lbfgs<B> {
     }
 }
 
-/// torch stops when gᵀd > -tolerance_change; neural-style runs with tolerance_change = -1.
+/// torch stops when gᵀd > -tolerance_change; neural-style runs with tolerance_change = -1, so
+/// the stop is gᵀd > 1 (a NaN gᵀd stops here too, where torch's `NaN > 1` would go on).
+///
+/// When can it happen? Not while every kept pair has yᵀs > 1e-10, in exact arithmetic: the
+/// two-loop recursion computes d = -H g with H = Vᵀ H₀ V + Σ ρ s sᵀ (the BFGS update applied
+/// pair by pair), H₀ = h_diag I and h_diag = yᵀs / yᵀy > 0, and each update keeps H positive
+/// definite when ρ = 1 / yᵀs > 0; so gᵀd = -gᵀ H g ≤ 0 < 1 for every g (= 0 only at g = 0, which
+/// is not a stop either: d = 0, the step moves nothing, and the next iteration sees the same g).
+/// The first direction is -g, with gᵀd = -|g|² ≤ 0. What remains is round-off: the f32 axpys of
+/// the recursion would have to be off by more than gᵀHg + 1, which takes an H so ill-conditioned
+/// (ρ up to 1e10) that its rounding swamps the product, and a non-finite gradient (which
+/// `stylize` reports as `NonFinite` before any step). The unit tests below drive the branch with
+/// a crafted state instead: a pair with yᵀs < 0, which `direction` never keeps.
 fn is_descent(gtd: f64) -> bool {
     gtd <= 1.0
 }
@@ -469,4 +481,129 @@ fn strong_wolfe<B: Backend>(
     }
     backend.copy(&buf.g_bracket[low], g)?;
     Ok(result(bracket[low]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::vector;
+    use crate::CpuBackend;
+
+    #[test]
+    fn the_stop_is_torchs_with_tolerance_change_minus_one() {
+        // torch: `if gtd > -tolerance_change: break`, tolerance_change = -1.
+        for gtd in [-1e30, -1.0, 0.0, 0.5, 1.0] {
+            assert!(is_descent(gtd), "{gtd}");
+        }
+        for gtd in [1.0 + 1e-12, 2.0, 1e30, f64::INFINITY] {
+            assert!(!is_descent(gtd), "{gtd}");
+        }
+        // NaN stops here (torch would step on; stylize never gets this far with a NaN).
+        assert!(!is_descent(f64::NAN));
+    }
+
+    /// A state after one iteration with one crafted pair (y, s, 1 / yᵀs) and t = 0, so that
+    /// the next direction adds no pair of its own (s = t d = 0, yᵀs = 0).
+    fn crafted(y: [f32; 2], s: [f32; 2]) -> LbfgsState {
+        let ys = (y[0] * s[0] + y[1] * s[1]) as f64;
+        LbfgsState { pairs: vec![(y.to_vec(), s.to_vec(), 1.0 / ys)], h_diag: 1.0, d: vec![0.0; 2], prev_g: vec![0.0; 2], t: 0.0, iteration: 1 }
+    }
+
+    #[test]
+    fn an_indefinite_pair_is_not_a_descent_direction_and_stops() {
+        let be = CpuBackend::new();
+        // yᵀs = -1: H = V H₀ Vᵀ + ρ s sᵀ with ρ = -1 turns g = (2, 0) into d = (2, 0), gᵀd = 4.
+        let state = crafted([1.0, 0.0], [-1.0, 0.0]);
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &state).unwrap();
+        assert_eq!(opt.direction(&be, &vec![2.0, 0.0]).unwrap(), 4.0);
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &state).unwrap();
+        let mut x = vec![5.0, 7.0];
+        assert_eq!(opt.step(&be, &mut x, &vec![2.0, 0.0]).unwrap(), StepOutcome::NotDescent);
+        assert_eq!(x, [5.0, 7.0], "a stop does not move x");
+        // minimize (both line searches) stops after the evaluation it starts with, x unmoved.
+        for ls in [LineSearch::None, LineSearch::StrongWolfe] {
+            let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &state).unwrap();
+            let (mut x, mut g) = (vec![5.0, 7.0], vec![0.0; 2]);
+            let mut evals = 0;
+            let r = opt
+                .minimize(&be, ls, &mut x, &mut g, 10, &mut |_, g| {
+                    evals += 1;
+                    g.copy_from_slice(&[2.0, 0.0]);
+                    Ok(3.0)
+                })
+                .unwrap();
+            assert_eq!((r.evaluations, r.final_evaluation, r.f, r.stopped), (1, Some(0), 3.0, false), "{ls:?}");
+            assert_eq!((evals, x), (1, vec![5.0, 7.0]), "{ls:?}");
+        }
+        // The same pair with yᵀs = +1 (as kept pairs are): a descent direction, and a step.
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &crafted([1.0, 0.0], [1.0, 0.0])).unwrap();
+        let mut x = vec![5.0, 7.0];
+        assert_eq!(opt.step(&be, &mut x, &vec![2.0, 0.0]).unwrap(), StepOutcome::Moved);
+        assert!(x[0] < 5.0 && x[1] == 7.0, "{x:?}");
+    }
+
+    #[test]
+    fn a_zero_gradient_is_not_a_stop() {
+        // gᵀd = 0 <= 1: torch goes on too; d = 0, so x stays where it is.
+        let be = CpuBackend::new();
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &crafted([1.0, 0.5], [0.5, 1.0])).unwrap();
+        let mut x = vec![5.0, 7.0];
+        assert_eq!(opt.step(&be, &mut x, &vec![0.0, 0.0]).unwrap(), StepOutcome::Moved);
+        assert_eq!(x, [5.0, 7.0]);
+        // The first iteration too (d = -g = 0; 1 / |g|₁ is infinite, the step min(1, ∞) lr = lr).
+        let mut opt = Lbfgs::new(&be, 2, 10, 1.0).unwrap();
+        assert_eq!(opt.step(&be, &mut x, &vec![0.0, 0.0]).unwrap(), StepOutcome::Moved);
+        assert_eq!(x, [5.0, 7.0]);
+    }
+
+    #[test]
+    fn a_nan_gradient_stops() {
+        let be = CpuBackend::new();
+        let mut opt = Lbfgs::new(&be, 2, 10, 1.0).unwrap();
+        let mut x = vec![5.0, 7.0];
+        assert_eq!(opt.step(&be, &mut x, &vec![f32::NAN, 1.0]).unwrap(), StepOutcome::NotDescent);
+        assert_eq!(x, [5.0, 7.0]);
+    }
+
+    /// Every pair `direction` keeps has yᵀs > 1e-10, and then the direction descends: runs on a
+    /// non-convex function (many pairs with yᵀs <= 0 are offered and refused) never stop early,
+    /// and every gᵀd is <= 0.
+    #[test]
+    fn kept_pairs_always_give_descent_directions() {
+        let be = CpuBackend::new();
+        let mut rng = crate::rng::Rng::new(7);
+        for run in 0..20 {
+            let n = 16;
+            // f(x) = Σ a_i x_i² + b_i sin(3 x_i) + c x_i x_(i+1): indefinite in places.
+            let a: Vec<f64> = (0..n).map(|_| rng.uniform() as f64 * 2.0).collect();
+            let b: Vec<f64> = (0..n).map(|_| rng.uniform() as f64 * 4.0).collect();
+            let c = 0.3;
+            let grad = |x: &[f32], g: &mut [f32]| {
+                for i in 0..n {
+                    let xi = x[i] as f64;
+                    let mut gi = 2.0 * a[i] * xi + 3.0 * b[i] * (3.0 * xi).cos();
+                    if i + 1 < n {
+                        gi += c * x[i + 1] as f64;
+                    }
+                    if i > 0 {
+                        gi += c * x[i - 1] as f64;
+                    }
+                    g[i] = gi as f32;
+                }
+            };
+            let mut x: Vec<f32> = (0..n).map(|_| rng.uniform() * 4.0 - 2.0).collect();
+            let mut g = vec![0.0; n];
+            let mut opt = Lbfgs::new(&be, n, 5, 0.5).unwrap();
+            for it in 0..200 {
+                grad(&x, &mut g);
+                let gtd = opt.direction(&be, &g).unwrap();
+                assert!(opt.pairs.iter().all(|&(_, _, rho)| rho > 0.0 && rho < 1e10), "run {run} iteration {it}");
+                // gᵀd = -gᵀHg <= 0, up to the round-off of the f32 recursion.
+                let (gn, dn) = (vector::dot(&g, &g).sqrt(), vector::dot(&opt.d, &opt.d).sqrt());
+                assert!(gtd <= 1e-5 * gn * dn && is_descent(gtd), "run {run} iteration {it}: gᵀd = {gtd}, |g| {gn}, |d| {dn}");
+                be.axpy(opt.t as f32, &opt.d, &mut x).unwrap();
+            }
+            assert!(!opt.pairs.is_empty(), "run {run}: no pair was kept");
+        }
+    }
 }
