@@ -104,7 +104,7 @@ pub fn decode(bytes: &[u8], name: &str, keep: impl FnOnce((usize, usize)) -> (us
             "{name}: the PNG declares {w}x{h} pixels, more than the {} million this program reads",
             MAX_STREAMED_PIXELS >> 20
         );
-        let factor = factor.max(pixels.div_ceil(MAX_WHOLE_PIXELS).isqrt() as usize + 1);
+        let factor = reduction_factor(factor, pixels);
         let mut img = DynamicImage::ImageRgb8(png_reduced(bytes, factor).with_context(|| format!("{name}: cannot decode image"))?);
         img.apply_orientation(orientation);
         return Ok((Rgb8::from_image(img.into_rgb8()), source));
@@ -123,6 +123,20 @@ pub fn decode(bytes: &[u8], name: &str, keep: impl FnOnce((usize, usize)) -> (us
     Ok((Rgb8::from_image(to_rgb_over_white(img)), source))
 }
 
+/// Most pixels of a PNG reduced as it is read (4096²): 12 bytes each while it is summed.
+const MAX_REDUCED_PIXELS: u64 = 1 << 24;
+
+/// The whole factor a PNG of `pixels` is reduced by: `wanted` (from the size needed), raised so
+/// that the reduced image has at most MAX_REDUCED_PIXELS, and at most 4096 so that a block's
+/// sum (255 · factor²) fits a u32.
+fn reduction_factor(wanted: usize, pixels: u64) -> usize {
+    let mut factor = wanted.clamp(1, 4096) as u64;
+    while pixels.div_ceil(factor * factor) > MAX_REDUCED_PIXELS {
+        factor += 1;
+    }
+    factor as usize
+}
+
 /// Decodes a PNG row by row into RGB reduced by `factor`: each output pixel is the rounded mean
 /// of the (up to) factor x factor source pixels it covers, alpha composited over white first.
 /// Memory: one row and the reduced image, whatever the PNG's size. Not for interlaced PNGs.
@@ -133,26 +147,27 @@ fn png_reduced(bytes: &[u8], factor: usize) -> Result<RgbImage> {
     let (w, h) = (reader.info().width as usize, reader.info().height as usize);
     let channels = reader.output_color_type().0.samples();
     let (rw, rh) = (w.div_ceil(factor), h.div_ceil(factor));
-    // Per output pixel: summed R, G, B and the count of source pixels.
-    let mut sums = vec![0u64; rw * rh * 4];
+    // Per output pixel: summed R, G, B (at most 255 · 4096² each: a u32 holds it).
+    let mut sums = vec![0u32; rw * rh * 3];
     let mut y = 0;
     while let Some(row) = reader.next_row()? {
         let base = (y / factor) * rw;
         for (x, px) in row.data().chunks_exact(channels).take(w).enumerate() {
             let rgb = over_white(px);
-            let s = &mut sums[(base + x / factor) * 4..][..4];
+            let s = &mut sums[(base + x / factor) * 3..][..3];
             for c in 0..3 {
-                s[c] += rgb[c] as u64;
+                s[c] += rgb[c] as u32;
             }
-            s[3] += 1;
         }
         y += 1;
         if y == h {
             break;
         }
     }
-    let data = sums.chunks_exact(4).flat_map(|s| {
-        let n = s[3].max(1);
+    // A block's pixel count: factor², less at the right and bottom edges.
+    let extent = |b: usize, n: usize| ((b + 1) * factor).min(n) - b * factor;
+    let data = sums.chunks_exact(3).enumerate().flat_map(|(i, s)| {
+        let n = (extent(i % rw, w) * extent(i / rw, h)) as u32;
         [0, 1, 2].map(|c| ((s[c] + n / 2) / n) as u8)
     });
     Ok(RgbImage::from_raw(rw as u32, rh as u32, data.collect()).expect("buffer matches its size"))
@@ -475,6 +490,18 @@ mod load_tests {
     }
 
     #[test]
+    fn a_png_reduced_as_read_needs_at_most_a_bounded_buffer() {
+        // The largest PNG read (2^30 pixels) with no reduction wanted: 4096² pixels at most.
+        for (wanted, pixels) in [(1, MAX_STREAMED_PIXELS), (2, MAX_STREAMED_PIXELS), (1, 15 << 26), (3, 1 << 27), (1 << 20, 1 << 30)] {
+            let f = reduction_factor(wanted, pixels) as u64;
+            assert!(pixels.div_ceil(f * f) <= MAX_REDUCED_PIXELS && f <= 4096, "{wanted} {pixels}: factor {f}");
+            assert!(f >= (wanted as u64).min(4096), "never less than wanted");
+        }
+        assert_eq!(reduction_factor(3, 100 * 100), 3);
+        assert_eq!(reduction_factor(1, MAX_STREAMED_PIXELS), 8);
+    }
+
+    #[test]
     fn an_image_too_large_to_decode_whole_is_refused_from_its_header() {
         // A JPEG whose frame header claims 60000 x 60000 (3.6 Gpx): refused before any decoding.
         let mut bytes = jpeg(16, 16, None);
@@ -491,6 +518,6 @@ mod load_tests {
         };
         let (img, source) = decode(&big, "big.png", |s| s).unwrap();
         assert_eq!(source, (9000, 8000));
-        assert_eq!((img.w, img.h), (4500, 4000), "reduced by 2 to stay under {MAX_WHOLE_PIXELS} pixels");
+        assert_eq!((img.w, img.h), (3000, 2667), "reduced by 3 to stay under {MAX_REDUCED_PIXELS} pixels");
     }
 }
