@@ -5,8 +5,7 @@ use super::file::{check_sizes, RawTensor};
 use super::pickle::{self, DType, TensorRef, Value};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{self, BufReader, Read, Seek};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 /// (key, tensor) pairs, still unread.
 type Tensors = Vec<(String, TensorRef)>;
@@ -44,7 +43,8 @@ fn byte_range(name: &str, t: &TensorRef, storage_bytes: u64) -> Result<(u64, usi
 }
 
 /// The zip serialisation: `<archive>/data.pkl` and one `<archive>/data/<key>` entry per storage.
-pub fn load_zip(file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
+/// `file` is read from its start (a `File`, or a `Cursor` over bytes).
+pub fn load_zip<R: Read + Seek>(file: R, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
     let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| anyhow!("truncated or corrupt zip archive ({e})"))?;
     let pkl_name = zip
         .file_names()
@@ -82,8 +82,10 @@ const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
 
 /// The legacy serialisation: pickles of the magic number, protocol version, sys_info, the state
 /// dict and the storage keys; then per key an 8-byte LE element count and the raw elements.
-pub fn load_legacy(file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
-    let file_len = file.metadata()?.len();
+/// `file` is read from its start (a `File`, or a `Cursor` over bytes).
+pub fn load_legacy<R: Read + Seek>(mut file: R, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
+    let file_len = file.seek(SeekFrom::End(0))?;
+    file.rewind()?;
     let mut r = BufReader::new(file);
     let magic = pickle::load(&mut r)?;
     ensure!(matches!(magic, Value::Int(LEGACY_MAGIC)), "a pickle, but not a PyTorch model file (no legacy magic number)");
