@@ -22,6 +22,7 @@ from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
+FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def out(target, name, data):
@@ -58,7 +59,8 @@ def rezip(data, compression):
     b = io.BytesIO()
     with zipfile.ZipFile(b, "w", compression) as dst:
         for info in src.infolist():
-            dst.writestr(info.filename, src.read(info.filename))
+            # A fixed date: the seeds do not change from run to run.
+            dst.writestr(zipfile.ZipInfo(info.filename, FIXED_DATE), src.read(info.filename), compression)
     return b.getvalue()
 
 
@@ -82,6 +84,17 @@ def pth(target, zipped):
     sd["features.2.bias"][1] = float("nan")
     out(target, "nan", torch_bytes(sd, **kw))
     out(target, "truncated", base[: len(base) * 2 // 3])
+    # A state dict that holds itself, with a list of 300 references to itself beside it: refused
+    # (fuzzing found that such reference cycles were never freed, a few MB per load).
+    cyclic = b"\x80\x02}q\x00(X\x01\x00\x00\x00ah\x00X\x01\x00\x00\x00b]q\x01(" + b"h\x01" * 300 + b"eu."
+    if zipped:
+        b = io.BytesIO()
+        with zipfile.ZipFile(b, "w") as z:
+            z.writestr(zipfile.ZipInfo("archive/data.pkl", FIXED_DATE), cyclic)
+        out(target, "self_reference", b.getvalue())
+    else:
+        magic = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
+        out(target, "self_reference", magic + b"\x80\x02M\xe9\x03.\x80\x02}." + cyclic + b"\x80\x02].")
     if zipped:
         out(target, "deflated", rezip(base, zipfile.ZIP_DEFLATED))
         out(target, "stored_by_zipfile", rezip(base, zipfile.ZIP_STORED))

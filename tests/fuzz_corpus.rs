@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 type Target = fn(&[u8]) -> anyhow::Result<()>;
 
 /// Seeds fuzz/make_corpus.py writes to be refused; every other seed-* must load.
-const REFUSED_SEEDS: [&str; 7] = ["truncated", "unchained", "nan", "i32_refused", "empty_header", "truncated.jpg", "truncated.png"];
+const REFUSED_SEEDS: [&str; 8] = ["truncated", "unchained", "nan", "self_reference", "i32_refused", "empty_header", "truncated.jpg", "truncated.png"];
 
 fn corpus(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
