@@ -11,6 +11,8 @@
 
 use anyhow::Result;
 
+pub mod scales;
+
 /// A 3x3, stride 1, zero-padding 1 convolution over an `h x w` grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvShape {
@@ -62,6 +64,13 @@ pub struct AdamStep {
     pub t: u32,
 }
 
+impl AdamStep {
+    /// The bias-corrected step and √(1 - β2ᵗ) that the update is given (`scales::adam_factors`).
+    pub fn factors(&self) -> scales::AdamFactors {
+        scales::adam_factors(self.lr, self.beta1, self.beta2, self.t)
+    }
+}
+
 /// Arithmetic used by the convolutions and Gram products. The CPU always computes in fp32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
 pub enum Precision {
@@ -81,6 +90,16 @@ impl std::str::FromStr for Precision {
             _ => anyhow::bail!("unknown precision '{s}' (expected fp32, tf32 or bf16)"),
         }
     }
+}
+
+/// A device allocation that did not fit, so that the caller can say which size would.
+#[derive(Debug, thiserror::Error)]
+#[error("the GPU ran out of memory allocating {:.1} MiB ({:.2} GiB of {:.2} GiB free when the run began)", *.requested as f64 / (1u64 << 20) as f64, *.free_at_start as f64 / (1u64 << 30) as f64, *.total as f64 / (1u64 << 30) as f64)]
+pub struct OutOfDeviceMemory {
+    pub requested: u64,
+    /// Device memory free before the run allocated anything.
+    pub free_at_start: u64,
+    pub total: u64,
 }
 
 /// Everything one loss-and-gradient evaluation and the optimisers need from a device.

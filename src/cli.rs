@@ -311,6 +311,9 @@ pub struct StyleArgs {
     /// Draw the loss curves (total, content, style, tv; log-scale y) against the iteration as an 800x500 PNG.
     #[arg(long, value_name = "FILE.png")]
     pub plot: Option<PathBuf>,
+    /// Go on with a run that SIGINT or SIGTERM stopped, from the state it saved (<output>.resume), given the same settings: the result is the uninterrupted run's, bit for bit. The state file is deleted when the run finishes.
+    #[arg(long, value_name = "STATE")]
+    pub resume: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -5,8 +5,9 @@
 //! white, so a transparent background does not turn into whatever colour hides under it.
 //! Saving picks the format from the extension and is atomic (temp file + rename).
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use image::imageops::FilterType;
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -47,27 +48,133 @@ pub fn out_format(path: &Path) -> Result<OutFormat> {
     }
 }
 
+/// The most pixels decoded whole (8192², 192 MiB as RGB). A PNG larger than that, or larger
+/// than the caller needs, is reduced while it is read, row by row; a larger JPEG or interlaced
+/// PNG is refused (their decoders have no reduced decode).
+pub const MAX_WHOLE_PIXELS: u64 = 1 << 26;
+/// The most pixels a PNG may declare when it is reduced as it is read (1 Gpx: they are read, not
+/// kept, but reading them takes time).
+pub const MAX_STREAMED_PIXELS: u64 = 1 << 30;
+
 /// Reads an image file as RGB (grayscale expanded, alpha composited over white), turned upright
 /// as its EXIF orientation says. A JPEG cut short is refused (decoders fill the missing part
 /// with grey instead of failing).
 pub fn load(path: &Path) -> Result<Rgb8> {
+    Ok(load_for(path, |size| size)?.0)
+}
+
+/// As `load`, for a caller that will resize the image to `keep(source size)`: a PNG much larger
+/// than that is reduced by a whole factor while it is read (each output pixel the mean of a
+/// k x k block), keeping at least twice `keep` per side for the final resize, so that memory
+/// follows the size needed rather than the file's. Returns the image and its source size
+/// (upright), from which the caller computes its target exactly as for a full decode.
+pub fn load_for(path: &Path, keep: impl FnOnce((usize, usize)) -> (usize, usize)) -> Result<(Rgb8, (usize, usize))> {
     let bytes = fs::read(path).map_err(|e| anyhow!("{}: cannot open: {}", path.display(), io_reason(&e)))?;
-    let reader = ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
-    match reader.format() {
-        None => bail!("{}: not a PNG or JPEG image", path.display()),
-        Some(ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => bail!("{}: the JPEG is truncated (no end-of-image marker after its image data)", path.display()),
-        _ => {}
+    decode(&bytes, &path.display().to_string(), keep)
+}
+
+/// `load_for` on bytes already read; `name` names the image in errors.
+pub fn decode(bytes: &[u8], name: &str, keep: impl FnOnce((usize, usize)) -> (usize, usize)) -> Result<(Rgb8, (usize, usize))> {
+    let reader = || {
+        ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| anyhow!("{name}: cannot read: {e}"))
+    };
+    let format = reader()?.format();
+    match format {
+        Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {}
+        _ => bail!("{name}: not a PNG or JPEG image"),
     }
-    let mut decoder = reader.into_decoder().map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
+    if format == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        bail!("{name}: the JPEG is truncated (no end-of-image marker after its image data)");
+    }
+    let mut decoder = reader()?.into_decoder().map_err(|e| anyhow!("{name}: cannot decode image: {e}"))?;
+    let (w, h) = decoder.dimensions();
+    ensure!(w > 0 && h > 0, "{name}: the image is empty");
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let turned = matches!(orientation, Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH);
+    let source = if turned { (h as usize, w as usize) } else { (w as usize, h as usize) };
+    let (kw, kh) = keep(source);
+    // The largest whole factor that keeps at least twice the size needed on both sides.
+    let factor = (source.0 / (2 * kw.max(1))).min(source.1 / (2 * kh.max(1))).max(1);
+    let pixels = w as u64 * h as u64;
+    if format == Some(ImageFormat::Png) && !png_is_interlaced(bytes) && (factor > 1 || pixels > MAX_WHOLE_PIXELS) {
+        ensure!(
+            pixels <= MAX_STREAMED_PIXELS,
+            "{name}: the PNG declares {w}x{h} pixels, more than the {} million this program reads",
+            MAX_STREAMED_PIXELS >> 20
+        );
+        let factor = factor.max(pixels.div_ceil(MAX_WHOLE_PIXELS).isqrt() as usize + 1);
+        let mut img = DynamicImage::ImageRgb8(png_reduced(bytes, factor).with_context(|| format!("{name}: cannot decode image"))?);
+        img.apply_orientation(orientation);
+        return Ok((Rgb8::from_image(img.into_rgb8()), source));
+    }
+    ensure!(
+        pixels <= MAX_WHOLE_PIXELS,
+        "{name}: the image declares {w}x{h} pixels, more than the {} million this program decodes whole; give a smaller JPEG (or a PNG, which is reduced as it is read)",
+        MAX_WHOLE_PIXELS >> 20
+    );
+    // A backstop for what the decoder allocates beyond the image itself.
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(4 * MAX_WHOLE_PIXELS * 4);
+    decoder.set_limits(limits).map_err(|e| anyhow!("{name}: cannot decode image: {e}"))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("{name}: cannot decode image: {e}"))?;
     img.apply_orientation(orientation);
-    if img.width() == 0 || img.height() == 0 {
-        bail!("{}: the image is empty", path.display());
+    Ok((Rgb8::from_image(to_rgb_over_white(img)), source))
+}
+
+/// Decodes a PNG row by row into RGB reduced by `factor`: each output pixel is the rounded mean
+/// of the (up to) factor x factor source pixels it covers, alpha composited over white first.
+/// Memory: one row and the reduced image, whatever the PNG's size. Not for interlaced PNGs.
+fn png_reduced(bytes: &[u8], factor: usize) -> Result<RgbImage> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info()?;
+    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+    let channels = reader.output_color_type().0.samples();
+    let (rw, rh) = (w.div_ceil(factor), h.div_ceil(factor));
+    // Per output pixel: summed R, G, B and the count of source pixels.
+    let mut sums = vec![0u64; rw * rh * 4];
+    let mut y = 0;
+    while let Some(row) = reader.next_row()? {
+        let base = (y / factor) * rw;
+        for (x, px) in row.data().chunks_exact(channels).take(w).enumerate() {
+            let rgb = over_white(px);
+            let s = &mut sums[(base + x / factor) * 4..][..4];
+            for c in 0..3 {
+                s[c] += rgb[c] as u64;
+            }
+            s[3] += 1;
+        }
+        y += 1;
+        if y == h {
+            break;
+        }
     }
-    Ok(Rgb8::from_image(to_rgb_over_white(img)))
+    let data = sums.chunks_exact(4).flat_map(|s| {
+        let n = s[3].max(1);
+        [0, 1, 2].map(|c| ((s[c] + n / 2) / n) as u8)
+    });
+    Ok(RgbImage::from_raw(rw as u32, rh as u32, data.collect()).expect("buffer matches its size"))
+}
+
+/// IHDR's interlace method byte (the last of its 13): Adam7 rows arrive pass by pass.
+fn png_is_interlaced(bytes: &[u8]) -> bool {
+    bytes.get(28).is_some_and(|&m| m != 0)
+}
+
+/// One 8-bit pixel of 1-4 samples (gray, gray+alpha, RGB, RGBA) as RGB over white, rounded as
+/// `to_rgb_over_white` does.
+fn over_white(px: &[u8]) -> [u8; 3] {
+    let (rgb, a) = match *px {
+        [g] => ([g; 3], 255),
+        [g, a] => ([g; 3], a),
+        [r, g, b] => ([r, g, b], 255),
+        [r, g, b, a, ..] => ([r, g, b], a),
+        [] => ([255; 3], 255),
+    };
+    let a = a as u32;
+    rgb.map(|c| ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8)
 }
 
 /// A JPEG's entropy-coded data ends with an end-of-image marker (FF D9). Inside that data a
@@ -88,16 +195,12 @@ fn io_reason(e: &std::io::Error) -> String {
 
 fn to_rgb_over_white(img: DynamicImage) -> RgbImage {
     if !img.color().has_alpha() {
-        return img.to_rgb8();
+        return img.into_rgb8();
     }
-    let rgba = img.to_rgba8();
+    let rgba = img.into_rgba8();
     let mut out = RgbImage::new(rgba.width(), rgba.height());
     for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
-        let a = p[3] as u32;
-        for c in 0..3 {
-            // Round-to-nearest of c·a/255 + 255·(255−a)/255.
-            o[c] = ((p[c] as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
-        }
+        o.0 = over_white(&p.0);
     }
     out
 }
@@ -182,8 +285,11 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-/// Writes bytes to a temp file beside `path`, syncs it, then renames it over `path`.
+/// Writes bytes to a temp file beside `path`, syncs it, then renames it over `path`. The temp
+/// file is removed on every error, and a second SIGINT / SIGTERM waits for the write to end
+/// (`interrupt::writing`), so none is left behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let _writing = crate::interrupt::writing();
     let tmp = temp_path_for(path);
     let result = (|| -> Result<()> {
         let mut f = BufWriter::new(fs::File::create(&tmp)?);
@@ -318,5 +424,73 @@ mod load_tests {
         }
         assert!(px(&turned, 8, 4)[0] > 150 && px(&turned, 8, 4)[2] < 100, "top is red: {:?}", px(&turned, 8, 4));
         assert!(px(&turned, 8, 28)[2] > 150 && px(&turned, 8, 28)[0] < 100, "bottom is blue: {:?}", px(&turned, 8, 28));
+    }
+
+    /// A PNG's bytes: RGBA with structure in every channel, alpha included.
+    fn rgba_png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbaImage::from_fn(w, h, |x, y| image::Rgba([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x * y) % 251) as u8, (128 + (x + y) % 128) as u8]));
+        let mut bytes = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_png_reduced_while_read_is_the_block_mean_of_the_whole_decode() {
+        // 50 x 37 by 4: the last column and row of blocks are partial (2 x 4, 4 x 1, 2 x 1).
+        let bytes = rgba_png(50, 37);
+        let (whole, source) = decode(&bytes, "t", |s| s).unwrap();
+        assert_eq!(source, (50, 37));
+        let reduced = png_reduced(&bytes, 4).unwrap();
+        assert_eq!(reduced.dimensions(), (13, 10));
+        for (by, bx) in [(0, 0), (3, 5), (9, 12), (9, 0), (0, 12)] {
+            let (mut sum, mut n) = ([0u32; 3], 0);
+            for y in by * 4..(by * 4 + 4).min(37) {
+                for x in bx * 4..(bx * 4 + 4).min(50) {
+                    for c in 0..3 {
+                        sum[c] += whole.data[(y * 50 + x) * 3 + c] as u32;
+                    }
+                    n += 1;
+                }
+            }
+            let mean = sum.map(|v| ((v + n / 2) / n) as u8);
+            assert_eq!(reduced.get_pixel(bx as u32, by as u32).0, mean, "block ({bx}, {by})");
+        }
+    }
+
+    #[test]
+    fn decoding_keeps_twice_the_size_needed_and_reports_the_source_size() {
+        let bytes = rgba_png(300, 200);
+        // Needed 30 x 20: a factor of 5 keeps 60 x 40.
+        let (img, source) = decode(&bytes, "t", |(w, h)| fit_size(w, h, 30)).unwrap();
+        assert_eq!((source, (img.w, img.h)), ((300, 200), (60, 40)));
+        // Needed 100 x 67: factor 1, the whole image.
+        let (img, _) = decode(&bytes, "t", |(w, h)| fit_size(w, h, 100)).unwrap();
+        assert_eq!((img.w, img.h), (300, 200));
+        // After the final resize the reduced and the whole decode agree closely.
+        let (whole, _) = decode(&bytes, "t", |s| s).unwrap();
+        let (reduced, _) = decode(&bytes, "t", |(w, h)| fit_size(w, h, 30)).unwrap();
+        let (a, b) = (resize_exact(whole, (30, 20)), resize_exact(reduced, (30, 20)));
+        let diff = a.data.iter().zip(&b.data).map(|(&x, &y)| (x as i32 - y as i32).abs()).max().unwrap();
+        assert!(diff <= 24, "max difference {diff}");
+    }
+
+    #[test]
+    fn an_image_too_large_to_decode_whole_is_refused_from_its_header() {
+        // A JPEG whose frame header claims 60000 x 60000 (3.6 Gpx): refused before any decoding.
+        let mut bytes = jpeg(16, 16, None);
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        bytes[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+        let err = decode(&bytes, "huge.jpg", |s| s).unwrap_err().to_string();
+        assert!(err.contains("60000x60000") && err.contains("more than"), "{err}");
+        // A PNG may be larger than that whole-decode bound: it is reduced as it is read.
+        let big = {
+            let img = image::GrayImage::from_fn(9000, 8000, |x, y| image::Luma([((x / 100 + y / 100) % 2 * 255) as u8]));
+            let mut bytes = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
+            bytes
+        };
+        let (img, source) = decode(&big, "big.png", |s| s).unwrap();
+        assert_eq!(source, (9000, 8000));
+        assert_eq!((img.w, img.h), (4500, 4000), "reduced by 2 to stay under {MAX_WHOLE_PIXELS} pixels");
     }
 }

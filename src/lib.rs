@@ -6,6 +6,8 @@
 //! L-BFGS and Adam over backend vector ops; [`stylize`] is the loop that ties them together.
 //! Around it: [`image_io`] (files in and out), [`model::source`] (which weights), [`fetch`]
 //! (downloading them) and [`procedural`] (the README's example inputs).
+//! Stopping and going on: [`interrupt`] (SIGINT / SIGTERM stop a run after its current iteration)
+//! and [`resume`] (the saved state of a stopped run, to continue it bit for bit).
 //! Figures: [`contact`] composes contact sheets, [`plot`] draws loss curves, and [`text`] is the
 //! bitmap font that labels both.
 
@@ -20,6 +22,7 @@ pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image_io;
+pub mod interrupt;
 pub mod memory;
 pub mod model;
 pub mod multiscale;
@@ -29,6 +32,7 @@ pub mod optim;
 pub mod plot;
 pub mod preprocess;
 pub mod procedural;
+pub mod resume;
 pub mod rng;
 pub mod stylize;
 pub mod text;
@@ -38,4 +42,4 @@ pub use cpu::CpuBackend;
 pub use model::Vgg;
 pub use objective::{GramNormalization, Image, LossParts, Objective, ObjectiveSpec, Reduction};
 pub use preprocess::Convention;
-pub use stylize::{optimize, stylize, Init, Job, NonFinite, Observer, Optimizer, Output, Progress};
+pub use stylize::{optimize, optimize_from, stylize, stylize_from, Init, Job, NonFinite, Observer, Optimizer, Output, Progress, Run};

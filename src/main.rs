@@ -28,6 +28,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // SIGINT / SIGTERM stop the commands that optimise after their current iteration, and never
+    // mid-write (neural_style::interrupt); the others keep the default (die at once).
+    if !matches!(cli.command, Some(Command::FetchModel(_) | Command::Bench(_) | Command::MakeExamples(_))) {
+        if let Err(e) = neural_style::interrupt::install() {
+            eprintln!("note: cannot handle SIGINT / SIGTERM ({e}): an interrupted run saves nothing");
+        }
+    }
     let result = match cli.command {
         Some(Command::FetchModel(a)) => cmd::fetch::fetch_model(a),
         Some(Command::Bench(a)) => cmd::bench::bench(a),
@@ -40,6 +47,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(i) = e.downcast_ref::<neural_style::interrupt::Interrupted>() {
+                // Not an error: the run stopped as asked (exit 130 for SIGINT, 143 for SIGTERM).
+                eprintln!("{i}");
+                return ExitCode::from(neural_style::interrupt::exit_code(i.signal));
+            }
             // anyhow's "{:#}" joins the context chain with ": " on one line.
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
             if e.downcast_ref::<cmd::UsageError>().is_some() {

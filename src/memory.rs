@@ -47,10 +47,25 @@ pub fn run_floats(vgg: &Vgg, needed: &[String], h: usize, w: usize, optimizer_ve
     RunFloats { activations, image_vectors: n * (2 + optimizer_vectors as u64) }
 }
 
+/// The longer side (pixels) of the largest run that fits in `available` bytes, for a run of
+/// longer side `side` that needs `need` bytes: every term grows with the pixel count, so the
+/// side scales with the square root, less 5% for what the estimate leaves out.
+pub fn largest_side(side: usize, need: u64, available: u64) -> usize {
+    (side as f64 * (available as f64 / need.max(1) as f64).sqrt() * 0.95).floor() as usize
+}
+
 /// Memory the system can give this process now (Linux: MemAvailable), if known.
 pub fn available_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The most resident memory this process has used so far (Linux: VmHWM), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -73,5 +88,13 @@ mod tests {
         let big = run_floats(&vgg, &["relu5_1".to_string()], 512, 512, 200);
         assert_eq!(big.activations, 4 * f.activations);
         assert_eq!(big.bytes(), 4 * (3 * big.activations + 3 * 512 * 512 * 202));
+    }
+
+    #[test]
+    fn the_largest_side_that_fits_scales_with_the_square_root_of_the_memory() {
+        assert_eq!(largest_side(1000, 4 << 30, 1 << 30), 475);
+        assert_eq!(largest_side(512, 1 << 30, 1 << 30), 486);
+        // An estimate of 0 bytes does not divide by zero.
+        assert!(largest_side(512, 0, 1 << 30) > 512);
     }
 }

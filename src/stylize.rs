@@ -5,8 +5,9 @@ use crate::model::Vgg;
 use crate::objective::{Image, LossParts, Objective, ObjectiveSpec};
 use crate::optim::lbfgs::LineSearch;
 use crate::optim::{Adam, Lbfgs};
+use crate::resume::{LbfgsRound, OptimizerState, RunState};
 use crate::rng::Rng;
-use anyhow::Result;
+use anyhow::{bail, ensure, Result};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -66,7 +67,7 @@ pub struct Output {
     /// evaluated point), else of the last evaluation (the fixed step moves once more after it).
     pub loss: LossParts,
     pub evaluations: usize,
-    /// Time spent in the optimisation loop (after setup).
+    /// Time spent in the optimisation loop (after setup), over all sessions of a resumed run.
     pub elapsed: Duration,
     pub flops_per_evaluation: u64,
 }
@@ -104,32 +105,76 @@ pub fn stylize<B: Backend>(backend: &B, vgg: &Vgg, job: &Job, observer: &mut Obs
     optimize(backend, &mut objective, job, observer)
 }
 
+/// How `optimize_from` ended: the run finished, or it stopped early on request and can go on.
+pub enum Run {
+    Finished(Output),
+    Stopped(RunState),
+}
+
+/// `stylize` as `optimize_from`: builds the objective, then runs (or resumes) the job.
+pub fn stylize_from<B: Backend>(backend: &B, vgg: &Vgg, job: &Job, from: Option<&RunState>, stop: &mut dyn FnMut() -> bool, observer: &mut Observer) -> Result<Run> {
+    let mut objective = Objective::new(backend, vgg, job.spec.clone(), &job.content, &job.styles)?;
+    optimize_from(backend, &mut objective, job, from, stop, observer)
+}
+
 /// The optimisation loop over an objective that is already built, so that commands running many
 /// optimisations (contact sheets, grids, batches) compute the content and style targets once and
 /// only re-weight or re-target the objective between runs. Of `job` it reads the run settings
 /// (init, optimizer, iterations, seed, snapshot_every); the objective fixes the image size.
 pub fn optimize<B: Backend>(backend: &B, objective: &mut Objective<B>, job: &Job, observer: &mut Observer) -> Result<Output> {
+    match optimize_from(backend, objective, job, None, &mut || false, observer)? {
+        Run::Finished(out) => Ok(out),
+        Run::Stopped(_) => bail!("internal: a run stopped without being asked to"),
+    }
+}
+
+/// `optimize`, stoppable and resumable. `stop` is polled before each iteration (an L-BFGS
+/// iteration with strong Wolfe is a whole line search; with `--lbfgs-round`, a round's first
+/// evaluation is an iteration of its own); when it returns true the run ends with
+/// `Run::Stopped`, its state downloaded from the backend. Given that state as `from` (with the
+/// same job and objective), the run goes on from there and finishes on exactly the bits the
+/// uninterrupted run would have (the backend being deterministic, as the CPU's is). The
+/// observer sees only the iterations made in this call; `Output` counts them all.
+pub fn optimize_from<B: Backend>(
+    backend: &B,
+    objective: &mut Objective<B>,
+    job: &Job,
+    from: Option<&RunState>,
+    stop: &mut dyn FnMut() -> bool,
+    observer: &mut Observer,
+) -> Result<Run> {
     let (h, w) = (objective.height(), objective.width());
     let n = h * w * 3;
-    let init = match &job.init {
-        Init::Random => Rng::new(job.seed).normal_vec(n, 0.001),
-        Init::Image(data) => {
-            anyhow::ensure!(data.len() == n, "the init image must have the content image's size after resizing");
+    let init = match (from, &job.init) {
+        (Some(state), _) => {
+            ensure!(state.x.len() == n, "the saved image has {} values, this run's {n}", state.x.len());
+            ensure!(state.history.len() <= job.iterations, "the saved run made {} evaluations, more than this run's {}", state.history.len(), job.iterations);
+            state.x.clone()
+        }
+        (None, Init::Random) => Rng::new(job.seed).normal_vec(n, 0.001),
+        (None, Init::Image(data)) => {
+            ensure!(data.len() == n, "the init image must have the content image's size after resizing");
             data.clone()
         }
     };
     let mut x = backend.upload(&init)?;
     let mut g = backend.zeros(n)?;
     let start = Instant::now();
-    // Every evaluation's loss, in order: the run's result is the one at the final image.
-    let mut losses: Vec<LossParts> = Vec::with_capacity(job.iterations);
+    // Run time before this call (earlier sessions of a resumed run).
+    let before = from.map(|s| s.elapsed).unwrap_or_default();
+    // Every evaluation's loss, in order, with the run time it ended at: the run's result is the
+    // loss at the final image.
+    let mut losses: Vec<(LossParts, Duration)> = from.map(|s| s.history.clone()).unwrap_or_default();
+    losses.reserve(job.iterations - losses.len());
+    let done_before = losses.len();
     // The last image whose loss and gradient were finite (the start until one was).
     let mut good = backend.zeros(n)?;
     backend.copy(&x, &mut good)?;
-    let mut good_iteration = 0;
+    let mut good_iteration = done_before;
     let mut evaluate = |x: &B::Buf, g: &mut B::Buf| -> Result<f64> {
         let loss = objective.evaluate(x, g)?;
-        losses.push(loss);
+        let elapsed = before + start.elapsed();
+        losses.push((loss, elapsed));
         let iteration = losses.len();
         // One reduction tells: a NaN anywhere makes Σ|g| NaN, an Inf makes it Inf.
         let gsum = backend.asum(g)?;
@@ -146,7 +191,7 @@ pub fn optimize<B: Backend>(backend: &B, objective: &mut Objective<B>, job: &Job
         }
         backend.copy(x, &mut good)?;
         good_iteration = iteration;
-        let progress = Progress { iteration, evaluations: iteration, loss, elapsed: start.elapsed() };
+        let progress = Progress { iteration, evaluations: iteration, loss, elapsed };
         let snapshot = if job.snapshot_every > 0 && iteration % job.snapshot_every == 0 && iteration < job.iterations {
             Some(backend.download(x)?)
         } else {
@@ -158,13 +203,42 @@ pub fn optimize<B: Backend>(backend: &B, objective: &mut Objective<B>, job: &Job
     // Index of the evaluation at the final x; None: the last one, after which x moved once more
     // (L-BFGS's fixed step and Adam step after their last evaluation, as torch does).
     let mut final_evaluation = None;
+    // Set when the run stops early.
+    let mut stopped = None;
     match job.optimizer {
         Optimizer::Lbfgs { history, line_search, round } => {
             let round = if round == 0 { job.iterations } else { round };
-            let mut done = 0;
+            let (mut done, mut within) = match from.map(|s| &s.optimizer) {
+                None => (0, None),
+                Some(OptimizerState::Lbfgs { round_start, within }) => {
+                    let made = *round_start + within.as_ref().map_or(0, |r| r.minimized.evaluations);
+                    ensure!(made == done_before, "the saved L-BFGS state does not match its loss history");
+                    (*round_start, within.as_ref())
+                }
+                Some(OptimizerState::Adam(_)) => bail!("the saved state is Adam's; this run uses L-BFGS"),
+            };
             while done < job.iterations {
                 let budget = round.min(job.iterations - done);
-                let r = Lbfgs::new(backend, n, history, 1.0)?.minimize(backend, line_search, &mut x, &mut g, budget, &mut evaluate)?;
+                // A round under way goes on; a new one starts from x with a fresh history.
+                let (mut lbfgs, resumed) = match within.take() {
+                    Some(r) => {
+                        g = backend.upload(&r.g)?;
+                        (Lbfgs::import(backend, n, history, 1.0, &r.optimizer)?, Some(r.minimized))
+                    }
+                    None => {
+                        if stop() {
+                            stopped = Some(OptimizerState::Lbfgs { round_start: done, within: None });
+                            break;
+                        }
+                        (Lbfgs::new(backend, n, history, 1.0)?, None)
+                    }
+                };
+                let r = lbfgs.minimize_from(backend, line_search, &mut x, &mut g, budget, resumed, stop, &mut evaluate)?;
+                if r.stopped {
+                    let round = LbfgsRound { optimizer: lbfgs.export(backend)?, minimized: r, g: backend.download(&g)? };
+                    stopped = Some(OptimizerState::Lbfgs { round_start: done, within: Some(round) });
+                    break;
+                }
                 final_evaluation = r.final_evaluation.map(|k| done + k);
                 done += r.evaluations;
                 if r.evaluations < budget {
@@ -173,16 +247,30 @@ pub fn optimize<B: Backend>(backend: &B, objective: &mut Objective<B>, job: &Job
             }
         }
         Optimizer::Adam { learning_rate } => {
-            let mut adam = Adam::new(backend, n, learning_rate)?;
-            for _ in 0..job.iterations {
+            let mut adam = match from.map(|s| &s.optimizer) {
+                None => Adam::new(backend, n, learning_rate)?,
+                Some(OptimizerState::Adam(state)) => {
+                    ensure!(state.t as usize == done_before, "the saved Adam state does not match its loss history");
+                    Adam::import(backend, n, learning_rate, state)?
+                }
+                Some(OptimizerState::Lbfgs { .. }) => bail!("the saved state is L-BFGS's; this run uses Adam"),
+            };
+            for _ in done_before..job.iterations {
+                if stop() {
+                    stopped = Some(OptimizerState::Adam(adam.export(backend)?));
+                    break;
+                }
                 evaluate(&x, &mut g)?;
                 adam.step(backend, &mut x, &g)?;
             }
         }
     }
     backend.synchronize()?;
-    let elapsed = start.elapsed();
+    let elapsed = before + start.elapsed();
+    if let Some(optimizer) = stopped {
+        return Ok(Run::Stopped(RunState { x: backend.download(&x)?, history: losses, elapsed, optimizer }));
+    }
     let evaluations = losses.len();
-    let loss = final_evaluation.or(evaluations.checked_sub(1)).map(|k| losses[k]).unwrap_or_default();
-    Ok(Output { image: backend.download(&x)?, h, w, loss, evaluations, elapsed, flops_per_evaluation: objective.flops_per_evaluation() })
+    let loss = final_evaluation.or(evaluations.checked_sub(1)).map(|k| losses[k].0).unwrap_or_default();
+    Ok(Run::Finished(Output { image: backend.download(&x)?, h, w, loss, evaluations, elapsed, flops_per_evaluation: objective.flops_per_evaluation() }))
 }

@@ -1154,4 +1154,27 @@ fn a_size_that_cannot_fit_in_memory_is_refused_up_front() {
     let o = env.stylize(&["--image-size", "100000", "--output-image", "big.png"]);
     assert_user_error(&env, &o, "the largest size that fits is about");
     assert!(stderr(&o).contains("100000x75000"), "{}", stderr(&o));
+    // bench checks each size the same way (it used to abort on a 230 GB allocation).
+    let o = env.cmd().args(["bench", "--device", "cpu", "--sizes", "64,30000"]).output().unwrap();
+    assert_user_error(&env, &o, "--sizes 30000: a 30000x30000 run needs about");
+    assert!(stderr(&o).contains("the largest size that fits is about"), "{}", stderr(&o));
+}
+
+/// Issue 9, item 2: a PNG far larger than the size asked for (a 7000 x 6000 image, a few hundred
+/// KB on disk, 126 MB as RGB) is reduced while it is read: the run's peak memory stays within a
+/// few MB of the same run on a small content image.
+#[test]
+fn a_huge_png_costs_the_memory_of_the_size_needed_not_of_the_file() {
+    let env = Env::new();
+    image::GrayImage::from_fn(7000, 6000, |x, y| image::Luma([((x / 50 + y / 50) % 2 * 200) as u8])).save(env.path("huge.png")).unwrap();
+    let peak = |content: &str, log: &str| {
+        let o = env.stylize(&["--content-image", content, "--num-iterations", "1", "--log-json", log]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = std::fs::read_to_string(env.path(log)).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        summary["peak_rss_bytes"].as_u64().expect("peak_rss_bytes on Linux") as f64 / (1 << 20) as f64
+    };
+    let small = peak(env.png("small.png", 70, 60).to_str().unwrap(), "small.jsonl");
+    let huge = peak(env.path("huge.png").to_str().unwrap(), "huge.jsonl");
+    assert!(huge - small < 40.0, "peak RSS {huge:.0} MiB with the huge PNG, {small:.0} MiB with a small one");
 }

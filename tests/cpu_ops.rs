@@ -427,3 +427,15 @@ fn adam_matches_torch_formula() {
     let worst = p.iter().zip(&p64).fold(0.0f64, |w, (&a, &b)| w.max((a as f64 - b).abs()));
     assert!(worst < 1e-5, "adam drifts {worst} from the f64 reference");
 }
+
+/// An allocation the system refuses is an error the caller can report, not an abort.
+#[test]
+fn an_allocation_too_large_is_an_error() {
+    let be = CpuBackend::new();
+    for len in [usize::MAX / 8, 1 << 45] {
+        let err = be.zeros(len).unwrap_err().to_string();
+        assert!(err.contains("out of memory allocating"), "{err}");
+    }
+    assert_eq!(be.zeros(3).unwrap(), vec![0.0; 3]);
+    assert_eq!(be.upload(&[1.0, 2.0]).unwrap(), vec![1.0, 2.0]);
+}

@@ -1,7 +1,10 @@
 //! CPU-vs-CUDA parity: every op forward and backward, a whole `Objective::evaluate` on a narrow
 //! random VGG, determinism (the same launch twice gives the same bytes), and an end-to-end L-BFGS
-//! run. Every GPU test prints "skipped: <reason>" and returns when `cuda::probe()` says no GPU
-//! (set NEURAL_STYLE_REQUIRE_GPU=1 to make that a failure, as scripts/gpu_check.sh does).
+//! run. Every GPU test writes "SKIPPED cuda_parity::<test>: <reason>" to stderr (uncaptured, so
+//! `cargo test` shows it) and passes when `cuda::probe()` says no GPU (set
+//! NEURAL_STYLE_REQUIRE_GPU=1 to make that a failure, as scripts/gpu_check.sh does). The launch
+//! arithmetic (grids, splits, the scales the kernels are given) is checked without a GPU by the
+//! unit tests of src/cuda/mod.rs and src/backend/scales.rs.
 //! Outputs that an op overwrites are poisoned with NaN before the launch; NaN never passes.
 //!
 //! Tolerances (max |gpu - cpu| / max |cpu|): fp32 1e-5, tf32 3e-3, bf16 2e-2 for the convolution
@@ -24,13 +27,24 @@ fn tol(p: Precision) -> f64 {
     }
 }
 
-/// The GPU backend, or None after printing why the test is skipped.
+/// Says that the running test is skipped, and why, where `cargo test` shows it. Rust's test
+/// harness has no run-time "skipped" state (`#[ignore]` is decided at compile time, and whether
+/// this machine has a GPU is not known then), and it captures `println!`/`eprintln!` of passing
+/// tests; a write to the process's stderr handle is not captured, so this line appears beside
+/// the test's `ok` in every `cargo test`, with or without `--nocapture`.
+fn report_skipped(why: &str) {
+    use std::io::Write;
+    let name = std::thread::current().name().filter(|n| *n != "main").unwrap_or("a GPU test").to_string();
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED cuda_parity::{name}: {why}");
+}
+
+/// The GPU backend, or None after reporting (`report_skipped`) why the test is skipped.
 fn gpu(precision: Precision) -> Option<CudaBackend> {
     if let Err(e) = cuda::probe() {
         if std::env::var_os("NEURAL_STYLE_REQUIRE_GPU").is_some() {
             panic!("NEURAL_STYLE_REQUIRE_GPU is set but no GPU is usable: {e:#}");
         }
-        println!("skipped: {e:#}");
+        report_skipped(&format!("no usable GPU ({e:#}); it passes without checking anything"));
         return None;
     }
     Some(CudaBackend::new(0, precision).expect("probe() found a GPU, so CudaBackend::new must succeed"))
@@ -520,7 +534,7 @@ fn entry_points() -> Vec<(&'static cuda::KernelImages, String)> {
 fn binary_holds_ptx_and_cubins_of_every_kernel() {
     if !cuda::KERNELS_BUILT {
         assert!(std::env::var_os("NEURAL_STYLE_REQUIRE_KERNELS").is_none(), "NEURAL_STYLE_REQUIRE_KERNELS is set but the kernels were not built");
-        println!("skipped: kernels not built");
+        report_skipped("the kernels were not built (NEURAL_STYLE_NO_CUDA or no NVRTC)");
         return;
     }
     use cuda::kernels::{ALL, CUBIN_ARCHS, PTX_ARCH};
@@ -583,4 +597,29 @@ fn gram_split_covers_k_exactly_once() {
             assert!(splits * chunk >= hw && (splits - 1) * chunk < hw, "hw {hw} c {c}: {splits} x {chunk}");
         }
     }
+}
+
+/// Issue 9 item 9: GPU faults are errors that say what failed, never panics. An allocation larger
+/// than the device becomes `OutOfDeviceMemory` (which the CLI turns into a size that fits); a
+/// launch the driver refuses (a grid of 65536 blocks in y, over the limit of 65535) names the
+/// kernel, its shape and its grid; and the backend still works afterwards.
+#[test]
+fn gpu_faults_are_errors_naming_what_failed() {
+    let Some(be) = gpu(Precision::Fp32) else { return };
+    let (_, total) = cuda::free_memory(0).unwrap();
+    let err = be.zeros((total / 4 + (1 << 28)) as usize).unwrap_err();
+    let oom = err.downcast_ref::<neural_style::backend::OutOfDeviceMemory>().unwrap_or_else(|| panic!("not an OutOfDeviceMemory: {err:#}"));
+    assert!(oom.requested > total && oom.total == total, "{oom}");
+    assert!(err.to_string().contains("ran out of memory"), "{err}");
+
+    let s = ConvShape { h: 1, w: 1, c_in: 1, c_out: 64 * 65536 };
+    let x = be.upload(&[1.0]).unwrap();
+    let w = be.zeros(9 * s.c_out).unwrap();
+    let b = be.zeros(s.c_out).unwrap();
+    let mut y = be.zeros(s.c_out).unwrap();
+    let err = be.conv3x3_fwd(s, &x, &w, &b, &mut y).unwrap_err().to_string();
+    assert!(err.contains("conv3x3_fwd") && err.contains("c_out: 4194304") && err.contains("grid (1, 65536, 1)"), "{err}");
+
+    let v = be.upload(&[1.0, 2.0, 3.0]).unwrap();
+    assert_eq!(be.dot(&v, &v).unwrap(), 14.0, "the backend works after both errors");
 }

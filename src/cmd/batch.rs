@@ -28,6 +28,7 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
     let mut style = super::settings::resolve_in(a.style, matches, argv, Some("batch"))?;
     ensure!(style.content_image.is_none(), "batch takes its content images as arguments, not --content-image");
     ensure!(style.log_json.is_none(), "--log-json is not supported by batch");
+    ensure!(style.resume.is_none(), "--resume is not supported by batch: run the same command again and it skips the frames already written");
     ensure!(style.init_image.is_none(), "--init-image is not supported by batch (--temporal-init starts each frame from the previous result)");
     let ext = a.output_ext.trim_start_matches('.').to_ascii_lowercase();
     image_io::out_format(Path::new(&format!("result.{ext}"))).context("--output-ext")?;
@@ -142,7 +143,9 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
             }
             continue;
         }
-        let content = image_io::resize_max_side(image_io::load(&f.input)?, image_size);
+        let fit = |(w, h)| image_io::fit_size(w, h, image_size);
+        let (content, source) = image_io::load_for(&f.input, fit)?;
+        let content = image_io::resize_exact(content, fit(source));
         let scales = scales_from(&content, &plan.styles, plan.convention, &sizes);
         match objectives.as_mut() {
             Some(o) if built_for == (content.w, content.h) => o.set_content(&scales.iter().map(|s| s.content.clone()).collect::<Vec<_>>())?,
@@ -154,7 +157,7 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
         }
         let from_previous = match (&previous, temporal) {
             (Previous::Memory(img), true) => Some((resize_image(img, content.h, content.w), "the previous result")),
-            (Previous::File(p), true) => Some((pre(&image_io::resize_exact(image_io::load(p)?, (content.w, content.h))), "the previous output file")),
+            (Previous::File(p), true) => Some((pre(&image_io::resize_exact(image_io::load_for(p, |_| (content.w, content.h))?.0, (content.w, content.h))), "the previous output file")),
             _ => None,
         };
         let (init, init_from) = match from_previous {
@@ -168,6 +171,8 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
             if let Some(bar) = &bar {
                 bar.set_message(format!("{name}: iteration {}/{}, loss {:.4e}", p.iteration, plan.iterations, p.loss.total));
             }
+            // SIGINT / SIGTERM: stop this frame at once; a rerun skips the frames already written.
+            neural_style::interrupt::check()?;
             Ok(())
         };
         let out = objectives.as_mut().expect("built above").run(backend, &frame_job, &mut observer)?;

@@ -18,7 +18,13 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         ensure!(s >= side, "--sizes: {s} is too small: the minimum size is {side} pixels ({pools} poolings before {deepest})");
     }
     let precision = if a.device == DeviceArg::Cpu { None } else { Some(a.precision) };
-    match choose_device(a.device, precision)? {
+    let device = choose_device(a.device, precision)?;
+    // Each timed evaluation is followed by an L-BFGS step (history 100).
+    let pairs = (a.warmup + a.evals).min(100);
+    for &s in &a.sizes {
+        super::check_memory(&vgg, &layers, (s, s), 2 * pairs + 2, device).map_err(|e| anyhow::anyhow!("--sizes {s}: {e}"))?;
+    }
+    match device {
         Device::Cpu => bench_on(&CpuBackend::new(), &vgg, &a),
         Device::Cuda(p) => bench_on(&cuda::CudaBackend::new(0, p)?, &vgg, &a),
     }

@@ -153,6 +153,7 @@ pub fn check_writable(outputs: &[(&str, PathBuf)]) -> Result<()> {
             ensure!(!m.permissions().readonly(), "{}: {flag} is a read-only file", path.display());
         }
         if probed.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {
+            let _writing = neural_style::interrupt::writing();
             let probe = image_io::temp_path_for(&dir.join(".neural-style-write-check"));
             std::fs::File::create(&probe).map_err(|e| anyhow!("{}: the {flag} folder is not writable ({e})", dir.display()))?;
             let _ = std::fs::remove_file(&probe);
@@ -180,4 +181,28 @@ pub fn progress_bar(len: usize) -> Option<ProgressBar> {
             .progress_chars("=> "),
     );
     Some(bar)
+}
+
+/// Bytes a run of `size` needs by `memory::run_floats`'s estimate; refuses a size that cannot fit
+/// in the device's memory (CPU: available memory; GPU: free device memory), naming the largest
+/// that would. `needed`: the layers used; `optimizer_vectors`: image-sized vectors it keeps.
+pub fn check_memory(vgg: &Vgg, needed: &[String], (w, h): (usize, usize), optimizer_vectors: usize, device: Device) -> Result<u64> {
+    let floats = neural_style::memory::run_floats(vgg, needed, h, w, optimizer_vectors);
+    let (need, gib) = (floats.bytes(), |b: u64| b as f64 / (1u64 << 30) as f64);
+    let (available, what) = match device {
+        Device::Cpu => (neural_style::memory::available_bytes(), "available"),
+        Device::Cuda(_) => (neural_style::cuda::free_memory(0).ok().map(|(free, _)| free), "free on the GPU"),
+    };
+    let Some(available) = available else { return Ok(need) };
+    if need > available {
+        bail!(
+            "a {w}x{h} run needs about {:.1} GiB (layer outputs and their gradients {:.1} GiB, image and optimiser vectors {:.1} GiB), more than the {:.1} GiB {what}: the largest size that fits is about {} pixels on the longer side",
+            gib(need),
+            gib(4 * 3 * floats.activations),
+            gib(4 * floats.image_vectors),
+            gib(available),
+            neural_style::memory::largest_side(w.max(h), need, available)
+        );
+    }
+    Ok(need)
 }

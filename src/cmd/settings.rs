@@ -22,7 +22,7 @@ use std::path::Path;
 pub const SETTINGS_KEY: &str = "neural-style:settings";
 /// Flags that say where results go or how progress is shown, not what the image is: never
 /// recorded, never taken from a PNG.
-const NOT_RECORDED: [&str; 7] = ["output_image", "log_json", "print_iter", "save_iter", "from_png", "preset", "plot"];
+const NOT_RECORDED: [&str; 8] = ["output_image", "log_json", "print_iter", "save_iter", "from_png", "preset", "plot", "resume"];
 /// Flags naming input files: recorded as absolute paths.
 const INPUT_PATHS: [&str; 4] = ["content_image", "style_image", "init_image", "model"];
 

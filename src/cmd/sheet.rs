@@ -15,7 +15,11 @@ use std::path::Path;
 
 /// Options of the main command that a sheet cannot honour: refused rather than ignored.
 fn refuse(cmd: &str, a: &StyleArgs, also: &[(&str, bool)]) -> Result<()> {
-    let common = [("--plot", a.plot.is_some()), ("--log-json", a.log_json.is_some())];
+    let common = [
+        ("--plot", a.plot.is_some()),
+        ("--log-json", a.log_json.is_some()),
+        ("--resume (an interrupted sheet or grid starts again)", a.resume.is_some()),
+    ];
     for (flag, given) in common.iter().chain(also) {
         ensure!(!given, "{flag} is not supported by `neural-style {cmd}`");
     }
@@ -64,6 +68,8 @@ impl<'p> Cells<'p> {
                 }
                 None => {}
             }
+            // SIGINT / SIGTERM: stop at once (the sheet is not resumable).
+            neural_style::interrupt::check()?;
             Ok(())
         };
         let out = optimize(backend, objective, job, &mut observer)?;

@@ -1,6 +1,12 @@
 //! The main command: stylise one content image. `plan` checks every input before the long work
 //! starts (nothing is written on a bad input); `run` drives `neural_style::stylize` with a
 //! progress bar, snapshots and the JSON log.
+//!
+//! SIGINT / SIGTERM (neural_style::interrupt): the run stops after its current iteration,
+//! writes the image so far to the output and the run's state beside it (`<output>.resume`,
+//! neural_style::resume), says how to go on, and exits with 130 / 143. `--resume STATE` goes on
+//! from there to the uninterrupted run's bytes; the state file is deleted when the run finishes.
+//! Multi-scale runs stop at once instead, saving nothing, and refuse `--resume`.
 
 use super::{check_outputs, check_weight, choose_device, input_paths, layer_list, min_side, non_negative, positive, settings, Device};
 use crate::cli::{GramNormalizationArg, InitArg, LineSearchArg, OptimizerArg, PoolingArg, PreprocessArg, ReductionArg, StyleArgs, StyleResizeArg};
@@ -11,11 +17,14 @@ use std::ffi::OsString;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use neural_style::image_io::{self, Rgb8};
 use neural_style::model::source::{self, ModelSource};
+use neural_style::backend::OutOfDeviceMemory;
 use neural_style::model::Vgg;
-use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
+use neural_style::interrupt::{self, Interrupted};
+use neural_style::resume::{self, Header};
+use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress, Run};
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Default term weights per input convention. jcjohnson's 5 / 100 / 1e-3 balance Caffe-scale
 /// inputs (0..255); torchvision inputs are ~1/60 of that scale, so features are smaller and the
@@ -51,6 +60,14 @@ pub struct Plan {
     /// `(size, iterations)` per scale for `--scales`; None: one scale.
     pub scales: Option<Vec<(usize, usize)>>,
     pub plot: Option<PathBuf>,
+    /// Bytes the run needs by `memory::run_floats`'s estimate.
+    pub memory_need: u64,
+    /// `--resume`: the state file to go on from.
+    pub resume: Option<PathBuf>,
+    /// Where an interrupted run saves its state (`resume::state_path` of the output).
+    pub state: PathBuf,
+    /// The command line, for the command that resumes an interrupted run (empty: not known).
+    pub command: Vec<OsString>,
 }
 
 pub fn plan(a: StyleArgs) -> Result<Plan> {
@@ -123,19 +140,47 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     let style_layers = layer_list(&a.style_layers);
     ensure!(!content_layers.is_empty() || !style_layers.is_empty(), "no content or style layers chosen");
     image_io::out_format(&a.output_image)?;
+    let state = resume::state_path(&a.output_image);
+    if let Some(r) = &a.resume {
+        ensure!(scales.is_none(), "--resume does not work with --scales (an interrupted multi-scale run saves no state)");
+        ensure!(r.is_file(), "{}: --resume names no state file", r.display());
+    }
     if check_paths {
-        check_outputs(&output_paths(&a, iterations, save_iter), &input_paths(&a))?;
+        // The state file an interruption would write, unless it is the one --resume reads.
+        let mut outputs = output_paths(&a, iterations, save_iter);
+        let mut inputs = input_paths(&a);
+        match &a.resume {
+            Some(r) if fs::canonicalize(r).ok() == fs::canonicalize(&state).ok() => {}
+            Some(r) => {
+                inputs.push(("--resume", r.clone()));
+                outputs.push(("--output-image's state file", state.clone()));
+            }
+            None => outputs.push(("--output-image's state file", state.clone())),
+        }
+        check_outputs(&outputs, &inputs)?;
     }
 
     let device = choose_device(a.device, a.precision)?;
 
-    // Inputs: decoding problems surface before the model (which may be large) is read.
-    let content = image_io::load(&content_path)?;
+    // Inputs: decoding problems surface before the model (which may be large) is read. Each is
+    // decoded for the size it will be resized to (a PNG much larger is reduced as it is read).
+    let content_size = |(w, h): (usize, usize)| match image_height {
+        None => image_io::fit_size(w, h, image_size),
+        Some(ih) => (((w as f64 * ih as f64 / h as f64).round() as usize).max(1), ih),
+    };
+    let (content, content_source) = image_io::load_for(&content_path, content_size)?;
+    let target = content_size(content_source);
+    let style_side = ((target.0.max(target.1) as f64 * a.style_scale as f64).round() as usize).max(1);
+    let style_size = |(w, h): (usize, usize)| match a.style_resize {
+        StyleResizeArg::LongerSide => image_io::fit_size(w, h, style_side),
+        StyleResizeArg::MatchContent => target,
+    };
     let mut styles = Vec::new();
     for (p, b) in a.style_image.iter().zip(&blend) {
-        styles.push((image_io::load(p)?, *b));
+        let (img, source) = image_io::load_for(p, style_size)?;
+        styles.push((img, style_size(source), *b));
     }
-    let init_image = a.init_image.as_deref().map(image_io::load).transpose()?;
+    let init_image = a.init_image.as_deref().map(|p| image_io::load_for(p, |_| target)).transpose()?.map(|(img, _)| img);
 
     let model = source::resolve(a.model.as_deref(), seed);
     let vgg = source::load(&model)?;
@@ -153,28 +198,11 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     let (dc, ds, dt) = default_weights(convention);
 
     // Memory first, from the target size alone: resizing to a size that cannot fit would abort.
-    let target = match image_height {
-        None => image_io::fit_size(content.w, content.h, image_size),
-        Some(h) => (((content.w as f64 * h as f64 / content.h as f64).round() as usize).max(1), h),
-    };
-    check_memory(&vgg, &content_layers, &style_layers, target, &a, history.min(iterations), device)?;
+    let memory_need = check_run_memory(&vgg, &content_layers, &style_layers, target, &a, history.min(iterations), device)?;
 
     // Sizes: resize, then check each input survives the poolings of the deepest layer used.
-    let content = match image_height {
-        None => image_io::resize_max_side(content, image_size),
-        Some(h) => {
-            let w = ((content.w as f64 * h as f64 / content.h as f64).round() as usize).max(1);
-            image_io::resize_exact(content, (w, h))
-        }
-    };
-    let style_side = ((content.w.max(content.h) as f64 * a.style_scale as f64).round() as usize).max(1);
-    let styles: Vec<(Rgb8, f32)> = styles
-        .into_iter()
-        .map(|(s, b)| match a.style_resize {
-            StyleResizeArg::LongerSide => (image_io::resize_max_side(s, style_side), b),
-            StyleResizeArg::MatchContent => (image_io::resize_exact(s, (content.w, content.h)), b),
-        })
-        .collect();
+    let content = image_io::resize_exact(content, target);
+    let styles: Vec<(Rgb8, f32)> = styles.into_iter().map(|(s, size, b)| (image_io::resize_exact(s, size), b)).collect();
     let all_layers: Vec<String> = content_layers.iter().chain(&style_layers).cloned().collect();
     let too_small = |what: &str, img: &Rgb8, layers: &[String]| -> Result<()> {
         let (side, pools, deepest) = min_side(&vgg, layers);
@@ -253,34 +281,38 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
         provenance,
         scales,
         plot: a.plot,
+        memory_need,
+        resume: a.resume,
+        state,
+        command: Vec::new(),
     })
 }
 
-/// Refuses a run whose buffers cannot fit in the memory available now (CPU runs; a GPU's free
-/// memory is only known once its context exists), naming the largest size that would.
-fn check_memory(vgg: &Vgg, content_layers: &[String], style_layers: &[String], (w, h): (usize, usize), a: &StyleArgs, pairs: usize, device: Device) -> Result<()> {
-    let Device::Cpu = device else { return Ok(()) };
-    let Some(available) = neural_style::memory::available_bytes() else { return Ok(()) };
+/// Bytes a run of this size needs (`cmd::check_memory`), counting the optimiser's vectors.
+fn check_run_memory(vgg: &Vgg, content_layers: &[String], style_layers: &[String], size: (usize, usize), a: &StyleArgs, pairs: usize, device: Device) -> Result<u64> {
     let optimizer_vectors = match a.optimizer {
         // Two per curvature pair, the direction and the previous gradient, and the line search's five.
         OptimizerArg::Lbfgs => 2 * pairs + 2 + if a.lbfgs_line_search == LineSearchArg::StrongWolfe { 5 } else { 0 },
         OptimizerArg::Adam => 2,
     };
     let needed: Vec<String> = content_layers.iter().chain(style_layers).cloned().collect();
-    let floats = neural_style::memory::run_floats(vgg, &needed, h, w, optimizer_vectors);
-    let (need, gib) = (floats.bytes(), |b: u64| b as f64 / (1u64 << 30) as f64);
-    if need > available {
-        // Every term grows with the pixel count.
-        let fits = (w.max(h) as f64 * (available as f64 / need as f64).sqrt() * 0.95).floor();
-        bail!(
-            "a {w}x{h} run needs about {:.1} GiB (layer outputs and their gradients {:.1} GiB, image and optimiser vectors {:.1} GiB), more than the {:.1} GiB available: the largest size that fits is about {fits} pixels on the longer side (--image-size / --image-height), or use fewer --lbfgs-num-correction",
-            gib(need),
-            gib(4 * 3 * floats.activations),
-            gib(4 * floats.image_vectors),
-            gib(available)
-        );
-    }
-    Ok(())
+    super::check_memory(vgg, &needed, size, optimizer_vectors, device)
+}
+
+/// The message for a run that ran out of GPU memory although the estimate fitted (other
+/// processes, fragmentation, or an estimate too low): what would fit, by the same estimate.
+fn out_of_device_memory(plan: &Plan, oom: &OutOfDeviceMemory) -> anyhow::Error {
+    let (w, h) = (plan.content.w, plan.content.h);
+    let precision = match plan.device {
+        Device::Cuda(p) => format!("{p:?}").to_lowercase(),
+        Device::Cpu => "fp32".into(),
+    };
+    // The estimate missed by at least this much: scale it so that it explains the failure.
+    let fits = neural_style::memory::largest_side(w.max(h), plan.memory_need.max(oom.free_at_start + 1), oom.free_at_start);
+    anyhow!(
+        "{oom} during a {w}x{h} run in {precision} (estimated need {:.2} GiB): try --image-size {fits} or smaller; every precision keeps f32 buffers, so --precision does not change the memory needed",
+        plan.memory_need as f64 / (1u64 << 30) as f64
+    )
 }
 
 pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<()> {
@@ -291,7 +323,8 @@ pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<
         }
     }
     super::check_plot(&a)?;
-    let plan = plan(a)?;
+    let mut plan = plan(a)?;
+    plan.command = argv.to_vec();
     note_model(&plan);
     match plan.device {
         Device::Cpu => run(&CpuBackend::new(), &plan),
@@ -359,8 +392,83 @@ fn keep_last_good(plan: &Plan, nf: &neural_style::NonFinite) -> anyhow::Error {
     }
 }
 
+/// What names this run in its state file: a fingerprint of everything that decides the result
+/// (the recorded settings with the program version and model hash, the resized inputs' pixels,
+/// the starting image, the size), so that `--resume` with anything else is refused.
+fn resume_header(plan: &Plan, job: &Job) -> Header {
+    let settings: serde_json::Value = serde_json::from_str(&plan.provenance).unwrap_or_default();
+    let (w, h) = (plan.content.w, plan.content.h);
+    let floats = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let init = match &job.init {
+        Init::Random => Vec::new(),
+        Init::Image(data) => floats(data),
+    };
+    let size = [w as u64, h as u64, plan.iterations as u64].map(u64::to_le_bytes).concat();
+    let mut parts: Vec<&[u8]> = vec![plan.provenance.as_bytes(), &size, &plan.content.data, &init];
+    let blends: Vec<[u8; 4]> = plan.styles.iter().map(|(_, b)| b.to_le_bytes()).collect();
+    for ((s, _), b) in plan.styles.iter().zip(&blends) {
+        parts.extend([&s.data[..], b]);
+    }
+    Header { fingerprint: resume::fingerprint(&parts), settings, width: w, height: h, iterations: plan.iterations }
+}
+
+/// The state a `--resume` names, checked against this run.
+fn load_state(plan: &Plan, job: &Job) -> Result<Option<resume::RunState>> {
+    let Some(path) = &plan.resume else { return Ok(None) };
+    let (header, state) = resume::load(path).context("--resume")?;
+    header.check(&resume_header(plan, job)).with_context(|| format!("--resume {}", path.display()))?;
+    Ok(Some(state))
+}
+
+/// `argv` with `--resume STATE` (instead of any it had), quoted for a POSIX shell.
+fn resume_command(argv: &[OsString], state: &Path) -> String {
+    let mut args: Vec<String> = Vec::new();
+    let mut skip = false;
+    for a in argv.iter().map(|a| a.to_string_lossy().into_owned()) {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        match a.as_str() {
+            "--resume" => skip = true,
+            _ if a.starts_with("--resume=") => {}
+            _ => args.push(a),
+        }
+    }
+    if args.is_empty() {
+        args.push("neural-style".into());
+    }
+    args.extend(["--resume".to_string(), state.display().to_string()]);
+    let quote = |a: &String| {
+        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=,:+@%".contains(c)) {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// A run that a signal stopped: writes the image so far to the output and the state beside it,
+/// says where they went, and returns the `Interrupted` that main turns into the exit code.
+fn save_stopped(plan: &Plan, job: &Job, signal: i32, state: &resume::RunState) -> Result<()> {
+    let (w, h) = (plan.content.w, plan.content.h);
+    save_result(plan, &plan.content, &state.x, (w, h), &plan.output, &plan.provenance)?;
+    resume::save(&plan.state, &resume_header(plan, job), state)?;
+    let mb = fs::metadata(&plan.state).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+    eprintln!(
+        "{} after iteration {} of {}: wrote {} (the image so far) and {} (the run's state, {mb:.1} MB)",
+        interrupt::signal_name(signal),
+        state.history.len(),
+        plan.iterations,
+        plan.output.display(),
+        plan.state.display()
+    );
+    Err(Interrupted { signal, message: format!("continue with: {}", resume_command(&plan.command, &plan.state)) }.into())
+}
+
 pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     let job = job(plan);
+    let from = load_state(plan, &job)?;
     let device = backend.name();
     eprintln!(
         "stylising {}x{} on {device} with {}, {} iterations (weights: content {}, style {}, tv {})",
@@ -379,15 +487,33 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     let bar = super::progress_bar(plan.iterations);
     let mut losses = Vec::new();
     let (w, h) = (plan.content.w, plan.content.h);
+    let log_line = |log: &mut std::io::BufWriter<fs::File>, p: &Progress| -> Result<()> {
+        let l = p.loss;
+        let line = serde_json::json!({
+            "iteration": p.iteration, "evaluations": p.evaluations, "total": l.total, "content": l.content,
+            "style": l.style, "tv": l.tv, "elapsed_ms": p.elapsed.as_secs_f64() * 1e3,
+        });
+        Ok(writeln!(log, "{line}")?)
+    };
+    if let Some(state) = &from {
+        // The iterations of the earlier sessions: in the log and the plot, as if run now.
+        eprintln!("resuming from {} after iteration {}", plan.resume.as_deref().unwrap_or(Path::new("")).display(), state.history.len());
+        for (k, &(loss, elapsed)) in state.history.iter().enumerate() {
+            losses.push(loss);
+            if let Some(log) = log.as_mut() {
+                log_line(log, &Progress { iteration: k + 1, evaluations: k + 1, loss, elapsed })?;
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.set_position(state.history.len() as u64);
+        }
+    }
+    let multiscale = plan.scales.is_some();
     let mut observer = |p: &Progress, snapshot: Option<&[f32]>| -> Result<()> {
         let l = p.loss;
         losses.push(l);
         if let Some(log) = log.as_mut() {
-            let line = serde_json::json!({
-                "iteration": p.iteration, "evaluations": p.evaluations, "total": l.total, "content": l.content,
-                "style": l.style, "tv": l.tv, "elapsed_ms": p.elapsed.as_secs_f64() * 1e3,
-            });
-            writeln!(log, "{line}")?;
+            log_line(log, p)?;
         }
         let text = format!("loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})", l.total, l.content, l.style, l.tv);
         match &bar {
@@ -405,23 +531,46 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
             let path = image_io::iteration_path(&plan.output, p.iteration);
             image_io::save(&Rgb8 { w, h, data: plan.convention.deprocess(x) }, &path)?;
         }
+        if multiscale {
+            // Multi-scale runs cannot be resumed: a signal stops them at once.
+            interrupt::check()?;
+        }
         Ok(())
     };
+    // Single-scale runs stop between iterations and save their state.
+    let mut stop = || interrupt::requested().is_some();
     let out = match &plan.scales {
-        None => neural_style::stylize(backend, &plan.vgg, &job, &mut observer),
-        Some(scales) => super::multiscale::run(backend, plan, scales, &job, &mut observer),
+        None => neural_style::stylize_from(backend, &plan.vgg, &job, from.as_ref(), &mut stop, &mut observer),
+        Some(scales) => super::multiscale::run(backend, plan, scales, &job, &mut observer).map(Run::Finished),
     };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
     let out = match out {
-        Ok(out) => out,
-        Err(e) => match e.downcast_ref::<neural_style::NonFinite>() {
-            Some(nf) => return Err(keep_last_good(plan, nf)),
-            None => return Err(e),
-        },
+        Ok(Run::Finished(out)) => out,
+        Ok(Run::Stopped(state)) => {
+            drop(log); // flushed, without a summary
+            let signal = interrupt::requested().unwrap_or(interrupt::SIGINT);
+            return save_stopped(plan, &job, signal, &state);
+        }
+        Err(e) => {
+            if let Some(nf) = e.downcast_ref::<neural_style::NonFinite>() {
+                return Err(keep_last_good(plan, nf));
+            }
+            if let Some(oom) = e.chain().find_map(|c| c.downcast_ref::<OutOfDeviceMemory>()) {
+                return Err(out_of_device_memory(plan, oom));
+            }
+            return Err(e);
+        }
     };
     save_result(plan, &plan.content, &out.image, (out.w, out.h), &plan.output, &plan.provenance)?;
+    // The run is complete: a state saved by an interruption of it is spent.
+    for state in plan.resume.iter().chain([&plan.state]) {
+        if state.is_file() {
+            fs::remove_file(state).with_context(|| format!("{}: cannot remove the spent state file", state.display()))?;
+            eprintln!("removed {} (the state of the interrupted run, now finished)", state.display());
+        }
+    }
     if let Some(p) = &plan.plot {
         neural_style::plot::save_loss_plot(&losses, p)?;
         eprintln!("wrote {} (loss curves)", p.display());
@@ -433,6 +582,7 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
             "width": out.w, "height": out.h, "evaluations": out.evaluations, "ms_per_evaluation": ms_per_eval,
             "gflop_per_evaluation": out.flops_per_evaluation as f64 / 1e9,
             "final": out.loss, "output": plan.output.display().to_string(),
+            "peak_rss_bytes": neural_style::memory::peak_rss_bytes(),
         });
         writeln!(log, "{summary}")?;
         log.flush()?;

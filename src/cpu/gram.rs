@@ -1,10 +1,11 @@
 //! Gram matrix and its backward pass.  Mirrors kernels/gram.cu.
 
+use crate::backend::scales;
 use rayon::prelude::*;
 
 /// g (c, c) = fᵀ f / (c * hw), f (hw, c).  Naive reference: rows of g in parallel.
 pub fn gram_naive(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
-    let scale = 1.0 / (c * hw) as f64;
+    let scale = scales::gram_scale_f64(hw, c);
     g.par_chunks_mut(c).enumerate().for_each(|(i, g_row)| {
         for (j, gv) in g_row.iter_mut().enumerate() {
             let mut acc = 0.0f64;
@@ -18,7 +19,7 @@ pub fn gram_naive(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
 
 /// df (hw, c) += f (dg + dgᵀ) / (c * hw).  Naive reference: pixels in parallel.
 pub fn gram_bwd_acc_naive(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [f32]) {
-    let scale = 1.0 / (c * hw) as f32;
+    let scale = scales::gram_scale_f32(hw, c);
     let sym: Vec<f32> = (0..c * c).map(|k| (dg[k] + dg[(k % c) * c + k / c]) * scale).collect();
     df.par_chunks_mut(c).enumerate().for_each(|(p, df_row)| {
         let f_row = &f[p * c..(p + 1) * c];
@@ -47,7 +48,7 @@ const GRAM_ROW_BLOCK: usize = 64;
 /// g (c, c) = fᵀ f / (c * hw), f (hw, c).
 pub fn gram(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
     assert!(f.len() >= hw * c && g.len() >= c * c);
-    let scale = 1.0 / (c * hw) as f32;
+    let scale = scales::gram_scale_f32(hw, c);
     let chunks = hw.div_ceil(GRAM_K_CHUNK).max(1);
     let blocks = c.div_ceil(GRAM_ROW_BLOCK);
     let mut partial = vec![0.0f32; chunks * c * c];
@@ -104,7 +105,7 @@ const GRAM_BWD_BAND: usize = 512;
 /// df (hw, c) += f (dg + dgᵀ) / (c * hw).  f (hw, c), dg (c, c), df (hw, c).
 pub fn gram_bwd_acc(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [f32]) {
     assert!(f.len() >= hw * c && dg.len() >= c * c && df.len() >= hw * c);
-    let scale = 1.0 / (c * hw) as f32;
+    let scale = scales::gram_scale_f32(hw, c);
     let mut sym = vec![0.0f32; c * c];
     for i in 0..c {
         for j in 0..c {

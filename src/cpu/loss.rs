@@ -1,6 +1,7 @@
 //! Content, style and total-variation losses with their gradients.  Mirrors kernels/loss.cu.
 //! Sums are taken in f64 over fixed chunks, so results do not depend on the thread count.
 
+use crate::backend::scales;
 use rayon::prelude::*;
 
 const CHUNK: usize = 4096;
@@ -8,7 +9,7 @@ const CHUNK: usize = 4096;
 /// Returns weight * mean((f - p)²); df += 2 weight (f - p) / n.
 pub fn content_loss_acc(weight: f32, f: &[f32], p: &[f32], df: &mut [f32]) -> f64 {
     let n = f.len();
-    let g = 2.0 * weight / n as f32;
+    let g = scales::mean_sq_grad_scale(weight, n);
     let sum: f64 = df
         .par_chunks_mut(CHUNK)
         .zip(f.par_chunks(CHUNK).zip(p.par_chunks(CHUNK)))
@@ -24,26 +25,26 @@ pub fn content_loss_acc(weight: f32, f: &[f32], p: &[f32], df: &mut [f32]) -> f6
         .collect::<Vec<_>>()
         .iter()
         .sum();
-    weight as f64 * sum / n as f64
+    scales::mean_sq_loss(weight, sum, n)
 }
 
 /// Returns weight * mean((g - a)²) over c² entries; dg = 2 weight (g - a) / c².
 pub fn style_loss(weight: f32, g: &[f32], a: &[f32], dg: &mut [f32]) -> f64 {
     let n = g.len();
-    let k = 2.0 * weight / n as f32;
+    let k = scales::mean_sq_grad_scale(weight, n);
     let mut sum = 0.0f64;
     for ((d, &g), &a) in dg.iter_mut().zip(g).zip(a) {
         let diff = g - a;
         sum += (diff * diff) as f64;
         *d = k * diff;
     }
-    weight as f64 * sum / n as f64
+    scales::mean_sq_loss(weight, sum, n)
 }
 
 /// Returns weight * Σ (x[i+1,j]-x[i,j])² + (x[i,j+1]-x[i,j])² over x (h, w, c); adds the gradient.
 pub fn tv_loss_acc(weight: f32, h: usize, w: usize, c: usize, x: &[f32], dx: &mut [f32]) -> f64 {
     let row = w * c;
-    let k = 2.0 * weight;
+    let k = scales::tv_grad_scale(weight);
     // Gradient at (i, j): each difference it takes part in, as the later or the earlier term.
     let sum = sum_over_rows(dx, row, |i, d_row| {
         let mut acc = 0.0f64;
@@ -73,7 +74,7 @@ pub fn tv_loss_acc(weight: f32, h: usize, w: usize, c: usize, x: &[f32], dx: &mu
         }
         acc
     });
-    weight as f64 * sum
+    scales::weighted_sum(weight, sum)
 }
 
 /// d(s^p)/ds for the powered TV: p s^(p-1), with the limit at s = 0 (1 for p = 1, else 0 for p > 1).
@@ -124,7 +125,7 @@ pub fn tv_pow_loss_acc(weight: f32, power: f32, h: usize, w: usize, c: usize, x:
         }
         acc
     });
-    weight as f64 * sum
+    scales::weighted_sum(weight, sum)
 }
 
 /// Runs `f(i, row i of dx)` over the rows in parallel and adds what each returns, in row order

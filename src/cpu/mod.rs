@@ -18,6 +18,14 @@ impl CpuBackend {
     }
 }
 
+/// An empty vector with room for `len` floats, or an error (not an abort) when the allocator
+/// refuses: the memory check before a run estimates, this is what makes a miss recoverable.
+fn host_vec(len: usize) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| anyhow::anyhow!("out of memory allocating {:.2} GiB", len as f64 * 4.0 / (1u64 << 30) as f64))?;
+    Ok(v)
+}
+
 impl Backend for CpuBackend {
     type Buf = Vec<f32>;
 
@@ -26,10 +34,14 @@ impl Backend for CpuBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+        let mut v = host_vec(len)?;
+        v.resize(len, 0.0);
+        Ok(v)
     }
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
-        Ok(host.to_vec())
+        let mut v = host_vec(host.len())?;
+        v.extend_from_slice(host);
+        Ok(v)
     }
     fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(buf.clone())

@@ -38,10 +38,7 @@ pub fn scale(alpha: f32, x: &mut [f32]) {
 /// torch.optim.Adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²;
 /// p -= lr / (1-b1^t) * m / (sqrt(v / (1-b2^t)) + eps).
 pub fn adam_step(s: AdamStep, param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32]) {
-    let bc1 = 1.0 - s.beta1.powi(s.t as i32);
-    let bc2 = 1.0 - s.beta2.powi(s.t as i32);
-    let step = s.lr / bc1;
-    let bc2_sqrt = bc2.sqrt();
+    let crate::backend::scales::AdamFactors { step, bc2_sqrt } = s.factors();
     param
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))

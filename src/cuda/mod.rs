@@ -6,9 +6,10 @@
 //! stream, in order; the reductions (losses, dot, asum, amax) are two-stage and atomic-free, so
 //! the same inputs give the same bits on every run. Loss values come back as one f64 download.
 
-use crate::backend::{AdamStep, Backend, ConvShape, PoolKind, PoolShape, Precision};
+use crate::backend::{scales, AdamStep, Backend, ConvShape, OutOfDeviceMemory, PoolKind, PoolShape, Precision};
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::sys::cudaError_enum;
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError, LaunchArgs, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,20 @@ impl std::fmt::Display for KernelImage {
             KernelImage::Ptx => write!(f, "compute_{} PTX (JIT)", kernels::PTX_ARCH),
         }
     }
+}
+
+/// (free, total) bytes of GPU `ordinal`'s memory now.
+pub fn free_memory(ordinal: usize) -> Result<(u64, u64)> {
+    let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+        .map_err(|_| anyhow!("creating a CUDA context panicked (driver library too old for this build?)"))?
+        .map_err(|e| anyhow!("creating a CUDA context on GPU {ordinal} failed: {e}"))?;
+    let (free, total) = ctx.mem_get_info().map_err(|e| anyhow!("reading GPU {ordinal}'s free memory failed: {e}"))?;
+    Ok((free as u64, total as u64))
+}
+
+/// A fault of an earlier kernel, reported by the download or synchronisation that found it.
+fn running_error(e: DriverError) -> anyhow::Error {
+    anyhow!("a CUDA kernel failed while running: {e} (run with NEURAL_STYLE_SYNC_LAUNCHES=1 to name it)")
 }
 
 /// Threads per block of the elementwise and reduction kernels (NS_THREADS in kernels/common.cuh).
@@ -184,20 +199,37 @@ pub struct CudaBackend {
     /// Device memory in use when the backend was ready, and the most seen since (bytes).
     baseline_used: u64,
     peak_used: AtomicU64,
+    /// (free, total) device memory before the run allocated anything, for out-of-memory errors.
+    memory_at_start: (u64, u64),
+    /// Synchronise after every launch, so that a fault is reported by the kernel that made it
+    /// (NEURAL_STYLE_SYNC_LAUNCHES=1; slower).
+    sync_launches: bool,
 }
 
 fn i32_of(n: usize, what: &str) -> Result<i32> {
     i32::try_from(n).map_err(|_| anyhow!("{what} = {n} exceeds the kernels' 32-bit indexing"))
 }
 
-/// One thread per element, 256 per block.
-fn grid_1d(n: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (n.div_ceil(THREADS as usize).max(1) as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+/// Blocks of an elementwise kernel over n elements: one thread per element, THREADS per block,
+/// at least one block (the kernels return early past n).
+pub fn blocks_1d(n: usize) -> u32 {
+    n.div_ceil(THREADS as usize).max(1) as u32
 }
 
-/// First stage of a reduction: a grid that depends on n only (never on the device).
-fn reduce_blocks(n: usize) -> usize {
+/// One thread per element, 256 per block.
+fn grid_1d(n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (blocks_1d(n), 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// First stage of a reduction: a grid that depends on n only (never on the device), never more
+/// blocks than the partials buffer holds (the kernels stride over the rest).
+pub fn reduce_blocks(n: usize) -> usize {
     n.div_ceil(THREADS as usize).clamp(1, MAX_PARTIALS)
+}
+
+/// Blocks of a tiled GEMM kernel: one per TILE x TILE tile of the (m, n) output, times z.
+pub fn tile_blocks(m: usize, n: usize, z: usize) -> (u32, u32, u32) {
+    (m.div_ceil(TILE) as u32, n.div_ceil(TILE) as u32, z as u32)
 }
 
 /// Split of the Gram's K = hw into chunks (a multiple of the K slice), from (hw, c) only:
@@ -217,6 +249,7 @@ impl CudaBackend {
     pub fn new(ordinal: usize, precision: Precision) -> Result<Self> {
         let count = device_count()?;
         ensure!(ordinal < count, "GPU {ordinal} requested but the driver reports {count} GPU(s)");
+        let memory_at_start = free_memory(ordinal)?;
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| anyhow!("creating a CUDA context panicked (driver library too old for this build?)"))?
             .map_err(|e| anyhow!("creating a CUDA context on GPU {ordinal} failed: {e}"))?;
@@ -243,6 +276,8 @@ impl CudaBackend {
             gram_sym,
             baseline_used,
             peak_used: AtomicU64::new(0),
+            memory_at_start,
+            sync_launches: std::env::var_os("NEURAL_STYLE_SYNC_LAUNCHES").is_some_and(|v| !v.is_empty() && v != "0"),
         })
     }
 
@@ -270,7 +305,7 @@ impl CudaBackend {
     fn scratch<'a>(&self, slot: &'a Mutex<CudaSlice<f32>>, len: usize) -> Result<std::sync::MutexGuard<'a, CudaSlice<f32>>> {
         let mut guard = slot.lock().map_err(|_| anyhow!("scratch lock poisoned"))?;
         if guard.len() < len {
-            *guard = self.stream.alloc_zeros::<f32>(len)?;
+            *guard = self.stream.alloc_zeros::<f32>(len).map_err(|e| self.allocation_error(e, len))?;
             self.note_allocation();
         }
         Ok(guard)
@@ -286,16 +321,39 @@ impl CudaBackend {
         let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
         let mut l = self.stream.launch_builder(f);
         l.arg(&self.partials).arg(&n).arg(&self.result);
-        unsafe { l.launch(cfg) }?;
-        Ok(self.stream.clone_dtoh(&self.result)?[0])
+        self.launch(&mut l, "reduce_partials", cfg, || format!("{blocks} partials"))?;
+        Ok(self.stream.clone_dtoh(&self.result).map_err(running_error)?[0])
+    }
+
+    /// Launches kernel `name` on `shape`. A configuration the driver refuses fails here, naming
+    /// the kernel, its shape and its grid; a fault while it runs surfaces at the next download
+    /// or synchronisation, which with NEURAL_STYLE_SYNC_LAUNCHES=1 is this launch.
+    fn launch(&self, l: &mut LaunchArgs, name: &str, cfg: LaunchConfig, shape: impl FnOnce() -> String) -> Result<()> {
+        let failed = |when: &str, e: DriverError| anyhow!("CUDA kernel {name} ({}; grid {:?}, block {:?}) {when}: {e}", shape(), cfg.grid_dim, cfg.block_dim);
+        // SAFETY: every caller pushed the kernel's arguments in its signature's order, with the
+        // buffer lengths checked against the shape first.
+        if let Err(e) = unsafe { l.launch(cfg) } {
+            return Err(failed("failed to launch", e));
+        }
+        if self.sync_launches {
+            self.stream.synchronize().map_err(|e| failed("failed while running", e))?;
+        }
+        Ok(())
+    }
+
+    /// An allocation of `len` floats that failed: out of memory becomes `OutOfDeviceMemory`.
+    fn allocation_error(&self, e: DriverError, len: usize) -> anyhow::Error {
+        let requested = 4 * len as u64;
+        if e.0 == cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
+            let (free_at_start, total) = self.memory_at_start;
+            OutOfDeviceMemory { requested, free_at_start, total }.into()
+        } else {
+            anyhow!("allocating {requested} bytes on the GPU failed: {e}")
+        }
     }
 
     fn tile_grid(m: usize, n: usize, z: usize) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (m.div_ceil(TILE) as u32, n.div_ceil(TILE) as u32, z as u32),
-            block_dim: (TILE_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        }
+        LaunchConfig { grid_dim: tile_blocks(m, n, z), block_dim: (TILE_THREADS, 1, 1), shared_mem_bytes: 0 }
     }
 }
 
@@ -312,23 +370,23 @@ impl Backend for CudaBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
-        let b = self.stream.alloc_zeros::<f32>(len)?;
+        let b = self.stream.alloc_zeros::<f32>(len).map_err(|e| self.allocation_error(e, len))?;
         self.note_allocation();
         Ok(b)
     }
     fn upload(&self, host: &[f32]) -> Result<CudaSlice<f32>> {
-        let b = self.stream.clone_htod(host)?;
+        let b = self.stream.clone_htod(host).map_err(|e| self.allocation_error(e, host.len()))?;
         self.note_allocation();
         Ok(b)
     }
     fn download(&self, buf: &CudaSlice<f32>) -> Result<Vec<f32>> {
-        Ok(self.stream.clone_dtoh(buf)?)
+        self.stream.clone_dtoh(buf).map_err(running_error)
     }
     fn len(&self, buf: &CudaSlice<f32>) -> usize {
         buf.len()
     }
     fn synchronize(&self) -> Result<()> {
-        Ok(self.stream.synchronize()?)
+        self.stream.synchronize().map_err(running_error)
     }
     fn peak_bytes(&self) -> Option<u64> {
         Some(self.peak_used.load(Ordering::Relaxed))
@@ -341,7 +399,7 @@ impl Backend for CudaBackend {
         i32_of(h * wd * c_in.max(c_out), "activation size")?;
         let mut l = self.stream.launch_builder(&self.k.conv3x3_fwd);
         l.arg(x).arg(w).arg(b).arg(y).arg(&hh).arg(&ww).arg(&ci).arg(&co);
-        unsafe { l.launch(Self::tile_grid(h * wd, c_out, 1)) }?;
+        self.launch(&mut l, "conv3x3_fwd", Self::tile_grid(h * wd, c_out, 1), || format!("{s:?}"))?;
         Ok(())
     }
     fn conv3x3_bwd_input(&self, s: ConvShape, dy: &CudaSlice<f32>, w_flip: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<()> {
@@ -352,7 +410,7 @@ impl Backend for CudaBackend {
         let mut l = self.stream.launch_builder(&self.k.conv3x3_bwd_input);
         l.arg(dy).arg(w_flip).arg(dx).arg(&hh).arg(&ww).arg(&ci).arg(&co);
         // The GEMM's N is the input's channel count.
-        unsafe { l.launch(Self::tile_grid(h * wd, c_in, 1)) }?;
+        self.launch(&mut l, "conv3x3_bwd_input", Self::tile_grid(h * wd, c_in, 1), || format!("{s:?}"))?;
         Ok(())
     }
     fn relu_bwd(&self, y: &CudaSlice<f32>, dy: &mut CudaSlice<f32>) -> Result<()> {
@@ -360,7 +418,7 @@ impl Backend for CudaBackend {
         let (n, cfg) = (i32_of(dy.len(), "n")?, grid_1d(dy.len()));
         let mut l = self.stream.launch_builder(&self.k.relu_bwd);
         l.arg(y).arg(dy).arg(&n);
-        unsafe { l.launch(cfg) }?;
+        self.launch(&mut l, "relu_bwd", cfg, || format!("n {n}"))?;
         Ok(())
     }
     fn pool_fwd(&self, kind: PoolKind, s: PoolShape, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
@@ -374,7 +432,7 @@ impl Backend for CudaBackend {
         }
         let mut l = self.stream.launch_builder(&self.k.pool_fwd);
         l.arg(x).arg(y).arg(&hh).arg(&ww).arg(&cc).arg(&max_pool);
-        unsafe { l.launch(grid_1d(out)) }?;
+        self.launch(&mut l, "pool_fwd", grid_1d(out), || format!("{kind:?} {s:?}"))?;
         Ok(())
     }
     fn pool_bwd(&self, kind: PoolKind, s: PoolShape, x: &CudaSlice<f32>, dy: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<()> {
@@ -384,7 +442,7 @@ impl Backend for CudaBackend {
         i32_of(h * w * c, "pool input size")?;
         let mut l = self.stream.launch_builder(&self.k.pool_bwd);
         l.arg(x).arg(dy).arg(dx).arg(&hh).arg(&ww).arg(&cc).arg(&max_pool);
-        unsafe { l.launch(grid_1d(h * w * c)) }?;
+        self.launch(&mut l, "pool_bwd", grid_1d(h * w * c), || format!("{kind:?} {s:?}"))?;
         Ok(())
     }
 
@@ -397,11 +455,11 @@ impl Backend for CudaBackend {
         let partials = self.scratch(&self.gram_partials, splits * c * c)?;
         let mut l = self.stream.launch_builder(&self.k.gram_partial);
         l.arg(f).arg(&*partials).arg(&hw_i).arg(&c_i).arg(&chunk_i);
-        unsafe { l.launch(Self::tile_grid(c, c, splits)) }?;
-        let scale = 1.0 / (c * hw) as f64;
+        self.launch(&mut l, "gram_partial", Self::tile_grid(c, c, splits), || format!("hw {hw}, c {c}, {splits} splits"))?;
+        let scale = scales::gram_scale_f64(hw, c);
         let mut l = self.stream.launch_builder(&self.k.gram_reduce);
         l.arg(&*partials).arg(g).arg(&c_i).arg(&splits_i).arg(&scale);
-        unsafe { l.launch(grid_1d(c * c)) }?;
+        self.launch(&mut l, "gram_reduce", grid_1d(c * c), || format!("c {c}, {splits} splits"))?;
         Ok(())
     }
     fn gram_bwd_acc(&self, hw: usize, c: usize, f: &CudaSlice<f32>, dg: &CudaSlice<f32>, df: &mut CudaSlice<f32>) -> Result<()> {
@@ -409,47 +467,47 @@ impl Backend for CudaBackend {
         let (hw_i, c_i) = (i32_of(hw, "hw")?, i32_of(c, "c")?);
         i32_of(hw * c, "feature size")?;
         let sym = self.scratch(&self.gram_sym, c * c)?;
-        let scale = 1.0 / (c * hw) as f32;
+        let scale = scales::gram_scale_f32(hw, c);
         let mut l = self.stream.launch_builder(&self.k.gram_bwd_sym);
         l.arg(dg).arg(&*sym).arg(&c_i).arg(&scale);
-        unsafe { l.launch(grid_1d(c * c)) }?;
+        self.launch(&mut l, "gram_bwd_sym", grid_1d(c * c), || format!("c {c}"))?;
         let mut l = self.stream.launch_builder(&self.k.gram_bwd_acc);
         l.arg(f).arg(&*sym).arg(df).arg(&hw_i).arg(&c_i);
-        unsafe { l.launch(Self::tile_grid(hw, c, 1)) }?;
+        self.launch(&mut l, "gram_bwd_acc", Self::tile_grid(hw, c, 1), || format!("hw {hw}, c {c}"))?;
         Ok(())
     }
     fn content_loss_acc(&self, weight: f32, f: &CudaSlice<f32>, p: &CudaSlice<f32>, df: &mut CudaSlice<f32>) -> Result<f64> {
         ensure!(f.len() == p.len() && f.len() == df.len(), "content_loss_acc: lengths differ");
         let n = f.len();
-        let (n_i, g) = (i32_of(n, "n")?, 2.0 * weight / n as f32);
+        let (n_i, g) = (i32_of(n, "n")?, scales::mean_sq_grad_scale(weight, n));
         let blocks = reduce_blocks(n);
         let mut l = self.stream.launch_builder(&self.k.content_loss_acc);
         l.arg(f).arg(p).arg(df).arg(&n_i).arg(&g).arg(&self.partials);
-        unsafe { l.launch(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }?;
+        self.launch(&mut l, "content_loss_acc", LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }, || format!("n {n}"))?;
         let sum = self.finish_sum(blocks)?;
-        Ok(weight as f64 * sum / n as f64)
+        Ok(scales::mean_sq_loss(weight, sum, n))
     }
     fn style_loss(&self, weight: f32, g: &CudaSlice<f32>, a: &CudaSlice<f32>, dg: &mut CudaSlice<f32>) -> Result<f64> {
         ensure!(g.len() == a.len() && g.len() == dg.len(), "style_loss: lengths differ");
         let n = g.len();
-        let (n_i, k) = (i32_of(n, "n")?, 2.0 * weight / n as f32);
+        let (n_i, k) = (i32_of(n, "n")?, scales::mean_sq_grad_scale(weight, n));
         let blocks = reduce_blocks(n);
         let mut l = self.stream.launch_builder(&self.k.style_loss);
         l.arg(g).arg(a).arg(dg).arg(&n_i).arg(&k).arg(&self.partials);
-        unsafe { l.launch(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }?;
+        self.launch(&mut l, "style_loss", LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }, || format!("n {n}"))?;
         let sum = self.finish_sum(blocks)?;
-        Ok(weight as f64 * sum / n as f64)
+        Ok(scales::mean_sq_loss(weight, sum, n))
     }
     fn tv_loss_acc(&self, weight: f32, h: usize, w: usize, c: usize, x: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<f64> {
         ensure!(x.len() >= h * w * c && dx.len() >= h * w * c, "tv_loss_acc: buffer sizes do not match ({h}, {w}, {c})");
-        let (hh, ww, cc, k) = (i32_of(h, "h")?, i32_of(w, "w")?, i32_of(c, "c")?, 2.0 * weight);
+        let (hh, ww, cc, k) = (i32_of(h, "h")?, i32_of(w, "w")?, i32_of(c, "c")?, scales::tv_grad_scale(weight));
         i32_of(h * w * c, "image size")?;
         let blocks = reduce_blocks(h * w * c);
         let mut l = self.stream.launch_builder(&self.k.tv_loss_acc);
         l.arg(x).arg(dx).arg(&hh).arg(&ww).arg(&cc).arg(&k).arg(&self.partials);
-        unsafe { l.launch(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }?;
+        self.launch(&mut l, "tv_loss_acc", LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }, || format!("({h}, {w}, {c})"))?;
         let sum = self.finish_sum(blocks)?;
-        Ok(weight as f64 * sum)
+        Ok(scales::weighted_sum(weight, sum))
     }
     fn tv_pow_loss_acc(&self, weight: f32, power: f32, h: usize, w: usize, c: usize, x: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<f64> {
         ensure!(x.len() >= h * w * c && dx.len() >= h * w * c, "tv_pow_loss_acc: buffer sizes do not match ({h}, {w}, {c})");
@@ -458,9 +516,9 @@ impl Backend for CudaBackend {
         let blocks = reduce_blocks(h * w * c);
         let mut l = self.stream.launch_builder(&self.k.tv_pow_loss_acc);
         l.arg(x).arg(dx).arg(&hh).arg(&ww).arg(&cc).arg(&weight).arg(&power).arg(&self.partials);
-        unsafe { l.launch(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }?;
+        self.launch(&mut l, "tv_pow_loss_acc", LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }, || format!("({h}, {w}, {c}), power {power}"))?;
         let sum = self.finish_sum(blocks)?;
-        Ok(weight as f64 * sum)
+        Ok(scales::weighted_sum(weight, sum))
     }
 
     fn fill(&self, x: &mut CudaSlice<f32>, value: f32) -> Result<()> {
@@ -468,7 +526,7 @@ impl Backend for CudaBackend {
         let cfg = grid_1d(x.len());
         let mut l = self.stream.launch_builder(&self.k.fill);
         l.arg(x).arg(&n).arg(&value);
-        unsafe { l.launch(cfg) }?;
+        self.launch(&mut l, "fill", cfg, || format!("n {n}"))?;
         Ok(())
     }
     fn copy(&self, src: &CudaSlice<f32>, dst: &mut CudaSlice<f32>) -> Result<()> {
@@ -480,21 +538,21 @@ impl Backend for CudaBackend {
         let (n, blocks) = (i32_of(a.len(), "n")?, reduce_blocks(a.len()));
         let mut l = self.stream.launch_builder(&self.k.dot_partial);
         l.arg(a).arg(b).arg(&n).arg(&self.partials);
-        unsafe { l.launch(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }?;
+        self.launch(&mut l, "dot_partial", LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }, || format!("n {n}"))?;
         self.finish_sum(blocks)
     }
     fn asum(&self, x: &CudaSlice<f32>) -> Result<f64> {
         let (n, blocks) = (i32_of(x.len(), "n")?, reduce_blocks(x.len()));
         let mut l = self.stream.launch_builder(&self.k.asum_partial);
         l.arg(x).arg(&n).arg(&self.partials);
-        unsafe { l.launch(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }?;
+        self.launch(&mut l, "asum_partial", LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }, || format!("n {n}"))?;
         self.finish_sum(blocks)
     }
     fn amax(&self, x: &CudaSlice<f32>) -> Result<f64> {
         let (n, blocks) = (i32_of(x.len(), "n")?, reduce_blocks(x.len()));
         let mut l = self.stream.launch_builder(&self.k.amax_partial);
         l.arg(x).arg(&n).arg(&self.partials);
-        unsafe { l.launch(LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }) }?;
+        self.launch(&mut l, "amax_partial", LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }, || format!("n {n}"))?;
         self.finish(&self.k.reduce_partials_max, blocks)
     }
     fn axpy(&self, alpha: f32, x: &CudaSlice<f32>, y: &mut CudaSlice<f32>) -> Result<()> {
@@ -503,7 +561,7 @@ impl Backend for CudaBackend {
         let cfg = grid_1d(y.len());
         let mut l = self.stream.launch_builder(&self.k.axpy);
         l.arg(&alpha).arg(x).arg(y).arg(&n);
-        unsafe { l.launch(cfg) }?;
+        self.launch(&mut l, "axpy", cfg, || format!("n {n}"))?;
         Ok(())
     }
     fn scale(&self, alpha: f32, x: &mut CudaSlice<f32>) -> Result<()> {
@@ -511,21 +569,102 @@ impl Backend for CudaBackend {
         let cfg = grid_1d(x.len());
         let mut l = self.stream.launch_builder(&self.k.scale);
         l.arg(&alpha).arg(x).arg(&n);
-        unsafe { l.launch(cfg) }?;
+        self.launch(&mut l, "scale", cfg, || format!("n {n}"))?;
         Ok(())
     }
     fn adam_step(&self, s: AdamStep, param: &mut CudaSlice<f32>, grad: &CudaSlice<f32>, m: &mut CudaSlice<f32>, v: &mut CudaSlice<f32>) -> Result<()> {
         ensure!(param.len() == grad.len() && m.len() == grad.len() && v.len() == grad.len(), "adam_step: lengths differ");
-        // The bias corrections in f32 on the host, exactly as src/cpu/vector.rs.
-        let bc1 = 1.0 - s.beta1.powi(s.t as i32);
-        let bc2 = 1.0 - s.beta2.powi(s.t as i32);
-        let step = s.lr / bc1;
-        let bc2_sqrt = bc2.sqrt();
+        // The bias corrections in f32 on the host, shared with src/cpu/vector.rs.
+        let scales::AdamFactors { step, bc2_sqrt } = s.factors();
         let n = i32_of(grad.len(), "n")?;
         let cfg = grid_1d(grad.len());
         let mut l = self.stream.launch_builder(&self.k.adam_step);
         l.arg(param).arg(grad).arg(m).arg(v).arg(&n).arg(&s.beta1).arg(&s.beta2).arg(&s.eps).arg(&step).arg(&bc2_sqrt);
-        unsafe { l.launch(cfg) }?;
+        self.launch(&mut l, "adam_step", cfg, || format!("n {n}"))?;
         Ok(())
+    }
+}
+
+/// The launch arithmetic, checked without a GPU: the constants against the kernels' own
+/// #defines, each grid against the elements it must cover, and gram_split's chunks (which fix
+/// the GPU Gram's summation order, so its values are pinned).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `#define NAME value` in a kernel source.
+    fn define(src: &str, name: &str) -> usize {
+        src.lines()
+            .find_map(|l| l.strip_prefix("#define ")?.strip_prefix(name)?.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no #define {name}"))
+    }
+
+    #[test]
+    fn constants_match_the_kernels() {
+        let common = include_str!("../../kernels/common.cuh");
+        let tile = include_str!("../../kernels/tile_mma.cuh");
+        assert_eq!(define(common, "NS_THREADS"), THREADS as usize);
+        assert_eq!(define(common, "NS_MAX_PARTIALS"), MAX_PARTIALS);
+        assert_eq!(define(tile, "NS_TILE_THREADS"), TILE_THREADS as usize);
+        assert_eq!((define(tile, "BM"), define(tile, "BN")), (TILE, TILE));
+        assert_eq!(define(tile, "BK"), TILE_K);
+    }
+
+    #[test]
+    fn elementwise_grids_cover_every_element_once() {
+        for n in [0, 1, 255, 256, 257, 511, 512, 513, 3 * 512 * 384, 1 << 24, (1 << 24) + 1] {
+            let b = blocks_1d(n) as usize;
+            assert!(b >= 1 && b * THREADS as usize >= n, "n {n}: {b} blocks");
+            assert!(n == 0 || (b - 1) * (THREADS as usize) < n, "n {n}: {b} blocks, one too many");
+            let cfg = grid_1d(n);
+            assert_eq!((cfg.grid_dim, cfg.block_dim), ((b as u32, 1, 1), (THREADS, 1, 1)));
+        }
+        assert_eq!(blocks_1d(0), 1);
+        assert_eq!(blocks_1d(256 * 3 + 1), 4);
+    }
+
+    #[test]
+    fn reduction_grids_fit_the_partials_buffer() {
+        for n in [0, 1, 256, 257, 256 * 1024 - 1, 256 * 1024, 256 * 1024 + 1, 1 << 30] {
+            let b = reduce_blocks(n);
+            assert!((1..=MAX_PARTIALS).contains(&b), "n {n}: {b} blocks");
+            // One thread per element while that fits; the grid-stride loop covers the rest.
+            assert_eq!(b, n.div_ceil(THREADS as usize).clamp(1, MAX_PARTIALS), "n {n}");
+        }
+        assert_eq!(reduce_blocks(1000), 4);
+        assert_eq!(reduce_blocks(1 << 30), 1024);
+    }
+
+    #[test]
+    fn tile_grids_cover_the_output() {
+        for (m, n, z) in [(1, 1, 1), (64, 64, 1), (65, 63, 1), (512 * 384, 64, 1), (4096, 512, 7)] {
+            let (x, y, zz) = tile_blocks(m, n, z);
+            let (x, y) = (x as usize, y as usize);
+            assert!(x * TILE >= m && (x - 1) * TILE < m, "m {m}: {x}");
+            assert!(y * TILE >= n && (y - 1) * TILE < n, "n {n}: {y}");
+            assert_eq!(zz as usize, z);
+            let cfg = CudaBackend::tile_grid(m, n, z);
+            assert_eq!(cfg.block_dim, (TILE_THREADS, 1, 1));
+        }
+        assert_eq!(tile_blocks(130, 64, 3), (3, 1, 3));
+    }
+
+    #[test]
+    fn gram_split_covers_k_and_fits_the_grid() {
+        for hw in [1, 31, 32, 33, 1000, 4096, 65536, 262_144, 1_048_576] {
+            for c in [3, 64, 128, 256, 512] {
+                let (splits, chunk) = gram_split(hw, c);
+                assert!(splits >= 1 && chunk % TILE_K == 0, "hw {hw} c {c}");
+                assert!(splits * chunk >= hw && (splits - 1) * chunk < hw, "hw {hw} c {c}: {splits} x {chunk}");
+                assert!(splits <= 128, "hw {hw} c {c}: {splits} splits, more than the 128 gram_split allows");
+            }
+        }
+        // The split fixes the order of the GPU Gram's f32 partial sums: pinned, so a change to
+        // it (which changes the GPU's numbers) is a decision, not an accident.
+        assert_eq!(gram_split(1, 3), (1, 32));
+        assert_eq!(gram_split(64 * 64, 64), (16, 256));
+        assert_eq!(gram_split(128 * 96, 128), (48, 256));
+        assert_eq!(gram_split(512 * 384, 64), (128, 1536));
+        assert_eq!(gram_split(64 * 48, 512), (8, 384));
     }
 }

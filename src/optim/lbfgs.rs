@@ -8,9 +8,12 @@
 //! - `minimize` with `LineSearch::StrongWolfe` (torch's `line_search_fn="strong_wolfe"`, the
 //!   cubic-interpolating bracket-and-zoom search of Nocedal & Wright, c1 = 1e-4, c2 = 0.9): the
 //!   optimiser calls the evaluation itself, several times per iteration.
+//!
+//! A run can stop between two iterations and go on later bit for bit (`minimize_from` with a
+//! stop test; `export` / `import` carry the optimiser's state through the host).
 
 use crate::backend::Backend;
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use std::collections::VecDeque;
 
 pub struct Lbfgs<B: Backend> {
@@ -25,6 +28,25 @@ pub struct Lbfgs<B: Backend> {
     iteration: usize,
     /// Dropped pairs' buffers, reused for new ones.
     spare: Vec<B::Buf>,
+}
+
+/// The evaluation `minimize` calls: writes the gradient at x into g and returns the loss.
+pub type Eval<'a, B> = dyn FnMut(&<B as Backend>::Buf, &mut <B as Backend>::Buf) -> Result<f64> + 'a;
+
+/// L-BFGS's state on the host (`Lbfgs::export`), to carry a stopped run on (`Lbfgs::import`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LbfgsState {
+    /// Curvature pairs (y, s, 1 / yᵀs), oldest first.
+    pub pairs: Vec<(Vec<f32>, Vec<f32>, f64)>,
+    pub h_diag: f64,
+    /// The last search direction.
+    pub d: Vec<f32>,
+    /// The gradient the last direction was computed from.
+    pub prev_g: Vec<f32>,
+    /// The last step length.
+    pub t: f64,
+    /// Directions computed so far.
+    pub iteration: usize,
 }
 
 /// What `step` did.
@@ -46,7 +68,8 @@ pub enum LineSearch {
     StrongWolfe,
 }
 
-/// How a `minimize` run ended.
+/// How a `minimize` run ended, or where a stopped one stands (`stopped`; handed back to
+/// `minimize_from` it goes on from there).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Minimized {
     /// Evaluations made (never more than the budget).
@@ -54,6 +77,10 @@ pub struct Minimized {
     /// 0-based index (among this run's evaluations) of the evaluation at the final x, or None
     /// when x moved after the last evaluation (the fixed step moves once more, as torch does).
     pub final_evaluation: Option<usize>,
+    /// The loss of the last evaluation; with strong Wolfe, the loss at x.
+    pub f: f64,
+    /// The stop test asked to stop before the budget was spent.
+    pub stopped: bool,
 }
 
 impl<B: Backend> Lbfgs<B> {
@@ -67,6 +94,40 @@ impl<B: Backend> Lbfgs<B> {
             prev_g: backend.zeros(n)?,
             t: 0.0,
             iteration: 0,
+            spare: Vec::new(),
+        })
+    }
+
+    /// The state, downloaded: with x (and g, for strong Wolfe) it is all a stopped run needs.
+    pub fn export(&self, backend: &B) -> Result<LbfgsState> {
+        let mut pairs = Vec::with_capacity(self.pairs.len());
+        for (y, s, rho) in &self.pairs {
+            pairs.push((backend.download(y)?, backend.download(s)?, *rho));
+        }
+        Ok(LbfgsState { pairs, h_diag: self.h_diag, d: backend.download(&self.d)?, prev_g: backend.download(&self.prev_g)?, t: self.t, iteration: self.iteration })
+    }
+
+    /// An L-BFGS over `n` values that goes on from `state` exactly as the exported one would.
+    pub fn import(backend: &B, n: usize, history: usize, lr: f32, state: &LbfgsState) -> Result<Self> {
+        let history = history.max(1);
+        ensure!(state.pairs.len() <= history, "the saved L-BFGS state has {} curvature pairs, more than the history of {history}", state.pairs.len());
+        ensure!(
+            state.d.len() == n && state.prev_g.len() == n && state.pairs.iter().all(|(y, s, _)| y.len() == n && s.len() == n),
+            "the saved L-BFGS vectors do not have the image's {n} values"
+        );
+        let mut pairs = VecDeque::with_capacity(state.pairs.len());
+        for (y, s, rho) in &state.pairs {
+            pairs.push_back((backend.upload(y)?, backend.upload(s)?, *rho));
+        }
+        Ok(Lbfgs {
+            lr,
+            history,
+            pairs,
+            h_diag: state.h_diag,
+            d: backend.upload(&state.d)?,
+            prev_g: backend.upload(&state.prev_g)?,
+            t: state.t,
+            iteration: state.iteration,
             spare: Vec::new(),
         })
     }
@@ -151,27 +212,57 @@ impl<B: Backend> Lbfgs<B> {
         x: &mut B::Buf,
         g: &mut B::Buf,
         max_evals: usize,
-        eval: &mut dyn FnMut(&B::Buf, &mut B::Buf) -> Result<f64>,
+        eval: &mut Eval<B>,
     ) -> Result<Minimized> {
-        if max_evals == 0 {
-            return Ok(Minimized { evaluations: 0, final_evaluation: None });
-        }
-        let mut f = eval(x, g)?;
-        let mut evals = 1;
-        let mut final_evaluation = Some(0);
+        self.minimize_from(backend, line_search, x, g, max_evals, None, &mut || false, eval)
+    }
+
+    /// `minimize`, polling `stop` between iterations: before each evaluation but the first with
+    /// the fixed step, before each direction and line search with strong Wolfe (a search under
+    /// way is finished). When it returns true the run returns with `stopped` set; handing that
+    /// result back as `from`, with the same optimiser (or one `import`ed from its `export`) and
+    /// the same x (and g, for strong Wolfe), goes on exactly as if it had not stopped.
+    #[allow(clippy::too_many_arguments)]
+    pub fn minimize_from(
+        &mut self,
+        backend: &B,
+        line_search: LineSearch,
+        x: &mut B::Buf,
+        g: &mut B::Buf,
+        max_evals: usize,
+        from: Option<Minimized>,
+        stop: &mut dyn FnMut() -> bool,
+        eval: &mut Eval<B>,
+    ) -> Result<Minimized> {
+        let (mut evals, mut final_evaluation, mut f) = match from {
+            Some(m) => (m.evaluations, m.final_evaluation, m.f),
+            None if max_evals == 0 => return Ok(Minimized { evaluations: 0, final_evaluation: None, f: f64::NAN, stopped: false }),
+            None => (1, Some(0), eval(x, g)?),
+        };
+        let paused = |evaluations, final_evaluation, f| Ok(Minimized { evaluations, final_evaluation, f, stopped: true });
         match line_search {
-            LineSearch::None => loop {
-                if self.step(backend, x, g)? == StepOutcome::NotDescent {
-                    break;
+            LineSearch::None => {
+                // x has moved since the last evaluation (a stopped run stops right after a step).
+                let mut moved = from.is_some();
+                loop {
+                    if moved {
+                        if stop() {
+                            return paused(evals, final_evaluation, f);
+                        }
+                        f = eval(x, g)?;
+                        final_evaluation = Some(evals);
+                        evals += 1;
+                    }
+                    if self.step(backend, x, g)? == StepOutcome::NotDescent {
+                        break;
+                    }
+                    final_evaluation = None;
+                    moved = true;
+                    if evals == max_evals {
+                        break;
+                    }
                 }
-                final_evaluation = None;
-                if evals == max_evals {
-                    break;
-                }
-                eval(x, g)?;
-                final_evaluation = Some(evals);
-                evals += 1;
-            },
+            }
             LineSearch::StrongWolfe => {
                 let n = backend.len(x);
                 let mut search = WolfeBuffers {
@@ -181,6 +272,9 @@ impl<B: Backend> Lbfgs<B> {
                     g_bracket: [backend.zeros(n)?, backend.zeros(n)?],
                 };
                 while evals < max_evals {
+                    if stop() {
+                        return paused(evals, final_evaluation, f);
+                    }
                     let gtd = self.direction(backend, g)?;
                     if !is_descent(gtd) {
                         break;
@@ -204,11 +298,23 @@ impl<B: Backend> Lbfgs<B> {
                 }
             }
         }
-        Ok(Minimized { evaluations: evals, final_evaluation })
+        Ok(Minimized { evaluations: evals, final_evaluation, f, stopped: false })
     }
 }
 
-/// torch stops when gᵀd > -tolerance_change; neural-style runs with tolerance_change = -1.
+/// torch stops when gᵀd > -tolerance_change; neural-style runs with tolerance_change = -1, so
+/// the stop is gᵀd > 1 (a NaN gᵀd stops here too, where torch's `NaN > 1` would go on).
+///
+/// When can it happen? Not while every kept pair has yᵀs > 1e-10, in exact arithmetic: the
+/// two-loop recursion computes d = -H g with H = Vᵀ H₀ V + Σ ρ s sᵀ (the BFGS update applied
+/// pair by pair), H₀ = h_diag I and h_diag = yᵀs / yᵀy > 0, and each update keeps H positive
+/// definite when ρ = 1 / yᵀs > 0; so gᵀd = -gᵀ H g ≤ 0 < 1 for every g (= 0 only at g = 0, which
+/// is not a stop either: d = 0, the step moves nothing, and the next iteration sees the same g).
+/// The first direction is -g, with gᵀd = -|g|² ≤ 0. What remains is round-off: the f32 axpys of
+/// the recursion would have to be off by more than gᵀHg + 1, which takes an H so ill-conditioned
+/// (ρ up to 1e10) that its rounding swamps the product, and a non-finite gradient (which
+/// `stylize` reports as `NonFinite` before any step). The unit tests below drive the branch with
+/// a crafted state instead: a pair with yᵀs < 0, which `direction` never keeps.
 fn is_descent(gtd: f64) -> bool {
     gtd <= 1.0
 }
@@ -275,7 +381,7 @@ fn strong_wolfe<B: Backend>(
     gtd0: f64,
     max_ls: usize,
     x: &mut B::Buf,
-    eval: &mut dyn FnMut(&B::Buf, &mut B::Buf) -> Result<f64>,
+    eval: &mut Eval<B>,
 ) -> Result<WolfeResult> {
     const C1: f64 = 1e-4;
     const C2: f64 = 0.9;
@@ -375,4 +481,129 @@ fn strong_wolfe<B: Backend>(
     }
     backend.copy(&buf.g_bracket[low], g)?;
     Ok(result(bracket[low]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::vector;
+    use crate::CpuBackend;
+
+    #[test]
+    fn the_stop_is_torchs_with_tolerance_change_minus_one() {
+        // torch: `if gtd > -tolerance_change: break`, tolerance_change = -1.
+        for gtd in [-1e30, -1.0, 0.0, 0.5, 1.0] {
+            assert!(is_descent(gtd), "{gtd}");
+        }
+        for gtd in [1.0 + 1e-12, 2.0, 1e30, f64::INFINITY] {
+            assert!(!is_descent(gtd), "{gtd}");
+        }
+        // NaN stops here (torch would step on; stylize never gets this far with a NaN).
+        assert!(!is_descent(f64::NAN));
+    }
+
+    /// A state after one iteration with one crafted pair (y, s, 1 / yᵀs) and t = 0, so that
+    /// the next direction adds no pair of its own (s = t d = 0, yᵀs = 0).
+    fn crafted(y: [f32; 2], s: [f32; 2]) -> LbfgsState {
+        let ys = (y[0] * s[0] + y[1] * s[1]) as f64;
+        LbfgsState { pairs: vec![(y.to_vec(), s.to_vec(), 1.0 / ys)], h_diag: 1.0, d: vec![0.0; 2], prev_g: vec![0.0; 2], t: 0.0, iteration: 1 }
+    }
+
+    #[test]
+    fn an_indefinite_pair_is_not_a_descent_direction_and_stops() {
+        let be = CpuBackend::new();
+        // yᵀs = -1: H = V H₀ Vᵀ + ρ s sᵀ with ρ = -1 turns g = (2, 0) into d = (2, 0), gᵀd = 4.
+        let state = crafted([1.0, 0.0], [-1.0, 0.0]);
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &state).unwrap();
+        assert_eq!(opt.direction(&be, &vec![2.0, 0.0]).unwrap(), 4.0);
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &state).unwrap();
+        let mut x = vec![5.0, 7.0];
+        assert_eq!(opt.step(&be, &mut x, &vec![2.0, 0.0]).unwrap(), StepOutcome::NotDescent);
+        assert_eq!(x, [5.0, 7.0], "a stop does not move x");
+        // minimize (both line searches) stops after the evaluation it starts with, x unmoved.
+        for ls in [LineSearch::None, LineSearch::StrongWolfe] {
+            let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &state).unwrap();
+            let (mut x, mut g) = (vec![5.0, 7.0], vec![0.0; 2]);
+            let mut evals = 0;
+            let r = opt
+                .minimize(&be, ls, &mut x, &mut g, 10, &mut |_, g| {
+                    evals += 1;
+                    g.copy_from_slice(&[2.0, 0.0]);
+                    Ok(3.0)
+                })
+                .unwrap();
+            assert_eq!((r.evaluations, r.final_evaluation, r.f, r.stopped), (1, Some(0), 3.0, false), "{ls:?}");
+            assert_eq!((evals, x), (1, vec![5.0, 7.0]), "{ls:?}");
+        }
+        // The same pair with yᵀs = +1 (as kept pairs are): a descent direction, and a step.
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &crafted([1.0, 0.0], [1.0, 0.0])).unwrap();
+        let mut x = vec![5.0, 7.0];
+        assert_eq!(opt.step(&be, &mut x, &vec![2.0, 0.0]).unwrap(), StepOutcome::Moved);
+        assert!(x[0] < 5.0 && x[1] == 7.0, "{x:?}");
+    }
+
+    #[test]
+    fn a_zero_gradient_is_not_a_stop() {
+        // gᵀd = 0 <= 1: torch goes on too; d = 0, so x stays where it is.
+        let be = CpuBackend::new();
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &crafted([1.0, 0.5], [0.5, 1.0])).unwrap();
+        let mut x = vec![5.0, 7.0];
+        assert_eq!(opt.step(&be, &mut x, &vec![0.0, 0.0]).unwrap(), StepOutcome::Moved);
+        assert_eq!(x, [5.0, 7.0]);
+        // The first iteration too (d = -g = 0; 1 / |g|₁ is infinite, the step min(1, ∞) lr = lr).
+        let mut opt = Lbfgs::new(&be, 2, 10, 1.0).unwrap();
+        assert_eq!(opt.step(&be, &mut x, &vec![0.0, 0.0]).unwrap(), StepOutcome::Moved);
+        assert_eq!(x, [5.0, 7.0]);
+    }
+
+    #[test]
+    fn a_nan_gradient_stops() {
+        let be = CpuBackend::new();
+        let mut opt = Lbfgs::new(&be, 2, 10, 1.0).unwrap();
+        let mut x = vec![5.0, 7.0];
+        assert_eq!(opt.step(&be, &mut x, &vec![f32::NAN, 1.0]).unwrap(), StepOutcome::NotDescent);
+        assert_eq!(x, [5.0, 7.0]);
+    }
+
+    /// Every pair `direction` keeps has yᵀs > 1e-10, and then the direction descends: runs on a
+    /// non-convex function (many pairs with yᵀs <= 0 are offered and refused) never stop early,
+    /// and every gᵀd is <= 0.
+    #[test]
+    fn kept_pairs_always_give_descent_directions() {
+        let be = CpuBackend::new();
+        let mut rng = crate::rng::Rng::new(7);
+        for run in 0..20 {
+            let n = 16;
+            // f(x) = Σ a_i x_i² + b_i sin(3 x_i) + c x_i x_(i+1): indefinite in places.
+            let a: Vec<f64> = (0..n).map(|_| rng.uniform() as f64 * 2.0).collect();
+            let b: Vec<f64> = (0..n).map(|_| rng.uniform() as f64 * 4.0).collect();
+            let c = 0.3;
+            let grad = |x: &[f32], g: &mut [f32]| {
+                for i in 0..n {
+                    let xi = x[i] as f64;
+                    let mut gi = 2.0 * a[i] * xi + 3.0 * b[i] * (3.0 * xi).cos();
+                    if i + 1 < n {
+                        gi += c * x[i + 1] as f64;
+                    }
+                    if i > 0 {
+                        gi += c * x[i - 1] as f64;
+                    }
+                    g[i] = gi as f32;
+                }
+            };
+            let mut x: Vec<f32> = (0..n).map(|_| rng.uniform() * 4.0 - 2.0).collect();
+            let mut g = vec![0.0; n];
+            let mut opt = Lbfgs::new(&be, n, 5, 0.5).unwrap();
+            for it in 0..200 {
+                grad(&x, &mut g);
+                let gtd = opt.direction(&be, &g).unwrap();
+                assert!(opt.pairs.iter().all(|&(_, _, rho)| rho > 0.0 && rho < 1e10), "run {run} iteration {it}");
+                // gᵀd = -gᵀHg <= 0, up to the round-off of the f32 recursion.
+                let (gn, dn) = (vector::dot(&g, &g).sqrt(), vector::dot(&opt.d, &opt.d).sqrt());
+                assert!(gtd <= 1e-5 * gn * dn && is_descent(gtd), "run {run} iteration {it}: gᵀd = {gtd}, |g| {gn}, |d| {dn}");
+                be.axpy(opt.t as f32, &opt.d, &mut x).unwrap();
+            }
+            assert!(!opt.pairs.is_empty(), "run {run}: no pair was kept");
+        }
+    }
 }
