@@ -56,27 +56,16 @@ pub fn model_safetensors(data: &[u8]) -> Result<Vgg> {
     model(data, Format::Safetensors)
 }
 
-/// Most pixels an image may declare here, until `image_io` has decode limits (issue 9 item 2).
-pub const IMAGE_MAX_PIXELS: u64 = 1 << 26;
-
-/// An image file (`image_io::load`, through a temporary file until it takes bytes).
-///
-/// Known finding, left to issue 9 item 2 (`image_io::decode` with decode limits): `load`
-/// decodes whatever size a header declares, so a 126-byte PNG declaring 12 x 2147483657 pixels
-/// aborts allocating 77 GB (fuzz/corpus/image/crash-947d77276bcdc07b90e0d68004e61033cc18bdba).
-/// Until those limits land, inputs declaring more than [`IMAGE_MAX_PIXELS`] are refused here,
-/// before `load`, so that fuzzing can look past that one bug.
+/// An image file, as `--content-image` reads one for `--image-size 512` (`image_io::decode`
+/// keeping at least twice 512 pixels per side, so that large PNGs take the reduced-read path).
+/// The first finding, a 126-byte PNG declaring 12 x 2147483657 pixels that made the old
+/// `image_io::load` abort allocating 77 GB, is refused by `decode`'s limits (issue 9 item 2)
+/// and kept in the corpus (fuzz/corpus/image/crash-947d77276bcdc07b90e0d68004e61033cc18bdba).
 pub fn image(data: &[u8]) -> Result<crate::image_io::Rgb8> {
-    if let Ok((w, h)) = image::ImageReader::new(Cursor::new(data)).with_guessed_format()?.into_dimensions() {
-        anyhow::ensure!(w as u64 * h as u64 <= IMAGE_MAX_PIXELS, "declares {w}x{h} pixels (refused by the fuzz harness: see fuzzing::image)");
-    }
-    let dir = if Path::new("/dev/shm").is_dir() { std::path::PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-    let path = dir.join(format!("neural-style-fuzz-{}.img", std::process::id()));
-    std::fs::write(&path, data)?;
-    let img = crate::image_io::load(&path);
-    let _ = std::fs::remove_file(&path);
-    let img = img?;
+    let (img, (sw, sh)) = crate::image_io::decode(data, NAME, |(w, h)| crate::image_io::fit_size(w, h, 512))?;
     assert!(img.w > 0 && img.h > 0, "an empty image");
+    assert!(sw > 0 && sh > 0, "an empty source size");
+    assert!(img.w <= sw && img.h <= sh, "{}x{} decoded from a {sw}x{sh} source", img.w, img.h);
     assert_eq!(img.data.len(), img.w * img.h * 3, "buffer length");
     Ok(img)
 }
