@@ -19,6 +19,8 @@ pub mod contact;
 pub mod cpu;
 pub mod cuda;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image_io;
 pub mod interrupt;
 pub mod memory;

@@ -50,9 +50,12 @@ pub fn feature_key(name: &str) -> Option<(usize, bool)> {
     Some((n.parse().ok()?, weight))
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Format {
+/// The serialisation of a model file, told by its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// PyTorch's zip serialisation (torch >= 1.6).
     Zip,
+    /// PyTorch's legacy serialisation (consecutive pickles, then raw storages).
     Legacy,
     Safetensors,
 }
@@ -78,7 +81,7 @@ fn detect(head: &[u8]) -> Result<Format> {
 
 /// One printable line of at most ~300 characters: messages may quote names read from a damaged
 /// file (control characters, megabytes of garbage).
-fn one_line(path: &Path, e: anyhow::Error) -> anyhow::Error {
+pub(crate) fn one_line(path: &Path, e: anyhow::Error) -> anyhow::Error {
     let msg: String = format!("{e:#}").chars().flat_map(|c| if c.is_control() { c.escape_default().collect() } else { vec![c] }).collect();
     let short: String = msg.chars().take(300).collect();
     let ellipsis = if short.len() < msg.len() { "…" } else { "" };
@@ -93,20 +96,26 @@ pub fn read_features(path: &Path) -> Result<Vec<RawTensor>> {
         (&mut file).take(9).read_to_end(&mut head)?;
         let format = detect(&head)?;
         file.rewind()?;
-        let want = |k: &str| feature_key(k).is_some();
-        let tensors = match format {
-            Format::Zip => pth::load_zip(file, &want),
-            Format::Legacy => pth::load_legacy(file, &want),
-            Format::Safetensors => safetensors_file::load(file, &want),
-        }?;
-        for t in &tensors {
-            if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-                bail!("{} holds {} at element {i}; weights must be finite", t.name, t.data[i]);
-            }
-        }
-        Ok(tensors)
+        read_format(file, format)
     };
     read().map_err(|e| one_line(path, e))
+}
+
+/// Reads the feature tensors of a file (or bytes: a `Cursor`) of the given format, from its
+/// start, and refuses non-finite weights. Messages are not yet prefixed by a path.
+pub fn read_format<R: Read + Seek>(file: R, format: Format) -> Result<Vec<RawTensor>> {
+    let want = |k: &str| feature_key(k).is_some();
+    let tensors = match format {
+        Format::Zip => pth::load_zip(file, &want),
+        Format::Legacy => pth::load_legacy(file, &want),
+        Format::Safetensors => safetensors_file::load(file, &want),
+    }?;
+    for t in &tensors {
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            bail!("{} holds {} at element {i}; weights must be finite", t.name, t.data[i]);
+        }
+    }
+    Ok(tensors)
 }
 
 /// Pairs weights with biases by N and builds the layer table.

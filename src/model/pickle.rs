@@ -6,7 +6,7 @@
 //! their bytes are read later, and only for the tensors the caller wants.
 
 use anyhow::{anyhow, bail, ensure, Result};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::Read;
 use std::rc::Rc;
@@ -117,12 +117,49 @@ pub enum Value {
     Str(Rc<str>),
     Bytes(Rc<[u8]>),
     Tuple(Rc<Vec<Value>>),
-    List(Rc<RefCell<Vec<Value>>>),
+    List(Rc<Shared<Vec<Value>>>),
     /// Insertion-ordered pairs (keys are not hashed; duplicates: the last wins on lookup).
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Dict(Rc<Shared<Vec<(Value, Value)>>>),
     Global(Global),
     Storage(Rc<StorageRef>),
     Tensor(Rc<TensorRef>),
+}
+
+/// The items of a list or dict, and whether another container holds it yet. A held container is
+/// frozen: a pickle can only close a reference cycle (`l = []; l.append(l)`) by changing a
+/// container that something inside it already refers to, and `Rc` never frees a cycle (a pickle
+/// of a few KB leaked megabytes per load). Python's pickler fills every container before its
+/// parent refers to it, except in a self-referencing structure, which no state dict is.
+#[derive(Debug, Default)]
+pub struct Shared<T> {
+    held: Cell<bool>,
+    items: RefCell<T>,
+}
+
+impl<T> Shared<T> {
+    fn new(items: T) -> Rc<Shared<T>> {
+        Rc::new(Shared { held: Cell::new(false), items: RefCell::new(items) })
+    }
+}
+
+/// Marks the lists and dicts among `items` as held (they are being put into a container).
+fn hold(items: &[Value]) {
+    for v in items {
+        match v {
+            Value::List(l) => l.held.set(true),
+            Value::Dict(d) => d.held.set(true),
+            _ => {}
+        }
+    }
+}
+
+/// Refuses to change a container that another one holds (see [`Shared`]).
+fn ensure_unheld<T>(c: &Shared<T>, kind: &str) -> Result<()> {
+    ensure!(
+        !c.held.get(),
+        "pickle changes a {kind} that another container already holds (a self-referencing structure): not a plain state-dict file"
+    );
+    Ok(())
 }
 
 /// Iterative: a hostile pickle nests tuples a million deep in a few hundred KB, and the derived
@@ -138,13 +175,13 @@ impl Drop for Value {
                     }
                 }
                 Value::List(rc) => {
-                    if let Some(cell) = Rc::get_mut(rc) {
-                        out.append(cell.get_mut());
+                    if let Some(shared) = Rc::get_mut(rc) {
+                        out.append(shared.items.get_mut());
                     }
                 }
                 Value::Dict(rc) => {
-                    if let Some(cell) = Rc::get_mut(rc) {
-                        for (k, v) in cell.get_mut().drain(..) {
+                    if let Some(shared) = Rc::get_mut(rc) {
+                        for (k, v) in shared.items.get_mut().drain(..) {
                             out.push(k);
                             out.push(v);
                         }
@@ -198,7 +235,7 @@ impl Value {
     pub fn items(&self) -> Result<Vec<Value>> {
         match self {
             Value::Tuple(t) => Ok(t.as_ref().clone()),
-            Value::List(l) => Ok(l.borrow().clone()),
+            Value::List(l) => Ok(l.items.borrow().clone()),
             v => bail!("expected a tuple in the pickle, found a {}", v.kind()),
         }
     }
@@ -352,6 +389,7 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
             b')' => stack.push(Value::Tuple(Rc::new(Vec::new()))),
             b't' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
+                hold(&items);
                 stack.push(Value::Tuple(Rc::new(items)));
             }
             0x85..=0x87 => {
@@ -359,19 +397,22 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
                 let n = (op - 0x84) as usize;
                 ensure!(stack.len() >= n, "malformed pickle: stack underflow");
                 let items = stack.split_off(stack.len() - n);
+                hold(&items);
                 stack.push(Value::Tuple(Rc::new(items)));
             }
-            b']' => stack.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+            b']' => stack.push(Value::List(Shared::new(Vec::new()))),
             b'l' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
-                stack.push(Value::List(Rc::new(RefCell::new(items))));
+                hold(&items);
+                stack.push(Value::List(Shared::new(items)));
             }
-            b'}' => stack.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+            b'}' => stack.push(Value::Dict(Shared::new(Vec::new()))),
             b'd' => {
                 let items = pop_mark(&mut stack, &mut marks)?;
                 ensure!(items.len() % 2 == 0, "malformed pickle: DICT with an odd number of items");
+                hold(&items);
                 let pairs = items.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect();
-                stack.push(Value::Dict(Rc::new(RefCell::new(pairs))));
+                stack.push(Value::Dict(Shared::new(pairs)));
             }
             b's' | b'u' => {
                 // SETITEM, SETITEMS
@@ -382,8 +423,12 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
                     pop_mark(&mut stack, &mut marks)?
                 };
                 ensure!(items.len() % 2 == 0, "malformed pickle: SETITEMS with an odd number of items");
+                hold(&items);
                 match stack.last() {
-                    Some(Value::Dict(d)) => d.borrow_mut().extend(items.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone()))),
+                    Some(Value::Dict(d)) => {
+                        ensure_unheld(d, "dict")?;
+                        d.items.borrow_mut().extend(items.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone())));
+                    }
                     Some(v) => bail!("malformed pickle: SETITEM on a {}", v.kind()),
                     None => bail!("malformed pickle: stack underflow"),
                 }
@@ -391,8 +436,12 @@ pub fn load<R: Read>(r: &mut R) -> Result<Value> {
             b'a' | b'e' => {
                 // APPEND, APPENDS
                 let items = if op == b'a' { vec![pop(&mut stack)?] } else { pop_mark(&mut stack, &mut marks)? };
+                hold(&items);
                 match stack.last() {
-                    Some(Value::List(l)) => l.borrow_mut().extend(items),
+                    Some(Value::List(l)) => {
+                        ensure_unheld(l, "list")?;
+                        l.items.borrow_mut().extend(items);
+                    }
                     Some(v) => bail!("malformed pickle: APPEND on a {}", v.kind()),
                     None => bail!("malformed pickle: stack underflow"),
                 }
@@ -525,7 +574,7 @@ fn reduce(f: &Value, args: &Value) -> Result<Value> {
     match g {
         Global::OrderedDict => {
             ensure!(a.is_empty(), "pickle builds an OrderedDict from arguments; expected OrderedDict()");
-            Ok(Value::Dict(Rc::new(RefCell::new(Vec::new()))))
+            Ok(Value::Dict(Shared::new(Vec::new())))
         }
         // (storage, storage_offset, size, stride[, requires_grad, backward_hooks[, metadata]])
         Global::RebuildTensor | Global::RebuildTensorV2 => {
@@ -552,7 +601,7 @@ fn reduce(f: &Value, args: &Value) -> Result<Value> {
 /// The `(key, value)` pairs of a state dict (a dict at the top level).
 pub fn dict_items(v: &Value) -> Result<Vec<(Value, Value)>> {
     match v {
-        Value::Dict(d) => Ok(d.borrow().clone()),
+        Value::Dict(d) => Ok(d.items.borrow().clone()),
         v => bail!("the pickle holds a {}, not a state dict", v.kind()),
     }
 }
@@ -680,6 +729,25 @@ mod tests {
         p.extend(std::iter::repeat_n(0x85u8, 1_000_000));
         p.push(b'.');
         assert!(matches!(run(&p).unwrap(), Value::Tuple(_)));
+    }
+
+    /// Reference cycles would never be freed: a container may not change once another holds it.
+    #[test]
+    fn self_references_are_refused() {
+        for p in [
+            &b"\x80\x02]q\x00h\x00a."[..],               // l.append(l)
+            b"\x80\x02]q\x00(h\x00h\x00e.",               // l.extend([l, l])
+            b"\x80\x02]q\x00h\x00\x850K\x01a.",          // (l,); l.append(1)
+            b"\x80\x02}q\x00K\x01h\x00s.",                // d[1] = d
+            b"\x80\x02}q\x00h\x00\x850K\x01K\x02s.",    // (d,); d[1] = 2
+            b"\x80\x02]q\x00(h\x00l0h\x00K\x01a.",       // [l]; l.append(1)
+        ] {
+            let e = run(p).unwrap_err().to_string();
+            assert!(e.contains("self-referencing"), "{p:?}: {e}");
+        }
+        // Filled first, then held (as every pickler writes non-recursive data): fine.
+        let v = run(b"\x80\x02]q\x00K\x01ah\x00\x85.").unwrap().items().unwrap();
+        assert_eq!(v[0].items().unwrap().len(), 1);
     }
 
     #[test]

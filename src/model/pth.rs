@@ -5,8 +5,7 @@ use super::file::{check_sizes, RawTensor};
 use super::pickle::{self, DType, TensorRef, Value};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{self, BufReader, Read, Seek};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 /// (key, tensor) pairs, still unread.
 type Tensors = Vec<(String, TensorRef)>;
@@ -44,7 +43,8 @@ fn byte_range(name: &str, t: &TensorRef, storage_bytes: u64) -> Result<(u64, usi
 }
 
 /// The zip serialisation: `<archive>/data.pkl` and one `<archive>/data/<key>` entry per storage.
-pub fn load_zip(file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
+/// `file` is read from its start (a `File`, or a `Cursor` over bytes).
+pub fn load_zip<R: Read + Seek>(file: R, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
     let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| anyhow!("truncated or corrupt zip archive ({e})"))?;
     let pkl_name = zip
         .file_names()
@@ -69,11 +69,27 @@ pub fn load_zip(file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor
         let mut entry = zip.by_name(&entry_name).map_err(|e| anyhow!("{name}: storage {entry_name} is missing ({e})"))?;
         let (start, len) = byte_range(&name, &t, entry.size())?;
         io::copy(&mut (&mut entry).take(start), &mut io::sink())?;
-        // Grows as bytes arrive: a forged entry size cannot make us allocate up front.
-        let mut bytes = Vec::new();
-        (&mut entry).take(len as u64).read_to_end(&mut bytes).map_err(|e| anyhow!("{name}: cannot read storage {entry_name} ({e})"))?;
-        ensure!(bytes.len() == len, "{name}: storage {entry_name} is truncated");
-        out.push(RawTensor { name, shape: t.shape, data: t.storage.dtype.to_f32(&bytes) });
+        let data = read_f32(&mut entry, t.storage.dtype, len).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => anyhow!("{name}: storage {entry_name} is truncated"),
+            _ => anyhow!("{name}: cannot read storage {entry_name} ({e})"),
+        })?;
+        out.push(RawTensor { name, shape: t.shape, data });
+    }
+    Ok(out)
+}
+
+/// `len` bytes of `dtype` elements from `r`, converted to f32 a megabyte at a time: the values
+/// grow as bytes arrive (a forged entry size cannot make us allocate up front), and the raw
+/// bytes never sit in memory whole (a 1 MB zip inflates to a 1 GB f64 storage: 512 MB as f32).
+fn read_f32(r: &mut impl Read, dtype: DType, len: usize) -> io::Result<Vec<f32>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; len.min(1 << 20)];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len());
+        r.read_exact(&mut buf[..n])?;
+        out.extend(dtype.to_f32(&buf[..n]));
+        left -= n;
     }
     Ok(out)
 }
@@ -82,8 +98,10 @@ const LEGACY_MAGIC: i128 = 0x1950a86a20f9469cfc6c;
 
 /// The legacy serialisation: pickles of the magic number, protocol version, sys_info, the state
 /// dict and the storage keys; then per key an 8-byte LE element count and the raw elements.
-pub fn load_legacy(file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
-    let file_len = file.metadata()?.len();
+/// `file` is read from its start (a `File`, or a `Cursor` over bytes).
+pub fn load_legacy<R: Read + Seek>(mut file: R, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
+    let file_len = file.seek(SeekFrom::End(0))?;
+    file.rewind()?;
     let mut r = BufReader::new(file);
     let magic = pickle::load(&mut r)?;
     ensure!(matches!(magic, Value::Int(LEGACY_MAGIC)), "a pickle, but not a PyTorch model file (no legacy magic number)");

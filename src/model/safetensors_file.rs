@@ -6,14 +6,15 @@ use super::pickle::DType;
 use anyhow::{anyhow, bail, ensure, Result};
 use safetensors::tensor::Metadata;
 use safetensors::Dtype;
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
 /// Headers above this are refused (the crate's own limit is 100 MB).
 pub const MAX_HEADER: u64 = 100_000_000;
 
-pub fn load(mut file: File, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
-    let file_len = file.metadata()?.len();
+/// `file` is read from its start (a `File`, or a `Cursor` over bytes).
+pub fn load<R: Read + Seek>(mut file: R, want: &dyn Fn(&str) -> bool) -> Result<Vec<RawTensor>> {
+    let file_len = file.seek(SeekFrom::End(0))?;
+    file.rewind()?;
     let mut n = [0u8; 8];
     file.read_exact(&mut n).map_err(|_| anyhow!("file is truncated (no safetensors header)"))?;
     let n = u64::from_le_bytes(n);
