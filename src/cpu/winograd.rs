@@ -288,6 +288,29 @@ unsafe fn output_tile_avx2(m_t: &[f32], b: Option<&[f32]>, h: usize, wd: usize, 
 
 type Lanes = [f32; CH];
 
+/// The first n <= CH floats of src as a vector, zero-filled; n == CH is one vector load (a
+/// variable-length copy would be a memcpy call per vector).
+#[inline(always)]
+fn load(src: &[f32], n: usize) -> Lanes {
+    if n == CH {
+        src[..CH].try_into().unwrap()
+    } else {
+        let mut l = [0.0; CH];
+        l[..n].copy_from_slice(&src[..n]);
+        l
+    }
+}
+
+/// dst[..n] = l[..n]; n == CH is one vector store.
+#[inline(always)]
+fn store(dst: &mut [f32], l: &Lanes, n: usize) {
+    if n == CH {
+        dst[..CH].copy_from_slice(l);
+    } else {
+        dst[..n].copy_from_slice(&l[..n]);
+    }
+}
+
 /// r = Bᵀ d for 6 lane-vectors (one column of the tile, CH channels).
 #[inline(always)]
 fn bt6(d: &[Lanes; ALPHA]) -> [Lanes; ALPHA] {
@@ -320,33 +343,38 @@ fn at6(m: &[Lanes; ALPHA]) -> [Lanes; TILE] {
 }
 
 /// v_t (36, c) = Bᵀ d B for tile (ty, tx) of x (h, wd, c), channel block by channel block.
+/// Plain loops over fixed-size arrays (no closures), so that all of it inlines into the
+/// target_feature wrappers and vectorises over the CH channels.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 fn input_tile(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: &mut [f32]) {
     let (y0, x0) = ((ty * TILE) as isize - 1, (tx * TILE) as isize - 1);
     for c0 in (0..c).step_by(CH) {
         let n = CH.min(c - c0);
-        // d[j][i]: column j, row i of the 6x6 input tile (zero outside the image).
-        let mut d = [[[0.0f32; CH]; ALPHA]; ALPHA];
-        for i in 0..ALPHA {
-            let iy = y0 + i as isize;
-            if iy < 0 || iy >= h as isize {
-                continue;
-            }
-            for (j, dj) in d.iter_mut().enumerate() {
-                let ix = x0 + j as isize;
-                if ix < 0 || ix >= wd as isize {
-                    continue;
+        // t[j] = Bᵀ d[.., j]: column j of the 6x6 input tile (zero outside the image), transformed.
+        let mut t = [[[0.0f32; CH]; ALPHA]; ALPHA];
+        for j in 0..ALPHA {
+            let ix = x0 + j as isize;
+            let mut d = [[0.0f32; CH]; ALPHA];
+            if ix >= 0 && ix < wd as isize {
+                for i in 0..ALPHA {
+                    let iy = y0 + i as isize;
+                    if iy >= 0 && iy < h as isize {
+                        d[i] = load(&x[(iy as usize * wd + ix as usize) * c + c0..], n);
+                    }
                 }
-                dj[i][..n].copy_from_slice(&x[(iy as usize * wd + ix as usize) * c + c0..][..n]);
             }
+            t[j] = bt6(&d);
         }
-        // Columns: t[j] = Bᵀ d[j] (t[j][r] = row r of Bᵀ d, column j); then rows: v[r] = Bᵀ t[.][r].
-        let t: [[Lanes; ALPHA]; ALPHA] = std::array::from_fn(|j| bt6(&d[j]));
+        // Row r of Bᵀ d is (t[0][r], ..., t[5][r]); v[r][.] = Bᵀ of it = row r of Bᵀ d B.
         for r in 0..ALPHA {
-            let row: [Lanes; ALPHA] = std::array::from_fn(|j| t[j][r]);
+            let mut row = [[0.0f32; CH]; ALPHA];
+            for j in 0..ALPHA {
+                row[j] = t[j][r];
+            }
             let v = bt6(&row);
-            for (s, vs) in v.iter().enumerate() {
-                v_t[(r * ALPHA + s) * c + c0..][..n].copy_from_slice(&vs[..n]);
+            for s in 0..ALPHA {
+                store(&mut v_t[(r * ALPHA + s) * c + c0..], &v[s], n);
             }
         }
     }
@@ -356,38 +384,40 @@ fn input_tile(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_
 /// # Safety
 /// y must hold h * wd * c floats, and no one else may access this tile's pixels meanwhile.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 unsafe fn output_tile(m_t: &[f32], b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
     let (oy0, ox0) = (ty * TILE, tx * TILE);
     let (ny, nx) = (TILE.min(h - oy0), TILE.min(wd - ox0));
     for c0 in (0..c).step_by(CH) {
         let n = CH.min(c - c0);
-        let mut bias = [0.0f32; CH];
-        if let Some(b) = b {
-            bias[..n].copy_from_slice(&b[c0..c0 + n]);
+        let bias = b.map_or([0.0; CH], |b| load(&b[c0..], n));
+        // t[s] = Aᵀ m[.., s]: column s of the 6x6 product tile, transformed.
+        let mut t = [[[0.0f32; CH]; TILE]; ALPHA];
+        for s in 0..ALPHA {
+            let mut col = [[0.0f32; CH]; ALPHA];
+            for r in 0..ALPHA {
+                col[r] = load(&m_t[(r * ALPHA + s) * c + c0..], n);
+            }
+            t[s] = at6(&col);
         }
-        // Rows: t[s][r] = (Aᵀ m)[r][s] from column s of m; then columns: o[r] = Aᵀ t[.][r].
-        let t: [[Lanes; TILE]; ALPHA] = std::array::from_fn(|s| {
-            let col: [Lanes; ALPHA] = std::array::from_fn(|r| {
-                let mut l = [0.0f32; CH];
-                l[..n].copy_from_slice(&m_t[(r * ALPHA + s) * c + c0..][..n]);
-                l
-            });
-            at6(&col)
-        });
+        // Row r of Aᵀ m is (t[0][r], ..., t[5][r]); o = Aᵀ of it = row r of Aᵀ m A.
         for r in 0..ny {
-            let row: [Lanes; ALPHA] = std::array::from_fn(|s| t[s][r]);
+            let mut row = [[0.0f32; CH]; ALPHA];
+            for s in 0..ALPHA {
+                row[s] = t[s][r];
+            }
             let o = at6(&row);
-            for (q, oq) in o.iter().enumerate().take(nx) {
-                let mut out = *oq;
+            for q in 0..nx {
+                let mut out = o[q];
                 for l in 0..CH {
                     out[l] += bias[l];
                     if b.is_some() {
                         out[l] = out[l].max(0.0);
                     }
                 }
-                let dst = y.add(((oy0 + r) * wd + ox0 + q) * c + c0);
-                std::ptr::copy_nonoverlapping(out.as_ptr(), dst, n);
+                // SAFETY: pixel (oy0 + r, ox0 + q) is inside the image and c0 + n <= c.
+                let dst = std::slice::from_raw_parts_mut(y.add(((oy0 + r) * wd + ox0 + q) * c + c0), n);
+                store(dst, &out, n);
             }
         }
     }
