@@ -7,7 +7,7 @@
 //! reference the naive conv (one product at a time in f32). Measured worst case in this file:
 //! printed with `--nocapture`; see PERFORMANCE.md for the numbers.
 
-use neural_style::backend::{Backend, ConvShape};
+use neural_style::backend::{AdamStep, Backend, ConvShape, PoolKind, PoolShape};
 use neural_style::cpu::{conv, winograd};
 use neural_style::rng::Rng;
 use neural_style::CpuBackend;
@@ -152,4 +152,52 @@ fn cpu_backend_dispatches_to_winograd() {
     assert!(winograd::pays(ConvShape { h: 12, w: 10, c_in: 64, c_out: 128 }));
     assert!(!winograd::pays(ConvShape { h: 2, w: 2, c_in: 128, c_out: 64 }));
     assert!(!winograd::pays(ConvShape { h: 64, w: 64, c_in: 3, c_out: 64 }));
+}
+
+/// The CPU backend without the Winograd weights (the trait's default upload_conv_weights), so
+/// every conv takes the direct path whatever NEURAL_STYLE_CPU_CONV says.
+struct DirectCpu(CpuBackend);
+
+type Buf = Vec<f32>;
+#[rustfmt::skip]
+impl Backend for DirectCpu {
+    type Buf = Buf;
+    fn name(&self) -> String { "cpu, direct convs".into() }
+    fn zeros(&self, len: usize) -> anyhow::Result<Buf> { self.0.zeros(len) }
+    fn upload(&self, host: &[f32]) -> anyhow::Result<Buf> { self.0.upload(host) }
+    fn download(&self, buf: &Buf) -> anyhow::Result<Vec<f32>> { self.0.download(buf) }
+    fn len(&self, buf: &Buf) -> usize { self.0.len(buf) }
+    fn synchronize(&self) -> anyhow::Result<()> { self.0.synchronize() }
+    fn conv3x3_fwd(&self, s: ConvShape, x: &Buf, w: &Buf, b: &Buf, y: &mut Buf) -> anyhow::Result<()> { self.0.conv3x3_fwd(s, x, w, b, y) }
+    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Buf, w: &Buf, dx: &mut Buf) -> anyhow::Result<()> { self.0.conv3x3_bwd_input(s, dy, w, dx) }
+    fn relu_bwd(&self, y: &Buf, dy: &mut Buf) -> anyhow::Result<()> { self.0.relu_bwd(y, dy) }
+    fn pool_fwd(&self, k: PoolKind, s: PoolShape, x: &Buf, y: &mut Buf) -> anyhow::Result<()> { self.0.pool_fwd(k, s, x, y) }
+    fn pool_bwd(&self, k: PoolKind, s: PoolShape, x: &Buf, dy: &Buf, dx: &mut Buf) -> anyhow::Result<()> { self.0.pool_bwd(k, s, x, dy, dx) }
+    fn gram(&self, hw: usize, c: usize, f: &Buf, g: &mut Buf) -> anyhow::Result<()> { self.0.gram(hw, c, f, g) }
+    fn gram_bwd_acc(&self, hw: usize, c: usize, f: &Buf, dg: &Buf, df: &mut Buf) -> anyhow::Result<()> { self.0.gram_bwd_acc(hw, c, f, dg, df) }
+    fn content_loss_acc(&self, w: f32, f: &Buf, p: &Buf, df: &mut Buf) -> anyhow::Result<f64> { self.0.content_loss_acc(w, f, p, df) }
+    fn style_loss(&self, w: f32, g: &Buf, a: &Buf, dg: &mut Buf) -> anyhow::Result<f64> { self.0.style_loss(w, g, a, dg) }
+    fn tv_loss_acc(&self, w: f32, h: usize, wd: usize, c: usize, x: &Buf, dx: &mut Buf) -> anyhow::Result<f64> { self.0.tv_loss_acc(w, h, wd, c, x, dx) }
+    fn tv_pow_loss_acc(&self, w: f32, p: f32, h: usize, wd: usize, c: usize, x: &Buf, dx: &mut Buf) -> anyhow::Result<f64> { self.0.tv_pow_loss_acc(w, p, h, wd, c, x, dx) }
+    fn fill(&self, x: &mut Buf, v: f32) -> anyhow::Result<()> { self.0.fill(x, v) }
+    fn copy(&self, src: &Buf, dst: &mut Buf) -> anyhow::Result<()> { self.0.copy(src, dst) }
+    fn dot(&self, a: &Buf, b: &Buf) -> anyhow::Result<f64> { self.0.dot(a, b) }
+    fn asum(&self, x: &Buf) -> anyhow::Result<f64> { self.0.asum(x) }
+    fn amax(&self, x: &Buf) -> anyhow::Result<f64> { self.0.amax(x) }
+    fn axpy(&self, a: f32, x: &Buf, y: &mut Buf) -> anyhow::Result<()> { self.0.axpy(a, x, y) }
+    fn scale(&self, a: f32, x: &mut Buf) -> anyhow::Result<()> { self.0.scale(a, x) }
+    fn adam_step(&self, s: AdamStep, p: &mut Buf, g: &Buf, m: &mut Buf, v: &mut Buf) -> anyhow::Result<()> { self.0.adam_step(s, p, g, m, v) }
+}
+
+/// Quality: the full-width VGG-19 (random weights, every conv but conv1_1 on Winograd down to
+/// conv5_1 at 3x3) at 48², 100 L-BFGS iterations of the default objective from the bench's
+/// start: the final objective within 1% of the direct convolutions' (issue 10's criterion).
+#[test]
+fn objective_after_100_lbfgs_iterations_matches_the_direct_path() {
+    let vgg = neural_style::model::random::random_vgg19(0);
+    let wino = neural_style::bench::run_evaluations(&CpuBackend::new(), &vgg, 48, 0, 100).unwrap();
+    let direct = neural_style::bench::run_evaluations(&DirectCpu(CpuBackend::new()), &vgg, 48, 0, 100).unwrap();
+    let rel = (wino.final_loss - direct.final_loss).abs() / direct.final_loss.abs();
+    println!("after 100 iterations: Winograd {} vs direct {} (relative {rel:.2e})", wino.final_loss, direct.final_loss);
+    assert!(rel < 0.01, "Winograd {} vs direct {}", wino.final_loss, direct.final_loss);
 }
