@@ -130,6 +130,13 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the whole Sync wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// y = conv3x3(x, w) (+ b, relu if given) through the Winograd domain.
 /// x (h, w, c_in), u (36, c_in, c_out), b (c_out), y (h, w, c_out).
 fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
@@ -172,7 +179,6 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
             let m_ptr = SharedMut(m.as_mut_ptr());
             let v_ref = &v[..];
             (0..NXI).into_par_iter().for_each(|xi| {
-                let m_ptr = m_ptr;
                 // SAFETY: lhs rows t*36*c_in + xi*c_in + [0, c_in) and dst rows
                 // t*36*c_out + xi*c_out + [0, c_out), t < nt, lie inside v and m (sized above);
                 // distinct ξ write disjoint dst ranges, and nothing else touches m meanwhile.
@@ -181,7 +187,7 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
                         nt,
                         c_out,
                         c_in,
-                        m_ptr.0.add(xi * c_out),
+                        m_ptr.get().add(xi * c_out),
                         1,
                         (NXI * c_out) as isize,
                         false,
@@ -202,10 +208,9 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
             });
             // (3) y tile = Aᵀ M[t] A (+ b, relu), cropped at the image's edges.
             m[..nt * NXI * c_out].par_chunks(NXI * c_out).enumerate().for_each(|(k, m_t)| {
-                let y_ptr = y_ptr;
                 let t = t0 + k;
                 // SAFETY: each tile writes only its own 4x4 output pixels, inside y (asserted).
-                unsafe { kind.output_tile(m_t, b, h, wd, c_out, t / tiles_x, t % tiles_x, y_ptr.0) };
+                unsafe { kind.output_tile(m_t, b, h, wd, c_out, t / tiles_x, t % tiles_x, y_ptr.get()) };
             });
         }
     });
