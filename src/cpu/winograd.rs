@@ -27,9 +27,9 @@
 //!
 //! Layouts: U (36, c_in, c_out), row-major per ξ, from the forward layout (3, 3, c_in, c_out);
 //! the backward-input conv uses the same code on the flipped layout (3, 3, c_out, c_in).
-//! Per band of whole tile rows, V (tiles, 36, c_in) and M (tiles, 36, c_out): a tile's 36
-//! transformed vectors are contiguous (the transforms write/read one tile at a time), and the
-//! GEMM for ξ reads V[.., ξ, ..] with a row stride of 36 * c_in (gemm packs it anyway).
+//! Per band of whole tile rows, V (36, tiles, c_in) and M (36, tiles, c_out): each ξ's GEMM
+//! operands are contiguous row-major matrices; a tile's transform writes (reads) 36 vectors of
+//! 16 channels, one per ξ, tiles * c apart.
 //! A band is (1) input transform, parallel over tiles; (2) the 36 GEMMs on `gemm`, parallel over
 //! ξ, so each thread reads only its ξ's weights; (3) output transform, parallel over tiles, with
 //! the bias and ReLU fused for the forward. Band sizes depend only on the shape, and each output
@@ -171,9 +171,11 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
             let nt = (band_rows.min(tiles_y - ty0)) * tiles_x;
             let t0 = ty0 * tiles_x;
             // (1) V[t] (36, c_in) = Bᵀ d B for each tile of the band.
-            v[..nt * NXI * c_in].par_chunks_mut(NXI * c_in).enumerate().for_each(|(k, v_t)| {
+            let v_ptr = SharedMut(v.as_mut_ptr());
+            (0..nt).into_par_iter().for_each(|k| {
                 let t = t0 + k;
-                kind.input_tile(x, h, wd, c_in, t / tiles_x, t % tiles_x, v_t);
+                // SAFETY: tile k writes V[ξ][k][..c_in] for every ξ: its own rows, inside v.
+                unsafe { kind.input_tile(x, h, wd, c_in, t / tiles_x, t % tiles_x, v_ptr.get().add(k * c_in), nt * c_in) };
             });
             // (2) M[.., ξ, ..] (nt, c_out) = V[.., ξ, ..] (nt, c_in) · U[ξ] (c_in, c_out).
             let m_ptr = SharedMut(m.as_mut_ptr());
@@ -187,13 +189,13 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
                         nt,
                         c_out,
                         c_in,
-                        m_ptr.get().add(xi * c_out),
+                        m_ptr.get().add(xi * nt * c_out),
                         1,
-                        (NXI * c_out) as isize,
+                        c_out as isize,
                         false,
-                        v_ref.as_ptr().add(xi * c_in),
+                        v_ref.as_ptr().add(xi * nt * c_in),
                         1,
-                        (NXI * c_in) as isize,
+                        c_in as isize,
                         u.as_ptr().add(xi * c_in * c_out),
                         1,
                         c_out as isize,
@@ -207,10 +209,12 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
                 }
             });
             // (3) y tile = Aᵀ M[t] A (+ b, relu), cropped at the image's edges.
-            m[..nt * NXI * c_out].par_chunks(NXI * c_out).enumerate().for_each(|(k, m_t)| {
+            let m_ref = &m[..];
+            (0..nt).into_par_iter().for_each(|k| {
                 let t = t0 + k;
+                let m_t = &m_ref[k * c_out..];
                 // SAFETY: each tile writes only its own 4x4 output pixels, inside y (asserted).
-                unsafe { kind.output_tile(m_t, b, h, wd, c_out, t / tiles_x, t % tiles_x, y_ptr.get()) };
+                unsafe { kind.output_tile(m_t, nt * c_out, b, h, wd, c_out, t / tiles_x, t % tiles_x, y_ptr.get()) };
             });
         }
     });
@@ -241,27 +245,30 @@ impl Simd {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn input_tile(self, x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: &mut [f32]) {
+    /// # Safety
+    /// v_t + ξ * xi_stride + [0, c) must be writable for every ξ < 36, and not accessed by
+    /// anyone else meanwhile. The variants exist only when detect() found their features.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn input_tile(self, x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
         match self {
-            // SAFETY: the variant exists only when detect() found the features.
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => unsafe { input_tile_avx512(x, h, wd, c, ty, tx, v_t) },
+            Simd::Avx512 => input_tile_avx512(x, h, wd, c, ty, tx, v_t, xi_stride),
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => unsafe { input_tile_avx2(x, h, wd, c, ty, tx, v_t) },
-            Simd::Generic => input_tile(x, h, wd, c, ty, tx, v_t),
+            Simd::Avx2 => input_tile_avx2(x, h, wd, c, ty, tx, v_t, xi_stride),
+            Simd::Generic => input_tile(x, h, wd, c, ty, tx, v_t, xi_stride),
         }
     }
 
     /// # Safety
     /// y must hold h * wd * c floats, and no one else may access tile (ty, tx)'s pixels meanwhile.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn output_tile(self, m_t: &[f32], b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
+    unsafe fn output_tile(self, m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => output_tile_avx512(m_t, b, h, wd, c, ty, tx, y),
+            Simd::Avx512 => output_tile_avx512(m_t, xi_stride, b, h, wd, c, ty, tx, y),
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => output_tile_avx2(m_t, b, h, wd, c, ty, tx, y),
-            Simd::Generic => output_tile(m_t, b, h, wd, c, ty, tx, y),
+            Simd::Avx2 => output_tile_avx2(m_t, xi_stride, b, h, wd, c, ty, tx, y),
+            Simd::Generic => output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y),
         }
     }
 }
@@ -269,26 +276,26 @@ impl Simd {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn input_tile_avx512(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: &mut [f32]) {
-    input_tile(x, h, wd, c, ty, tx, v_t)
+unsafe fn input_tile_avx512(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
+    input_tile(x, h, wd, c, ty, tx, v_t, xi_stride)
 }
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn input_tile_avx2(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: &mut [f32]) {
-    input_tile(x, h, wd, c, ty, tx, v_t)
+unsafe fn input_tile_avx2(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
+    input_tile(x, h, wd, c, ty, tx, v_t, xi_stride)
 }
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn output_tile_avx512(m_t: &[f32], b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
-    output_tile(m_t, b, h, wd, c, ty, tx, y)
+unsafe fn output_tile_avx512(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
+    output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y)
 }
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn output_tile_avx2(m_t: &[f32], b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
-    output_tile(m_t, b, h, wd, c, ty, tx, y)
+unsafe fn output_tile_avx2(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
+    output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y)
 }
 
 type Lanes = [f32; CH];
@@ -347,12 +354,14 @@ fn at6(m: &[Lanes; ALPHA]) -> [Lanes; TILE] {
     r
 }
 
-/// v_t (36, c) = Bᵀ d B for tile (ty, tx) of x (h, wd, c), channel block by channel block.
-/// Plain loops over fixed-size arrays (no closures), so that all of it inlines into the
+/// v_t[ξ * xi_stride + ..c] = (Bᵀ d B)[ξ] for tile (ty, tx) of x (h, wd, c), channel block by
+/// channel block. Plain loops over fixed-size arrays (no closures), so that all of it inlines into the
 /// target_feature wrappers and vectorises over the CH channels.
+/// # Safety
+/// As Simd::input_tile.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)]
-fn input_tile(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: &mut [f32]) {
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn input_tile(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
     let (y0, x0) = ((ty * TILE) as isize - 1, (tx * TILE) as isize - 1);
     for c0 in (0..c).step_by(CH) {
         let n = CH.min(c - c0);
@@ -379,18 +388,19 @@ fn input_tile(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_
             }
             let v = bt6(&row);
             for s in 0..ALPHA {
-                store(&mut v_t[(r * ALPHA + s) * c + c0..], &v[s], n);
+                store(std::slice::from_raw_parts_mut(v_t.add((r * ALPHA + s) * xi_stride + c0), n), &v[s], n);
             }
         }
     }
 }
 
-/// Tile (ty, tx) of y (h, wd, c) = Aᵀ m A (+ b, relu), m_t (36, c); writes only inside the image.
+/// Tile (ty, tx) of y (h, wd, c) = Aᵀ m A (+ b, relu), m[ξ] at m_t[ξ * xi_stride..][..c]; writes
+/// only inside the image.
 /// # Safety
 /// y must hold h * wd * c floats, and no one else may access this tile's pixels meanwhile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn output_tile(m_t: &[f32], b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
+unsafe fn output_tile(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
     let (oy0, ox0) = (ty * TILE, tx * TILE);
     let (ny, nx) = (TILE.min(h - oy0), TILE.min(wd - ox0));
     for c0 in (0..c).step_by(CH) {
@@ -401,7 +411,7 @@ unsafe fn output_tile(m_t: &[f32], b: Option<&[f32]>, h: usize, wd: usize, c: us
         for s in 0..ALPHA {
             let mut col = [[0.0f32; CH]; ALPHA];
             for r in 0..ALPHA {
-                col[r] = load(&m_t[(r * ALPHA + s) * c + c0..], n);
+                col[r] = load(&m_t[(r * ALPHA + s) * xi_stride + c0..], n);
             }
             t[s] = at6(&col);
         }
