@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use neural_style::backend::{ConvShape, PoolKind, PoolShape, Precision};
-use neural_style::cpu::{conv, gram, pool};
+use neural_style::cpu::{conv, gram, pool, winograd};
 use neural_style::rng::Rng;
 use neural_style::{Backend, CpuBackend, Image, Objective};
 use std::hint::black_box;
@@ -50,6 +50,36 @@ fn bench_conv(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter(name), |bch| bch.iter(|| conv::conv3x3_bwd_input(s, black_box(&dy), &w_flip, &mut dx)));
     }
     g.finish();
+}
+
+/// Winograd F(4x4,3x3) against the direct path at every VGG-19 channel pair that uses it, at
+/// 64x64 (forward with bias + ReLU, and backward-input with the flipped weights).
+/// `cargo bench --bench ops -- winograd_vs_direct`.
+fn bench_winograd(c: &mut Criterion) {
+    let mut rng = Rng::new(4);
+    let hw = 64;
+    for (dir, bwd) in [("fwd", false), ("bwd_input", true)] {
+        let mut g = quick(c, &format!("winograd_vs_direct_{dir}"));
+        for (c_in, c_out) in [(64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512), (512, 512)] {
+            let s = ConvShape { h: hw, w: hw, c_in, c_out };
+            // Forward orientation (k, n) = (c_in, c_out); backward-input (c_out, c_in).
+            let (k, n) = if bwd { (c_out, c_in) } else { (c_in, c_out) };
+            let x = rng.normal_vec(hw * hw * k, 1.0);
+            let w = rng.normal_vec(9 * k * n, 0.05);
+            let u = winograd::transform_weights(k, n, &w);
+            let b = rng.normal_vec(c_out, 0.01);
+            let mut y = vec![0.0; hw * hw * n];
+            let id = format!("{c_in}x{c_out}");
+            g.throughput(Throughput::Elements(s.flops()));
+            g.bench_function(BenchmarkId::new("direct", &id), |bch| {
+                bch.iter(|| if bwd { conv::conv3x3_bwd_input(s, black_box(&x), &w, &mut y) } else { conv::conv3x3_fwd(s, black_box(&x), &w, &b, &mut y) })
+            });
+            g.bench_function(BenchmarkId::new("winograd", &id), |bch| {
+                bch.iter(|| if bwd { winograd::conv3x3_bwd_input(s, black_box(&x), &u, &mut y) } else { winograd::conv3x3_fwd(s, black_box(&x), &u, &b, &mut y) })
+            });
+        }
+        g.finish();
+    }
 }
 
 fn bench_gram(c: &mut Criterion) {
@@ -169,5 +199,5 @@ fn timed<B: Backend>(be: &B, iters: u64, mut f: impl FnMut()) -> Duration {
     t.elapsed()
 }
 
-criterion_group!(benches, bench_conv, bench_gram, bench_pool, bench_evaluate, bench_cuda);
+criterion_group!(benches, bench_conv, bench_winograd, bench_gram, bench_pool, bench_evaluate, bench_cuda);
 criterion_main!(benches);

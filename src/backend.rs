@@ -123,7 +123,16 @@ pub trait Backend {
     }
 
     // ---- network ------------------------------------------------------------------------
-    /// y = relu(conv3x3(x, w) + b).  x (h, w, c_in), w (3, 3, c_in, c_out), b (c_out), y (h, w, c_out).
+    /// Uploads one conv's frozen weights, w (3, 3, c_in, c_out) and w_flip (3, 3, c_out, c_in),
+    /// as the buffers conv3x3_fwd and conv3x3_bwd_input take. A backend may append a form it
+    /// precomputes once (the CPU: the Winograd transform, see cpu::winograd); the default
+    /// uploads them as they are.
+    fn upload_conv_weights(&self, c_in: usize, c_out: usize, w: &[f32], w_flip: &[f32]) -> Result<(Self::Buf, Self::Buf)> {
+        let _ = (c_in, c_out);
+        Ok((self.upload(w)?, self.upload(w_flip)?))
+    }
+    /// y = relu(conv3x3(x, w) + b).  x (h, w, c_in), w (3, 3, c_in, c_out) (plus what
+    /// upload_conv_weights appended, if it came from there), b (c_out), y (h, w, c_out).
     fn conv3x3_fwd(&self, s: ConvShape, x: &Self::Buf, w: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// dx = conv3x3(dy, w_flip): the gradient w.r.t. the input of a conv whose output gradient is dy.
     /// dy (h, w, c_out), w_flip (3, 3, c_out, c_in) = w[2-ky][2-kx][ci][co] transposed, dx (h, w, c_in).

@@ -53,14 +53,13 @@ impl<B: Backend> Network<B> {
             match l {
                 Layer::Pool => layers.push(NetLayer::Pool),
                 Layer::Conv(c) => {
-                    layers.push(NetLayer::Conv {
-                        name: c.name.clone(),
-                        c_in: c.c_in,
-                        c_out: c.c_out,
-                        w: backend.upload(&weights_to_fwd_layout(c.c_out, c.c_in, &c.weight))?,
-                        w_flip: backend.upload(&weights_to_bwd_layout(c.c_out, c.c_in, &c.weight))?,
-                        b: backend.upload(&c.bias)?,
-                    });
+                    let (w, w_flip) = backend.upload_conv_weights(
+                        c.c_in,
+                        c.c_out,
+                        &weights_to_fwd_layout(c.c_out, c.c_in, &c.weight),
+                        &weights_to_bwd_layout(c.c_out, c.c_in, &c.weight),
+                    )?;
+                    layers.push(NetLayer::Conv { name: c.name.clone(), c_in: c.c_in, c_out: c.c_out, w, w_flip, b: backend.upload(&c.bias)? });
                     remaining.retain(|n| **n != c.name);
                 }
             }

@@ -5,12 +5,69 @@ pub mod gram;
 pub mod loss;
 pub mod pool;
 pub mod vector;
+pub mod winograd;
 
 use crate::backend::{AdamStep, Backend, ConvShape, PoolKind, PoolShape};
 use anyhow::Result;
 
 #[derive(Default)]
 pub struct CpuBackend;
+
+/// The algorithm of the CPU's 3x3 convolutions, from `NEURAL_STYLE_CPU_CONV` (read once):
+/// `direct` (conv.rs: banded implicit GEMM), `winograd` (winograd.rs, for every conv whose
+/// weights carry the transform: c_in >= 64 for the forward, c_out >= 64 for the backward-input),
+/// or `auto` (the default: Winograd where winograd::pays says so, direct elsewhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgo {
+    Direct,
+    Winograd,
+    Auto,
+}
+
+impl ConvAlgo {
+    pub const ENV: &'static str = "NEURAL_STYLE_CPU_CONV";
+
+    /// The process's choice; panics on a value other than direct, winograd, auto or empty.
+    pub fn from_env() -> Self {
+        static ALGO: std::sync::OnceLock<ConvAlgo> = std::sync::OnceLock::new();
+        *ALGO.get_or_init(|| match std::env::var(Self::ENV).unwrap_or_default().as_str() {
+            "" | "auto" => ConvAlgo::Auto,
+            "direct" => ConvAlgo::Direct,
+            "winograd" => ConvAlgo::Winograd,
+            other => panic!("{}='{other}': expected direct, winograd or auto", Self::ENV),
+        })
+    }
+}
+
+/// Conv weights uploaded with the Winograd transform appended: the direct layout (3, 3, k, n)
+/// then U (36, k, n). Only where the GEMM depth k = c_in (forward) or c_out (backward) is >= 64
+/// and its width n >= 16 (conv1_1 keeps the direct path both ways).
+fn with_winograd(k: usize, n: usize, w: &[f32]) -> Result<Vec<f32>> {
+    let direct = 9 * k * n;
+    if ConvAlgo::from_env() == ConvAlgo::Direct || k < 64 || n < 16 || w.len() != direct {
+        let mut v = host_vec(w.len())?;
+        v.extend_from_slice(w);
+        return Ok(v);
+    }
+    let mut v = host_vec(direct + winograd::transformed_len(k, n))?;
+    v.extend_from_slice(w);
+    v.extend_from_slice(&winograd::transform_weights(k, n, w));
+    Ok(v)
+}
+
+/// The Winograd weights to use for conv s (forward orientation: c_in the GEMM depth), if w
+/// carries them and the algorithm choice says so.
+fn winograd_weights(s: ConvShape, w: &[f32]) -> Option<&[f32]> {
+    let direct = 9 * s.c_in * s.c_out;
+    if w.len() != direct + winograd::transformed_len(s.c_in, s.c_out) {
+        return None;
+    }
+    match ConvAlgo::from_env() {
+        ConvAlgo::Direct => None,
+        ConvAlgo::Winograd => Some(&w[direct..]),
+        ConvAlgo::Auto => winograd::pays(s).then(|| &w[direct..]),
+    }
+}
 
 impl CpuBackend {
     pub fn new() -> Self {
@@ -53,12 +110,22 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn upload_conv_weights(&self, c_in: usize, c_out: usize, w: &[f32], w_flip: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok((with_winograd(c_in, c_out, w)?, with_winograd(c_out, c_in, w_flip)?))
+    }
     fn conv3x3_fwd(&self, s: ConvShape, x: &Vec<f32>, w: &Vec<f32>, b: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
-        conv::conv3x3_fwd(s, x, w, b, y);
+        match winograd_weights(s, w) {
+            Some(u) => winograd::conv3x3_fwd(s, x, u, b, y),
+            None => conv::conv3x3_fwd(s, x, w, b, y),
+        }
         Ok(())
     }
     fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Vec<f32>, w_flip: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
-        conv::conv3x3_bwd_input(s, dy, w_flip, dx);
+        let swapped = ConvShape { h: s.h, w: s.w, c_in: s.c_out, c_out: s.c_in };
+        match winograd_weights(swapped, w_flip) {
+            Some(u) => winograd::conv3x3_bwd_input(s, dy, u, dx),
+            None => conv::conv3x3_bwd_input(s, dy, w_flip, dx),
+        }
         Ok(())
     }
     fn relu_bwd(&self, y: &Vec<f32>, dy: &mut Vec<f32>) -> Result<()> {

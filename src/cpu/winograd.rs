@@ -1,0 +1,439 @@
+//! Winograd F(4x4, 3x3) for the 3x3, stride 1, pad 1 convolutions, channels-last (h, w, c) like
+//! the rest of src/cpu. Same results as conv.rs's direct path up to fp32 rounding (the bound is
+//! in tests/winograd.rs and PERFORMANCE.md), with 4x fewer multiplies: 36 per 4x4 output tile
+//! and (c_in, c_out) pair instead of 16 * 9 = 144.
+//!
+//! For one channel pair, a 6x6 input tile d (the 4x4 output tile grown by the 3x3 kernel's halo:
+//! rows 4ty-1 .. 4ty+4, columns 4tx-1 .. 4tx+4, zero outside the image) and the 3x3 kernel g
+//! give the 4x4 output tile (Lavin & Gray 2015; a correlation, as conv.rs computes)
+//!
+//!   Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
+//!
+//! with
+//!
+//! ```text
+//!      | 4  0 -5  0  1  0 |         | 1/4     0     0  |        | 1  1  1  1  1  0 |
+//!      | 0 -4 -4  1  1  0 |         | -1/6 -1/6  -1/6  |   Aᵀ = | 0  1 -1  2 -2  0 |
+//! Bᵀ = | 0  4 -4 -1  1  0 |    G =  | -1/6  1/6  -1/6  |        | 0  1  1  4  4  0 |
+//!      | 0 -2 -1  2  1  0 |         | 1/24 1/12   1/6  |        | 0  1 -1  8 -8  1 |
+//!      | 0  2 -1 -2  1  0 |         | 1/24 -1/12  1/6  |
+//!      | 0  4  0 -5  0  1 |         |  0     0     1   |
+//! ```
+//!
+//! Summed over input channels, the elementwise product becomes, for each of the 36 positions
+//! ξ = (i, j) of the 6x6 transformed tile, one GEMM over all tiles:
+//! M[ξ] (tiles, c_out) = V[ξ] (tiles, c_in) · U[ξ] (c_in, c_out), where V = Bᵀ d B per tile and
+//! channel, U = G g Gᵀ per channel pair (the frozen weights: transformed once, at load, in f64).
+//!
+//! Layouts: U (36, c_in, c_out), row-major per ξ, from the forward layout (3, 3, c_in, c_out);
+//! the backward-input conv uses the same code on the flipped layout (3, 3, c_out, c_in).
+//! Per band of whole tile rows, V (36, tiles, c_in) and M (36, tiles, c_out): each ξ's GEMM
+//! operands are contiguous row-major matrices; a tile's transform writes (reads) 36 vectors of
+//! 16 channels, one per ξ, tiles * c apart.
+//! A band is (1) input transform, parallel over tiles; (2) the 36 GEMMs on `gemm`, parallel over
+//! ξ, so each thread reads only its ξ's weights; (3) output transform, parallel over tiles, with
+//! the bias and ReLU fused for the forward. Band sizes depend only on the shape, and each output
+//! is summed in one fixed order: the result does not depend on the thread count.
+
+use crate::backend::ConvShape;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Output tile side (m of F(m, r)).
+pub const TILE: usize = 4;
+/// Input tile side, m + r - 1.
+const ALPHA: usize = 6;
+/// Positions per transformed tile.
+const NXI: usize = ALPHA * ALPHA;
+/// Channels per transform step: one AVX-512 vector.
+const CH: usize = 16;
+/// Target bytes of one band's V and M together (the L2 of both cores).
+const BAND_BYTES: usize = 4 << 20;
+/// Fewer tiles per band than this and gemm's per-call packing of U[ξ] dominates.
+const MIN_BAND_TILES: usize = 64;
+
+/// The filter transform G (6 x 3), in f64 for the one-off weight transform.
+const G: [[f64; 3]; ALPHA] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// Floats of the transformed weights of a (c_in, c_out) conv: (36, c_in, c_out).
+pub fn transformed_len(c_in: usize, c_out: usize) -> usize {
+    NXI * c_in * c_out
+}
+
+/// U (36, c_in, c_out) = G g Gᵀ per channel pair, from w in the forward layout (3, 3, c_in, c_out).
+/// For the backward-input conv pass the flipped layout (3, 3, c_out, c_in) with c_in and c_out
+/// swapped. Computed in f64, rounded once.
+pub fn transform_weights(c_in: usize, c_out: usize, w: &[f32]) -> Vec<f32> {
+    let n = c_in * c_out;
+    assert!(w.len() >= 9 * n);
+    let mut u = vec![0.0f32; NXI * n];
+    u.par_chunks_mut(n).enumerate().for_each(|(xi, u_xi)| {
+        let (i, j) = (xi / ALPHA, xi % ALPHA);
+        let mut acc = vec![0.0f64; n];
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let coef = G[i][ky] * G[j][kx];
+                if coef == 0.0 {
+                    continue;
+                }
+                for (a, &v) in acc.iter_mut().zip(&w[(ky * 3 + kx) * n..][..n]) {
+                    *a += coef * v as f64;
+                }
+            }
+        }
+        for (o, a) in u_xi.iter_mut().zip(&acc) {
+            *o = *a as f32;
+        }
+    });
+    u
+}
+
+/// Whether Winograd beats the direct path for this shape: it needs c_in >= 64 (conv1_1's 3 input
+/// channels make K too small for the tile GEMMs) and enough output per tile, since partial tiles
+/// at the right and bottom edges cost as much as full ones (36 multiplies per tile against 9 per
+/// output pixel directly: demand 1.5x of margin for the transforms).
+pub fn pays(s: ConvShape) -> bool {
+    let tiles = s.h.div_ceil(TILE) * s.w.div_ceil(TILE);
+    s.c_in >= 64 && s.c_out >= 16 && 6 * tiles < s.h * s.w
+}
+
+/// y = relu(conv3x3(x, w) + b) with u = transform_weights(c_in, c_out, w).
+/// x (h, w, c_in), u (36, c_in, c_out), b (c_out), y (h, w, c_out).
+pub fn conv3x3_fwd(s: ConvShape, x: &[f32], u: &[f32], b: &[f32], y: &mut [f32]) {
+    assert!(b.len() >= s.c_out);
+    conv3x3_winograd(s, x, u, Some(b), y);
+}
+
+/// dx = conv3x3(dy, w_flip) with u_flip = transform_weights(c_out, c_in, w_flip).
+/// dy (h, w, c_out), u_flip (36, c_out, c_in), dx (h, w, c_in).
+pub fn conv3x3_bwd_input(s: ConvShape, dy: &[f32], u_flip: &[f32], dx: &mut [f32]) {
+    let swapped = ConvShape { h: s.h, w: s.w, c_in: s.c_out, c_out: s.c_in };
+    conv3x3_winograd(swapped, dy, u_flip, None, dx);
+}
+
+thread_local! {
+    /// Per-thread V and M band buffers, reused across calls (no page faults in the hot loop).
+    static BANDS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A raw pointer that rayon tasks may share: every use writes a range no other task touches.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: only used for disjoint writes, documented at each use.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer (a method, so that closures capture the whole Sync wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// y = conv3x3(x, w) (+ b, relu if given) through the Winograd domain.
+/// x (h, w, c_in), u (36, c_in, c_out), b (c_out), y (h, w, c_out).
+fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+    let ConvShape { h, w: wd, c_in, c_out } = s;
+    assert!(x.len() >= h * wd * c_in && u.len() >= NXI * c_in * c_out && y.len() >= h * wd * c_out);
+    if h * wd == 0 || c_out == 0 {
+        return;
+    }
+    let (tiles_y, tiles_x) = (h.div_ceil(TILE), wd.div_ceil(TILE));
+    let tile_bytes = NXI * (c_in + c_out) * 4;
+    let band_tiles = (BAND_BYTES / tile_bytes).max(MIN_BAND_TILES);
+    let band_rows = band_tiles.div_ceil(tiles_x).clamp(1, tiles_y);
+    let kind = Simd::detect();
+    // The calling thread's band buffers (a fresh pair if they are in use: a rayon worker that
+    // calls this may steal another such call while it waits on its own tasks).
+    BANDS.with(|cell| {
+        let mut fresh = (Vec::new(), Vec::new());
+        let mut borrowed = cell.try_borrow_mut();
+        let (v, m) = match borrowed.as_deref_mut() {
+            Ok(pair) => pair,
+            Err(_) => &mut fresh,
+        };
+        let max_tiles = band_rows * tiles_x;
+        if v.len() < max_tiles * NXI * c_in {
+            v.resize(max_tiles * NXI * c_in, 0.0);
+        }
+        if m.len() < max_tiles * NXI * c_out {
+            m.resize(max_tiles * NXI * c_out, 0.0);
+        }
+        let y_ptr = SharedMut(y.as_mut_ptr());
+        for ty0 in (0..tiles_y).step_by(band_rows) {
+            let nt = (band_rows.min(tiles_y - ty0)) * tiles_x;
+            let t0 = ty0 * tiles_x;
+            // (1) V[t] (36, c_in) = Bᵀ d B for each tile of the band.
+            let v_ptr = SharedMut(v.as_mut_ptr());
+            (0..nt).into_par_iter().for_each(|k| {
+                let t = t0 + k;
+                // SAFETY: tile k writes V[ξ][k][..c_in] for every ξ: its own rows, inside v.
+                unsafe { kind.input_tile(x, h, wd, c_in, t / tiles_x, t % tiles_x, v_ptr.get().add(k * c_in), nt * c_in) };
+            });
+            // (2) M[.., ξ, ..] (nt, c_out) = V[.., ξ, ..] (nt, c_in) · U[ξ] (c_in, c_out).
+            let m_ptr = SharedMut(m.as_mut_ptr());
+            let v_ref = &v[..];
+            (0..NXI).into_par_iter().for_each(|xi| {
+                // SAFETY: lhs rows t*36*c_in + xi*c_in + [0, c_in) and dst rows
+                // t*36*c_out + xi*c_out + [0, c_out), t < nt, lie inside v and m (sized above);
+                // distinct ξ write disjoint dst ranges, and nothing else touches m meanwhile.
+                unsafe {
+                    gemm::gemm(
+                        nt,
+                        c_out,
+                        c_in,
+                        m_ptr.get().add(xi * nt * c_out),
+                        1,
+                        c_out as isize,
+                        false,
+                        v_ref.as_ptr().add(xi * nt * c_in),
+                        1,
+                        c_in as isize,
+                        u.as_ptr().add(xi * c_in * c_out),
+                        1,
+                        c_out as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+            // (3) y tile = Aᵀ M[t] A (+ b, relu), cropped at the image's edges.
+            let m_ref = &m[..];
+            (0..nt).into_par_iter().for_each(|k| {
+                let t = t0 + k;
+                let m_t = &m_ref[k * c_out..];
+                // SAFETY: each tile writes only its own 4x4 output pixels, inside y (asserted).
+                unsafe { kind.output_tile(m_t, nt * c_out, b, h, wd, c_out, t / tiles_x, t % tiles_x, y_ptr.get()) };
+            });
+        }
+    });
+}
+
+/// Which instruction set the transforms are compiled for (picked at run time, as gemm does).
+#[derive(Clone, Copy)]
+enum Simd {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Generic,
+}
+
+impl Simd {
+    fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Simd::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Generic
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    /// # Safety
+    /// v_t + ξ * xi_stride + [0, c) must be writable for every ξ < 36, and not accessed by
+    /// anyone else meanwhile. The variants exist only when detect() found their features.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn input_tile(self, x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => input_tile_avx512(x, h, wd, c, ty, tx, v_t, xi_stride),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => input_tile_avx2(x, h, wd, c, ty, tx, v_t, xi_stride),
+            Simd::Generic => input_tile(x, h, wd, c, ty, tx, v_t, xi_stride),
+        }
+    }
+
+    /// # Safety
+    /// y must hold h * wd * c floats, and no one else may access tile (ty, tx)'s pixels meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn output_tile(self, m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => output_tile_avx512(m_t, xi_stride, b, h, wd, c, ty, tx, y),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => output_tile_avx2(m_t, xi_stride, b, h, wd, c, ty, tx, y),
+            Simd::Generic => output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_tile_avx512(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
+    input_tile(x, h, wd, c, ty, tx, v_t, xi_stride)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_tile_avx2(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
+    input_tile(x, h, wd, c, ty, tx, v_t, xi_stride)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_tile_avx512(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
+    output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_tile_avx2(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
+    output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y)
+}
+
+type Lanes = [f32; CH];
+
+/// The first n <= CH floats of src as a vector, zero-filled; n == CH is one vector load (a
+/// variable-length copy would be a memcpy call per vector).
+#[inline(always)]
+fn load(src: &[f32], n: usize) -> Lanes {
+    if n == CH {
+        src[..CH].try_into().unwrap()
+    } else {
+        let mut l = [0.0; CH];
+        l[..n].copy_from_slice(&src[..n]);
+        l
+    }
+}
+
+/// dst[..n] = l[..n]; n == CH is one vector store.
+#[inline(always)]
+fn store(dst: &mut [f32], l: &Lanes, n: usize) {
+    if n == CH {
+        dst[..CH].copy_from_slice(l);
+    } else {
+        dst[..n].copy_from_slice(&l[..n]);
+    }
+}
+
+/// r = Bᵀ d for 6 lane-vectors (one column of the tile, CH channels).
+#[inline(always)]
+fn bt6(d: &[Lanes; ALPHA]) -> [Lanes; ALPHA] {
+    let mut r = [[0.0; CH]; ALPHA];
+    for l in 0..CH {
+        let [d0, d1, d2, d3, d4, d5] = [d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]];
+        r[0][l] = 4.0 * d0 - 5.0 * d2 + d4;
+        r[1][l] = -4.0 * (d1 + d2) + d3 + d4;
+        r[2][l] = 4.0 * (d1 - d2) - d3 + d4;
+        r[3][l] = 2.0 * (d3 - d1) - d2 + d4;
+        r[4][l] = 2.0 * (d1 - d3) - d2 + d4;
+        r[5][l] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
+    r
+}
+
+/// r = Aᵀ m for 6 lane-vectors.
+#[inline(always)]
+fn at6(m: &[Lanes; ALPHA]) -> [Lanes; TILE] {
+    let mut r = [[0.0; CH]; TILE];
+    for l in 0..CH {
+        let [m0, m1, m2, m3, m4, m5] = [m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]];
+        let (p12, n12, p34, n34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+        r[0][l] = m0 + p12 + p34;
+        r[1][l] = n12 + 2.0 * n34;
+        r[2][l] = p12 + 4.0 * p34;
+        r[3][l] = n12 + 8.0 * n34 + m5;
+    }
+    r
+}
+
+/// v_t[ξ * xi_stride + ..c] = (Bᵀ d B)[ξ] for tile (ty, tx) of x (h, wd, c), channel block by
+/// channel block. Plain loops over fixed-size arrays (no closures), so that all of it inlines into the
+/// target_feature wrappers and vectorises over the CH channels.
+/// # Safety
+/// As Simd::input_tile.
+#[inline(always)]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn input_tile(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
+    let (y0, x0) = ((ty * TILE) as isize - 1, (tx * TILE) as isize - 1);
+    for c0 in (0..c).step_by(CH) {
+        let n = CH.min(c - c0);
+        // t[j] = Bᵀ d[.., j]: column j of the 6x6 input tile (zero outside the image), transformed.
+        let mut t = [[[0.0f32; CH]; ALPHA]; ALPHA];
+        for j in 0..ALPHA {
+            let ix = x0 + j as isize;
+            let mut d = [[0.0f32; CH]; ALPHA];
+            if ix >= 0 && ix < wd as isize {
+                for i in 0..ALPHA {
+                    let iy = y0 + i as isize;
+                    if iy >= 0 && iy < h as isize {
+                        d[i] = load(&x[(iy as usize * wd + ix as usize) * c + c0..], n);
+                    }
+                }
+            }
+            t[j] = bt6(&d);
+        }
+        // Row r of Bᵀ d is (t[0][r], ..., t[5][r]); v[r][.] = Bᵀ of it = row r of Bᵀ d B.
+        for r in 0..ALPHA {
+            let mut row = [[0.0f32; CH]; ALPHA];
+            for j in 0..ALPHA {
+                row[j] = t[j][r];
+            }
+            let v = bt6(&row);
+            for s in 0..ALPHA {
+                store(std::slice::from_raw_parts_mut(v_t.add((r * ALPHA + s) * xi_stride + c0), n), &v[s], n);
+            }
+        }
+    }
+}
+
+/// Tile (ty, tx) of y (h, wd, c) = Aᵀ m A (+ b, relu), m[ξ] at m_t[ξ * xi_stride..][..c]; writes
+/// only inside the image.
+/// # Safety
+/// y must hold h * wd * c floats, and no one else may access this tile's pixels meanwhile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+unsafe fn output_tile(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
+    let (oy0, ox0) = (ty * TILE, tx * TILE);
+    let (ny, nx) = (TILE.min(h - oy0), TILE.min(wd - ox0));
+    for c0 in (0..c).step_by(CH) {
+        let n = CH.min(c - c0);
+        let bias = b.map_or([0.0; CH], |b| load(&b[c0..], n));
+        // t[s] = Aᵀ m[.., s]: column s of the 6x6 product tile, transformed.
+        let mut t = [[[0.0f32; CH]; TILE]; ALPHA];
+        for s in 0..ALPHA {
+            let mut col = [[0.0f32; CH]; ALPHA];
+            for r in 0..ALPHA {
+                col[r] = load(&m_t[(r * ALPHA + s) * xi_stride + c0..], n);
+            }
+            t[s] = at6(&col);
+        }
+        // Row r of Aᵀ m is (t[0][r], ..., t[5][r]); o = Aᵀ of it = row r of Aᵀ m A.
+        for r in 0..ny {
+            let mut row = [[0.0f32; CH]; ALPHA];
+            for s in 0..ALPHA {
+                row[s] = t[s][r];
+            }
+            let o = at6(&row);
+            for q in 0..nx {
+                let mut out = o[q];
+                for l in 0..CH {
+                    out[l] += bias[l];
+                    if b.is_some() {
+                        out[l] = out[l].max(0.0);
+                    }
+                }
+                // SAFETY: pixel (oy0 + r, ox0 + q) is inside the image and c0 + n <= c.
+                let dst = std::slice::from_raw_parts_mut(y.add(((oy0 + r) * wd + ox0 + q) * c + c0), n);
+                store(dst, &out, n);
+            }
+        }
+    }
+}
