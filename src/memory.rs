@@ -10,13 +10,16 @@ pub struct RunFloats {
     pub activations: u64,
     /// The image, its gradient and the optimiser's vectors.
     pub image_vectors: u64,
+    /// The conv weights of the layers used, as the backend keeps them (`run_floats_with_weights`;
+    /// 0 from `run_floats`).
+    pub weights: u64,
 }
 
 impl RunFloats {
     /// Bytes in all: activations three times (forward outputs, their gradients, and a style image
     /// of about the same size while its Grams are computed), plus the image-sized vectors.
     pub fn bytes(&self) -> u64 {
-        4 * (3 * self.activations + self.image_vectors)
+        4 * (3 * self.activations + self.image_vectors + self.weights)
     }
 }
 
@@ -44,7 +47,25 @@ pub fn run_floats(vgg: &Vgg, needed: &[String], h: usize, w: usize, optimizer_ve
         activations += lh * lw * c;
     }
     let n = 3 * (h as u64) * (w as u64);
-    RunFloats { activations, image_vectors: n * (2 + optimizer_vectors as u64) }
+    RunFloats { activations, image_vectors: n * (2 + optimizer_vectors as u64), weights: 0 }
+}
+
+/// `run_floats` plus the weights of the convs up to the deepest layer used, `conv_floats(c_in,
+/// c_out)` each (the CPU keeps both layouts and their Winograd transforms:
+/// `cpu::conv_weight_floats`; CUDA both layouts).
+pub fn run_floats_with_weights(vgg: &Vgg, needed: &[String], h: usize, w: usize, optimizer_vectors: usize, conv_floats: impl Fn(usize, usize) -> usize) -> RunFloats {
+    let mut floats = run_floats(vgg, needed, h, w, optimizer_vectors);
+    let mut remaining: Vec<&String> = needed.iter().collect();
+    for l in &vgg.layers {
+        if remaining.is_empty() {
+            break;
+        }
+        if let Layer::Conv(conv) = l {
+            floats.weights += (conv_floats(conv.c_in, conv.c_out) + conv.c_out) as u64;
+            remaining.retain(|n| **n != conv.name);
+        }
+    }
+    floats
 }
 
 /// The longer side (pixels) of the largest run that fits in `available` bytes, for a run of
@@ -88,6 +109,23 @@ mod tests {
         let big = run_floats(&vgg, &["relu5_1".to_string()], 512, 512, 200);
         assert_eq!(big.activations, 4 * f.activations);
         assert_eq!(big.bytes(), 4 * (3 * big.activations + 3 * 512 * 512 * 202));
+        assert_eq!(big.weights, 0);
+    }
+
+    #[test]
+    fn weights_are_counted_up_to_the_deepest_layer_used() {
+        let vgg = random_vgg19(0);
+        let direct = |c_in: usize, c_out: usize| 9 * c_in * c_out;
+        // conv1_1 .. conv5_1 with biases: 12,944,960 parameters.
+        let f = run_floats_with_weights(&vgg, &["relu5_1".to_string()], 64, 64, 0, direct);
+        assert_eq!(f.weights, 12_944_960);
+        assert_eq!(f.activations, run_floats(&vgg, &["relu5_1".to_string()], 64, 64, 0).activations);
+        assert_eq!(run_floats_with_weights(&vgg, &["relu1_1".to_string()], 64, 64, 0, direct).weights, 1792);
+        // The CPU keeps both layouts, with 36 / 9 = 4x more for each Winograd transform.
+        assert_eq!(crate::cpu::conv_weight_floats(3, 64), 2 * 9 * 3 * 64);
+        if std::env::var("NEURAL_STYLE_CPU_CONV").map_or(true, |v| v == "auto") {
+            assert_eq!(crate::cpu::conv_weight_floats(64, 128), 2 * (9 + 36) * 64 * 128);
+        }
     }
 
     #[test]

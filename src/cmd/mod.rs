@@ -187,7 +187,10 @@ pub fn progress_bar(len: usize) -> Option<ProgressBar> {
 /// in the device's memory (CPU: available memory; GPU: free device memory), naming the largest
 /// that would. `needed`: the layers used; `optimizer_vectors`: image-sized vectors it keeps.
 pub fn check_memory(vgg: &Vgg, needed: &[String], (w, h): (usize, usize), optimizer_vectors: usize, device: Device) -> Result<u64> {
-    let floats = neural_style::memory::run_floats(vgg, needed, h, w, optimizer_vectors);
+    let floats = match device {
+        Device::Cpu => neural_style::memory::run_floats_with_weights(vgg, needed, h, w, optimizer_vectors, neural_style::cpu::conv_weight_floats),
+        Device::Cuda(_) => neural_style::memory::run_floats_with_weights(vgg, needed, h, w, optimizer_vectors, |c_in, c_out| 2 * 9 * c_in * c_out),
+    };
     let (need, gib) = (floats.bytes(), |b: u64| b as f64 / (1u64 << 30) as f64);
     let (available, what) = match device {
         Device::Cpu => (neural_style::memory::available_bytes(), "available"),
@@ -196,12 +199,13 @@ pub fn check_memory(vgg: &Vgg, needed: &[String], (w, h): (usize, usize), optimi
     let Some(available) = available else { return Ok(need) };
     if need > available {
         bail!(
-            "a {w}x{h} run needs about {:.1} GiB (layer outputs and their gradients {:.1} GiB, image and optimiser vectors {:.1} GiB), more than the {:.1} GiB {what}: the largest size that fits is about {} pixels on the longer side",
+            "a {w}x{h} run needs about {:.1} GiB (layer outputs and their gradients {:.1} GiB, image and optimiser vectors {:.1} GiB, weights {:.1} GiB), more than the {:.1} GiB {what}: the largest size that fits is about {} pixels on the longer side",
             gib(need),
             gib(4 * 3 * floats.activations),
             gib(4 * floats.image_vectors),
+            gib(4 * floats.weights),
             gib(available),
-            neural_style::memory::largest_side(w.max(h), need, available)
+            neural_style::memory::largest_side(w.max(h), need - 4 * floats.weights, available.saturating_sub(4 * floats.weights))
         );
     }
     Ok(need)

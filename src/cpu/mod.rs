@@ -44,7 +44,7 @@ impl ConvAlgo {
 /// and its width n >= 16 (conv1_1 keeps the direct path both ways).
 fn with_winograd(k: usize, n: usize, w: &[f32]) -> Result<Vec<f32>> {
     let direct = 9 * k * n;
-    if ConvAlgo::from_env() == ConvAlgo::Direct || k < 64 || n < 16 || w.len() != direct {
+    if !carries_winograd(k, n) || w.len() != direct {
         let mut v = host_vec(w.len())?;
         v.extend_from_slice(w);
         return Ok(v);
@@ -53,6 +53,18 @@ fn with_winograd(k: usize, n: usize, w: &[f32]) -> Result<Vec<f32>> {
     v.extend_from_slice(w);
     v.extend_from_slice(&winograd::transform_weights(k, n, w));
     Ok(v)
+}
+
+/// Whether a conv's weights of GEMM depth k and width n get their Winograd transform appended.
+fn carries_winograd(k: usize, n: usize) -> bool {
+    ConvAlgo::from_env() != ConvAlgo::Direct && k >= 64 && n >= 16
+}
+
+/// Floats `upload_conv_weights` keeps for a (c_in, c_out) conv: both layouts, each with its
+/// Winograd transform where it gets one (for the memory estimate).
+pub fn conv_weight_floats(c_in: usize, c_out: usize) -> usize {
+    let layout = |k, n| 9 * k * n + if carries_winograd(k, n) { winograd::transformed_len(k, n) } else { 0 };
+    layout(c_in, c_out) + layout(c_out, c_in)
 }
 
 /// The Winograd weights to use for conv s (forward orientation: c_in the GEMM depth), if w
