@@ -75,12 +75,8 @@ pub fn load_for(path: &Path, keep: impl FnOnce((usize, usize)) -> (usize, usize)
 
 /// `load_for` on bytes already read; `name` names the image in errors.
 pub fn decode(bytes: &[u8], name: &str, keep: impl FnOnce((usize, usize)) -> (usize, usize)) -> Result<(Rgb8, (usize, usize))> {
-    let reader = || {
-        ImageReader::new(std::io::Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| anyhow!("{name}: cannot read: {e}"))
-    };
-    let format = reader()?.format();
+    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| anyhow!("{name}: cannot read: {e}"))?;
+    let format = reader.format();
     match format {
         Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {}
         _ => bail!("{name}: not a PNG or JPEG image"),
@@ -88,7 +84,7 @@ pub fn decode(bytes: &[u8], name: &str, keep: impl FnOnce((usize, usize)) -> (us
     if format == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
         bail!("{name}: the JPEG is truncated (no end-of-image marker after its image data)");
     }
-    let mut decoder = reader()?.into_decoder().map_err(|e| anyhow!("{name}: cannot decode image: {e}"))?;
+    let mut decoder = reader.into_decoder().map_err(|e| anyhow!("{name}: cannot decode image: {e}"))?;
     let (w, h) = decoder.dimensions();
     ensure!(w > 0 && h > 0, "{name}: the image is empty");
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);

@@ -50,9 +50,18 @@ impl std::fmt::Display for KernelImage {
 
 /// (free, total) bytes of GPU `ordinal`'s memory now.
 pub fn free_memory(ordinal: usize) -> Result<(u64, u64)> {
-    let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+    context_memory(&open_context(ordinal)?, ordinal)
+}
+
+/// GPU `ordinal`'s (primary) context; a clean error, never a panic, when the driver refuses.
+fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    std::panic::catch_unwind(|| CudaContext::new(ordinal))
         .map_err(|_| anyhow!("creating a CUDA context panicked (driver library too old for this build?)"))?
-        .map_err(|e| anyhow!("creating a CUDA context on GPU {ordinal} failed: {e}"))?;
+        .map_err(|e| anyhow!("creating a CUDA context on GPU {ordinal} failed: {e}"))
+}
+
+/// (free, total) bytes of the device behind `ctx`.
+fn context_memory(ctx: &Arc<CudaContext>, ordinal: usize) -> Result<(u64, u64)> {
     let (free, total) = ctx.mem_get_info().map_err(|e| anyhow!("reading GPU {ordinal}'s free memory failed: {e}"))?;
     Ok((free as u64, total as u64))
 }
@@ -249,10 +258,8 @@ impl CudaBackend {
     pub fn new(ordinal: usize, precision: Precision) -> Result<Self> {
         let count = device_count()?;
         ensure!(ordinal < count, "GPU {ordinal} requested but the driver reports {count} GPU(s)");
-        let memory_at_start = free_memory(ordinal)?;
-        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
-            .map_err(|_| anyhow!("creating a CUDA context panicked (driver library too old for this build?)"))?
-            .map_err(|e| anyhow!("creating a CUDA context on GPU {ordinal} failed: {e}"))?;
+        let ctx = open_context(ordinal)?;
+        let memory_at_start = context_memory(&ctx, ordinal)?;
         let device_name = ctx.name().unwrap_or_else(|_| format!("GPU {ordinal}"));
         let stream = ctx.default_stream();
         let (major, minor) = ctx.compute_capability().map_err(|e| anyhow!("reading GPU {ordinal}'s compute capability failed: {e}"))?;
