@@ -62,11 +62,12 @@ fn bench_winograd(c: &mut Criterion) {
         let mut g = quick(c, &format!("winograd_vs_direct_{dir}"));
         for (c_in, c_out) in [(64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512), (512, 512)] {
             let s = ConvShape { h: hw, w: hw, c_in, c_out };
-            // Forward orientation (k, n) = (c_in, c_out); backward-input (c_out, c_in).
+            // The direct path's orientation: (k, n) = (c_in, c_out) forward, (c_out, c_in) for the
+            // backward-input (its flipped layout); Winograd runs both on the forward's U.
             let (k, n) = if bwd { (c_out, c_in) } else { (c_in, c_out) };
             let x = rng.normal_vec(hw * hw * k, 1.0);
             let w = rng.normal_vec(9 * k * n, 0.05);
-            let u = winograd::transform_weights(k, n, &w);
+            let u = winograd::transform_weights(c_in, c_out, &rng.normal_vec(9 * c_in * c_out, 0.05));
             let b = rng.normal_vec(c_out, 0.01);
             let mut y = vec![0.0; hw * hw * n];
             let id = format!("{c_in}x{c_out}");
@@ -164,7 +165,7 @@ fn bench_cuda(c: &mut Criterion) {
                 bch.iter_custom(|iters| timed(&be, iters, || be.conv3x3_fwd(s, &x, &w, &b, &mut y).unwrap()))
             });
             g.bench_function(BenchmarkId::new("bwd_input", name), |bch| {
-                bch.iter_custom(|iters| timed(&be, iters, || be.conv3x3_bwd_input(s, &y, &w_flip, &mut dx).unwrap()))
+                bch.iter_custom(|iters| timed(&be, iters, || be.conv3x3_bwd_input(s, &y, &w, &w_flip, &mut dx).unwrap()))
             });
         }
         g.finish();

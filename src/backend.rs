@@ -117,6 +117,21 @@ pub trait Backend {
     fn len(&self, buf: &Self::Buf) -> usize;
     /// Waits for all queued work (a no-op on the CPU).
     fn synchronize(&self) -> Result<()>;
+    /// Whether `resize` keeps a buffer's allocation when it shrinks and regrows up to its
+    /// first length (the CPU: a Vec within its capacity), so that one buffer can serve layers
+    /// of different sizes in turn. The objective then keeps two gradient buffers instead of one
+    /// per layer.
+    fn resizes_in_place(&self) -> bool {
+        false
+    }
+    /// Makes buf hold len floats; their values are unspecified. The default allocates a new
+    /// buffer when the length differs.
+    fn resize(&self, buf: &mut Self::Buf, len: usize) -> Result<()> {
+        if self.len(buf) != len {
+            *buf = self.zeros(len)?;
+        }
+        Ok(())
+    }
     /// Peak bytes this backend has held in buffers, if it tracks them.
     fn peak_bytes(&self) -> Option<u64> {
         None
@@ -124,9 +139,10 @@ pub trait Backend {
 
     // ---- network ------------------------------------------------------------------------
     /// Uploads one conv's frozen weights, w (3, 3, c_in, c_out) and w_flip (3, 3, c_out, c_in),
-    /// as the buffers conv3x3_fwd and conv3x3_bwd_input take. A backend may append a form it
-    /// precomputes once (the CPU: the Winograd transform, see cpu::winograd); the default
-    /// uploads them as they are.
+    /// as the pair of buffers conv3x3_fwd (the first) and conv3x3_bwd_input (both) take. A
+    /// backend may keep a form it precomputes once instead (the CPU: the Winograd transform U
+    /// in the first buffer, used by both directions, and an empty second one; see cpu::winograd);
+    /// the default uploads them as they are.
     fn upload_conv_weights(&self, c_in: usize, c_out: usize, w: &[f32], w_flip: &[f32]) -> Result<(Self::Buf, Self::Buf)> {
         let _ = (c_in, c_out);
         Ok((self.upload(w)?, self.upload(w_flip)?))
@@ -136,7 +152,9 @@ pub trait Backend {
     fn conv3x3_fwd(&self, s: ConvShape, x: &Self::Buf, w: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// dx = conv3x3(dy, w_flip): the gradient w.r.t. the input of a conv whose output gradient is dy.
     /// dy (h, w, c_out), w_flip (3, 3, c_out, c_in) = w[2-ky][2-kx][ci][co] transposed, dx (h, w, c_in).
-    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Self::Buf, w_flip: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
+    /// w and w_flip are the pair upload_conv_weights returned (or plain uploads of both layouts);
+    /// a backend reads whichever holds its backward form.
+    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Self::Buf, w: &Self::Buf, w_flip: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
     /// dy *= (y > 0), where y is the ReLU's output.
     fn relu_bwd(&self, y: &Self::Buf, dy: &mut Self::Buf) -> Result<()>;
     /// y (h/2, w/2, c) = 2x2 pool of x (h, w, c).

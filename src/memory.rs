@@ -51,8 +51,8 @@ pub fn run_floats(vgg: &Vgg, needed: &[String], h: usize, w: usize, optimizer_ve
 }
 
 /// `run_floats` plus the weights of the convs up to the deepest layer used, `conv_floats(c_in,
-/// c_out)` each (the CPU keeps both layouts and their Winograd transforms:
-/// `cpu::conv_weight_floats`; CUDA both layouts).
+/// c_out)` each (the CPU keeps the Winograd transform U alone where it has one, both direct
+/// layouts elsewhere: `cpu::conv_weight_floats`; CUDA both layouts).
 pub fn run_floats_with_weights(vgg: &Vgg, needed: &[String], h: usize, w: usize, optimizer_vectors: usize, conv_floats: impl Fn(usize, usize) -> usize) -> RunFloats {
     let mut floats = run_floats(vgg, needed, h, w, optimizer_vectors);
     let mut remaining: Vec<&String> = needed.iter().collect();
@@ -121,10 +121,11 @@ mod tests {
         assert_eq!(f.weights, 12_944_960);
         assert_eq!(f.activations, run_floats(&vgg, &["relu5_1".to_string()], 64, 64, 0).activations);
         assert_eq!(run_floats_with_weights(&vgg, &["relu1_1".to_string()], 64, 64, 0, direct).weights, 1792);
-        // The CPU keeps both layouts, with 36 / 9 = 4x more for each Winograd transform.
+        // The CPU keeps both direct layouts for conv1_1, and U (36 floats per channel pair, both
+        // directions) alone for the others.
         assert_eq!(crate::cpu::conv_weight_floats(3, 64), 2 * 9 * 3 * 64);
         if std::env::var("NEURAL_STYLE_CPU_CONV").map_or(true, |v| v == "auto") {
-            assert_eq!(crate::cpu::conv_weight_floats(64, 128), 2 * (9 + 36) * 64 * 128);
+            assert_eq!(crate::cpu::conv_weight_floats(64, 128), 36 * 64 * 128);
         }
     }
 

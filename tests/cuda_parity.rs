@@ -164,14 +164,14 @@ fn conv3x3_forward_and_input_gradient_match_cpu() {
             assert_eq!(bits(&y1), bits(&be.download(&yg2).unwrap()), "conv3x3_fwd {p:?} {s:?} is not deterministic");
 
             let mut dx_cpu = vec![0.0; h * w * c_in];
-            cpu.conv3x3_bwd_input(s, &dy, &w_flip, &mut dx_cpu).unwrap();
+            cpu.conv3x3_bwd_input(s, &dy, &wt, &w_flip, &mut dx_cpu).unwrap();
             let (dyg, wfg) = (be.upload(&dy).unwrap(), be.upload(&w_flip).unwrap());
             let mut dxg = nan_buf(&be, h * w * c_in);
-            be.conv3x3_bwd_input(s, &dyg, &wfg, &mut dxg).unwrap();
+            be.conv3x3_bwd_input(s, &dyg, &wg, &wfg, &mut dxg).unwrap();
             let dx1 = be.download(&dxg).unwrap();
             assert_close(&format!("conv3x3_bwd_input {p:?} {s:?}"), &dx1, &dx_cpu, tol(p));
             let mut dxg2 = nan_buf(&be, h * w * c_in);
-            be.conv3x3_bwd_input(s, &dyg, &wfg, &mut dxg2).unwrap();
+            be.conv3x3_bwd_input(s, &dyg, &wg, &wfg, &mut dxg2).unwrap();
             assert_eq!(bits(&dx1), bits(&be.download(&dxg2).unwrap()), "conv3x3_bwd_input {p:?} {s:?} is not deterministic");
         }
     }

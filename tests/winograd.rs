@@ -74,10 +74,11 @@ fn winograd_bwd_input_matches_direct_and_naive_at_every_vgg_shape() {
             let w_flip = conv::weights_to_bwd_layout(c_out, c_in, &w_oihw);
             // A ReLU-masked output gradient, as the network passes it.
             let dy: Vec<f32> = rng.normal_vec(h * w * c_out, 1.0).into_iter().map(|v| if v > 0.0 { v } else { 0.0 }).collect();
-            let u_flip = winograd::transform_weights(c_out, c_in, &w_flip);
+            // The backward runs on the forward's U (the transposed algorithm).
+            let u = winograd::transform_weights(c_in, c_out, &conv::weights_to_fwd_layout(c_out, c_in, &w_oihw));
             let n = h * w * c_in;
             let (mut dx_wino, mut dx_direct, mut dx_naive) = (vec![f32::NAN; n], vec![f32::NAN; n], vec![0.0; n]);
-            winograd::conv3x3_bwd_input(s, &dy, &u_flip, &mut dx_wino);
+            winograd::conv3x3_bwd_input(s, &dy, &u, &mut dx_wino);
             conv::conv3x3_bwd_input(s, &dy, &w_flip, &mut dx_direct);
             conv::conv3x3_bwd_input_naive(s, &dy, &w_flip, &mut dx_naive);
             let (e_naive, e_direct) = (rel_diff(&dx_wino, &dx_naive), rel_diff(&dx_wino, &dx_direct));
@@ -88,7 +89,8 @@ fn winograd_bwd_input_matches_direct_and_naive_at_every_vgg_shape() {
     println!("backward-input: worst relative max-abs error {worst:.3e} (bound {WINOGRAD_TOL:.0e})");
 }
 
-/// A grid of several bands (more than one band of tiles at 64 channels) and a wide, short one.
+/// A grid of several bands (more than one band of tiles at 64 channels) and a wide, short one,
+/// forward and backward-input.
 #[test]
 fn winograd_matches_naive_across_bands() {
     let mut rng = Rng::new(12);
@@ -101,6 +103,14 @@ fn winograd_matches_naive_across_bands() {
         conv::conv3x3_fwd_naive(s, &x, &wt, &b, &mut y_ref, true);
         let e = rel_diff(&y, &y_ref);
         assert!(e <= WINOGRAD_TOL, "{s:?}: {e:.2e}");
+        // The backward-input's overlapping patches across band boundaries.
+        let dy = rng.normal_vec(h * w * c_out, 1.0);
+        let w_flip = conv::fwd_layout_to_bwd_layout(c_in, c_out, &wt);
+        let (mut dx, mut dx_ref) = (vec![f32::NAN; h * w * c_in], vec![0.0; h * w * c_in]);
+        winograd::conv3x3_bwd_input(s, &dy, &u, &mut dx);
+        conv::conv3x3_bwd_input_naive(s, &dy, &w_flip, &mut dx_ref);
+        let e = rel_diff(&dx, &dx_ref);
+        assert!(e <= WINOGRAD_TOL, "{s:?} backward: {e:.2e}");
     }
 }
 
@@ -110,18 +120,22 @@ fn winograd_is_independent_of_thread_count() {
     let s = ConvShape { h: 37, w: 70, c_in: 64, c_out: 128 };
     let (x, wt, b) = inputs(&mut rng, s);
     let u = winograd::transform_weights(s.c_in, s.c_out, &wt);
+    let dy = rng.normal_vec(s.h * s.w * s.c_out, 1.0);
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        let mut y = vec![0.0; s.h * s.w * s.c_out];
+        let (mut y, mut dx) = (vec![0.0; s.h * s.w * s.c_out], vec![0.0; s.h * s.w * s.c_in]);
         pool.install(|| winograd::conv3x3_fwd(s, &x, &u, &b, &mut y));
-        y
+        pool.install(|| winograd::conv3x3_bwd_input(s, &dy, &u, &mut dx));
+        (y, dx)
     };
-    let (y1, y3) = (run(1), run(3));
-    assert!(y1.iter().zip(&y3).all(|(a, b)| a.to_bits() == b.to_bits()));
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits());
+    let ((y1, dx1), (y3, dx3)) = (run(1), run(3));
+    assert!(same(&y1, &y3) && same(&dx1, &dx3));
 }
 
-/// The backend: upload_conv_weights appends the transform where the GEMM depth is >= 64, and
-/// conv3x3_fwd / conv3x3_bwd_input use it (auto: where winograd::pays) or the direct path.
+/// The backend: upload_conv_weights keeps U alone where c_in >= 64 (and both direct layouts
+/// elsewhere); conv3x3_fwd / conv3x3_bwd_input run Winograd on it (auto: where winograd::pays)
+/// or the direct path on weights recovered from it (the 2x2 grid here).
 #[test]
 fn cpu_backend_dispatches_to_winograd() {
     if std::env::var(neural_style::cpu::ConvAlgo::ENV).is_ok_and(|v| v == "direct") {
@@ -135,8 +149,10 @@ fn cpu_backend_dispatches_to_winograd() {
         let w_oihw = rng.normal_vec(c_out * c_in * 9, 0.1);
         let (wt, w_flip) = (conv::weights_to_fwd_layout(c_out, c_in, &w_oihw), conv::weights_to_bwd_layout(c_out, c_in, &w_oihw));
         let (wg, wfg) = be.upload_conv_weights(c_in, c_out, &wt, &w_flip).unwrap();
-        assert_eq!(wg.len(), if c_in >= 64 && c_out >= 16 { 45 } else { 9 } * c_in * c_out, "{s:?}");
-        assert_eq!(wfg.len(), if c_out >= 64 && c_in >= 16 { 45 } else { 9 } * c_in * c_out, "{s:?}");
+        // U alone where the conv carries Winograd (both directions run on it), else both layouts.
+        let carries = c_in >= 64 && c_out >= 16;
+        assert_eq!(wg.len(), if carries { 36 } else { 9 } * c_in * c_out, "{s:?}");
+        assert_eq!(wfg.len(), if carries { 0 } else { 9 * c_in * c_out }, "{s:?}");
         let mut y = vec![0.0; h * w * c_out];
         be.conv3x3_fwd(s, &x, &wg, &b, &mut y).unwrap();
         let mut y_ref = vec![0.0; h * w * c_out];
@@ -144,7 +160,7 @@ fn cpu_backend_dispatches_to_winograd() {
         assert!(rel_diff(&y, &y_ref) <= WINOGRAD_TOL, "{s:?}");
         let dy = rng.normal_vec(h * w * c_out, 1.0);
         let mut dx = vec![0.0; h * w * c_in];
-        be.conv3x3_bwd_input(s, &dy, &wfg, &mut dx).unwrap();
+        be.conv3x3_bwd_input(s, &dy, &wg, &wfg, &mut dx).unwrap();
         let mut dx_ref = vec![0.0; h * w * c_in];
         conv::conv3x3_bwd_input_naive(s, &dy, &w_flip, &mut dx_ref);
         assert!(rel_diff(&dx, &dx_ref) <= WINOGRAD_TOL, "{s:?}");
@@ -169,7 +185,7 @@ impl Backend for DirectCpu {
     fn len(&self, buf: &Buf) -> usize { self.0.len(buf) }
     fn synchronize(&self) -> anyhow::Result<()> { self.0.synchronize() }
     fn conv3x3_fwd(&self, s: ConvShape, x: &Buf, w: &Buf, b: &Buf, y: &mut Buf) -> anyhow::Result<()> { self.0.conv3x3_fwd(s, x, w, b, y) }
-    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Buf, w: &Buf, dx: &mut Buf) -> anyhow::Result<()> { self.0.conv3x3_bwd_input(s, dy, w, dx) }
+    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Buf, w: &Buf, w_flip: &Buf, dx: &mut Buf) -> anyhow::Result<()> { self.0.conv3x3_bwd_input(s, dy, w, w_flip, dx) }
     fn relu_bwd(&self, y: &Buf, dy: &mut Buf) -> anyhow::Result<()> { self.0.relu_bwd(y, dy) }
     fn pool_fwd(&self, k: PoolKind, s: PoolShape, x: &Buf, y: &mut Buf) -> anyhow::Result<()> { self.0.pool_fwd(k, s, x, y) }
     fn pool_bwd(&self, k: PoolKind, s: PoolShape, x: &Buf, dy: &Buf, dx: &mut Buf) -> anyhow::Result<()> { self.0.pool_bwd(k, s, x, dy, dx) }
@@ -190,14 +206,35 @@ impl Backend for DirectCpu {
 }
 
 /// Quality: the full-width VGG-19 (random weights, every conv but conv1_1 on Winograd down to
-/// conv5_1 at 3x3) at 48², 100 L-BFGS iterations of the default objective from the bench's
-/// start: the final objective within 1% of the direct convolutions' (issue 10's criterion).
+/// conv5_1 at 3x3) at 48², 100 L-BFGS iterations of the bench's objective started from the
+/// content image (the program's default `--init image`): the final objective within 1% of the
+/// direct convolutions' (issue 10's criterion). Not from the bench's noise start: that
+/// trajectory is chaotic (two runs whose gradients differ by 1e-5 part by 0.5-3% after 40-150
+/// iterations, whichever conv path), so it could not tell a wrong convolution from luck.
 #[test]
 fn objective_after_100_lbfgs_iterations_matches_the_direct_path() {
+    use neural_style::bench::{default_spec, procedural_image};
+    use neural_style::objective::Image;
+    use neural_style::preprocess::Convention;
+    use neural_style::stylize::{stylize, Init, Job, Optimizer};
     let vgg = neural_style::model::random::random_vgg19(0);
-    let wino = neural_style::bench::run_evaluations(&CpuBackend::new(), &vgg, 48, 0, 100).unwrap();
-    let direct = neural_style::bench::run_evaluations(&DirectCpu(CpuBackend::new()), &vgg, 48, 0, 100).unwrap();
-    let rel = (wino.final_loss - direct.final_loss).abs() / direct.final_loss.abs();
-    println!("after 100 iterations: Winograd {} vs direct {} (relative {rel:.2e})", wino.final_loss, direct.final_loss);
-    assert!(rel < 0.01, "Winograd {} vs direct {}", wino.final_loss, direct.final_loss);
+    let size = 48;
+    let conv = Convention::Torchvision;
+    let content = Image { h: size, w: size, data: conv.preprocess(&procedural_image(size, 1, false)) };
+    let style = Image { h: size, w: size, data: conv.preprocess(&procedural_image(size, 2, true)) };
+    let job = Job {
+        init: Init::Image(content.data.clone()),
+        content,
+        styles: vec![(style, 1.0)],
+        spec: default_spec(),
+        optimizer: Optimizer::lbfgs(100),
+        iterations: 100,
+        seed: 0,
+        snapshot_every: 0,
+    };
+    let wino = stylize(&CpuBackend::new(), &vgg, &job, &mut |_, _| Ok(())).unwrap().loss.total;
+    let direct = stylize(&DirectCpu(CpuBackend::new()), &vgg, &job, &mut |_, _| Ok(())).unwrap().loss.total;
+    let rel = (wino - direct).abs() / direct.abs();
+    println!("after 100 iterations: Winograd {wino} vs direct {direct} (relative {rel:.2e})");
+    assert!(rel < 0.01, "Winograd {wino} vs direct {direct}");
 }

@@ -237,7 +237,7 @@ mod tests {
         fn len(&self, buf: &Buf) -> usize { self.0.len(buf) }
         fn synchronize(&self) -> Result<()> { self.0.synchronize() }
         fn conv3x3_fwd(&self, s: ConvShape, x: &Buf, w: &Buf, b: &Buf, y: &mut Buf) -> Result<()> { self.0.conv3x3_fwd(s, x, w, b, y) }
-        fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Buf, w: &Buf, dx: &mut Buf) -> Result<()> { self.0.conv3x3_bwd_input(s, dy, w, dx) }
+        fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Buf, w: &Buf, w_flip: &Buf, dx: &mut Buf) -> Result<()> { self.0.conv3x3_bwd_input(s, dy, w, w_flip, dx) }
         fn relu_bwd(&self, y: &Buf, dy: &mut Buf) -> Result<()> { self.0.relu_bwd(y, dy) }
         fn pool_fwd(&self, k: PoolKind, s: PoolShape, x: &Buf, y: &mut Buf) -> Result<()> { self.0.pool_fwd(k, s, x, y) }
         fn pool_bwd(&self, k: PoolKind, s: PoolShape, x: &Buf, dy: &Buf, dx: &mut Buf) -> Result<()> { self.0.pool_bwd(k, s, x, dy, dx) }

@@ -76,6 +76,20 @@ pub fn weights_to_bwd_layout(c_out: usize, c_in: usize, w_oihw: &[f32]) -> Vec<f
     out
 }
 
+/// Forward layout (3, 3, c_in, c_out) -> backward layout (3, 3, c_out, c_in), taps flipped:
+/// w_flip[ky][kx][co][ci] = w[2-ky][2-kx][ci][co].
+pub fn fwd_layout_to_bwd_layout(c_in: usize, c_out: usize, w: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; 9 * c_in * c_out];
+    for k in 0..9 {
+        for ci in 0..c_in {
+            for co in 0..c_out {
+                out[((8 - k) * c_out + co) * c_in + ci] = w[(k * c_in + ci) * c_out + co];
+            }
+        }
+    }
+    out
+}
+
 // ---- fast paths: implicit GEMM ------------------------------------------------------------------
 //
 // y[p, :] = Σ_tap x[p + offset(tap), :] · W[tap]: a GEMM with M = h*w, N = c_out, K = 9*c_in, and

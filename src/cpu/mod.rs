@@ -15,7 +15,7 @@ pub struct CpuBackend;
 
 /// The algorithm of the CPU's 3x3 convolutions, from `NEURAL_STYLE_CPU_CONV` (read once):
 /// `direct` (conv.rs: banded implicit GEMM), `winograd` (winograd.rs, for every conv whose
-/// weights carry the transform: c_in >= 64 for the forward, c_out >= 64 for the backward-input),
+/// weights carry the transform: c_in >= 64 and c_out >= 16, both directions),
 /// or `auto` (the default: Winograd where winograd::pays says so, direct elsewhere).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvAlgo {
@@ -39,45 +39,48 @@ impl ConvAlgo {
     }
 }
 
-/// Conv weights uploaded with the Winograd transform appended: the direct layout (3, 3, k, n)
-/// then U (36, k, n). Only where the GEMM depth k = c_in (forward) or c_out (backward) is >= 64
-/// and its width n >= 16 (conv1_1 keeps the direct path both ways).
-fn with_winograd(k: usize, n: usize, w: &[f32]) -> Result<Vec<f32>> {
-    let direct = 9 * k * n;
-    if !carries_winograd(k, n) || w.len() != direct {
-        let mut v = host_vec(w.len())?;
-        v.extend_from_slice(w);
+/// The forward weights as the CPU keeps them: U (36, c_in, c_out) alone where the conv carries
+/// the Winograd transform (its forward and backward-input both run on U, and the rare direct
+/// fallback recovers the direct layout from it), else the direct layout (3, 3, c_in, c_out).
+fn forward_weights(c_in: usize, c_out: usize, w: &[f32]) -> Result<Vec<f32>> {
+    if carries_winograd(c_in, c_out) && w.len() == 9 * c_in * c_out {
+        let u = winograd::transform_weights(c_in, c_out, w);
+        let mut v = host_vec(u.len())?;
+        v.extend_from_slice(&u);
         return Ok(v);
     }
-    let mut v = host_vec(direct + winograd::transformed_len(k, n))?;
+    let mut v = host_vec(w.len())?;
     v.extend_from_slice(w);
-    v.extend_from_slice(&winograd::transform_weights(k, n, w));
     Ok(v)
 }
 
-/// Whether a conv's weights of GEMM depth k and width n get their Winograd transform appended.
-fn carries_winograd(k: usize, n: usize) -> bool {
-    ConvAlgo::from_env() != ConvAlgo::Direct && k >= 64 && n >= 16
+/// Whether a (c_in, c_out) conv's weights are kept in the Winograd form only: the GEMM depth of
+/// the forward (c_in) >= 64 and its width (c_out) >= 16 (conv1_1 keeps the direct path).
+fn carries_winograd(c_in: usize, c_out: usize) -> bool {
+    ConvAlgo::from_env() != ConvAlgo::Direct && c_in >= 64 && c_out >= 16
 }
 
-/// Floats `upload_conv_weights` keeps for a (c_in, c_out) conv: both layouts, each with its
-/// Winograd transform where it gets one (for the memory estimate).
+/// Floats `upload_conv_weights` keeps for a (c_in, c_out) conv (for the memory estimate).
 pub fn conv_weight_floats(c_in: usize, c_out: usize) -> usize {
-    let layout = |k, n| 9 * k * n + if carries_winograd(k, n) { winograd::transformed_len(k, n) } else { 0 };
-    layout(c_in, c_out) + layout(c_out, c_in)
+    if carries_winograd(c_in, c_out) {
+        winograd::transformed_len(c_in, c_out)
+    } else {
+        2 * 9 * c_in * c_out
+    }
 }
 
-/// The Winograd weights to use for conv s (forward orientation: c_in the GEMM depth), if w
-/// carries them and the algorithm choice says so.
-fn winograd_weights(s: ConvShape, w: &[f32]) -> Option<&[f32]> {
-    let direct = 9 * s.c_in * s.c_out;
-    if w.len() != direct + winograd::transformed_len(s.c_in, s.c_out) {
-        return None;
-    }
+/// U of conv s, if w is the Winograd form (forward orientation: c_in the GEMM depth).
+fn as_winograd(s: ConvShape, w: &[f32]) -> Option<&[f32]> {
+    (w.len() == winograd::transformed_len(s.c_in, s.c_out) && w.len() != 9 * s.c_in * s.c_out).then_some(w)
+}
+
+/// Whether conv s (in the orientation of its GEMM: c_in the depth) runs as Winograd, given
+/// weights in the Winograd form.
+fn use_winograd(s: ConvShape) -> bool {
     match ConvAlgo::from_env() {
-        ConvAlgo::Direct => None,
-        ConvAlgo::Winograd => Some(&w[direct..]),
-        ConvAlgo::Auto => winograd::pays(s).then(|| &w[direct..]),
+        ConvAlgo::Direct => false,
+        ConvAlgo::Winograd => true,
+        ConvAlgo::Auto => winograd::pays(s),
     }
 }
 
@@ -121,22 +124,41 @@ impl Backend for CpuBackend {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+    fn resizes_in_place(&self) -> bool {
+        true
+    }
+    fn resize(&self, buf: &mut Vec<f32>, len: usize) -> Result<()> {
+        if len > buf.capacity() {
+            buf.try_reserve_exact(len - buf.len()).map_err(|_| anyhow::anyhow!("out of memory allocating {:.2} GiB", len as f64 * 4.0 / (1u64 << 30) as f64))?;
+        }
+        buf.resize(len, 0.0);
+        Ok(())
+    }
 
     fn upload_conv_weights(&self, c_in: usize, c_out: usize, w: &[f32], w_flip: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
-        Ok((with_winograd(c_in, c_out, w)?, with_winograd(c_out, c_in, w_flip)?))
+        let fwd = forward_weights(c_in, c_out, w)?;
+        // The backward-input conv runs on the forward's U (winograd.rs); the flipped layout is
+        // kept only where there is none.
+        let bwd = if as_winograd(ConvShape { h: 0, w: 0, c_in, c_out }, &fwd).is_some() { Vec::new() } else { self.upload(w_flip)? };
+        Ok((fwd, bwd))
     }
     fn conv3x3_fwd(&self, s: ConvShape, x: &Vec<f32>, w: &Vec<f32>, b: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
-        match winograd_weights(s, w) {
-            Some(u) => winograd::conv3x3_fwd(s, x, u, b, y),
+        match as_winograd(s, w) {
+            Some(u) if use_winograd(s) => winograd::conv3x3_fwd(s, x, u, b, y),
+            Some(u) => conv::conv3x3_fwd(s, x, &winograd::recover_weights(s.c_in, s.c_out, u), b, y),
             None => conv::conv3x3_fwd(s, x, w, b, y),
         }
         Ok(())
     }
-    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Vec<f32>, w_flip: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
+    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Vec<f32>, w: &Vec<f32>, w_flip: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
         let swapped = ConvShape { h: s.h, w: s.w, c_in: s.c_out, c_out: s.c_in };
-        match winograd_weights(swapped, w_flip) {
-            Some(u) => winograd::conv3x3_bwd_input(s, dy, u, dx),
-            None => conv::conv3x3_bwd_input(s, dy, w_flip, dx),
+        match as_winograd(s, w) {
+            Some(u) if w_flip.is_empty() && use_winograd(swapped) => winograd::conv3x3_bwd_input(s, dy, u, dx),
+            Some(u) if w_flip.is_empty() => {
+                let flipped = conv::fwd_layout_to_bwd_layout(s.c_in, s.c_out, &winograd::recover_weights(s.c_in, s.c_out, u));
+                conv::conv3x3_bwd_input(s, dy, &flipped, dx)
+            }
+            _ => conv::conv3x3_bwd_input(s, dy, w_flip, dx),
         }
         Ok(())
     }

@@ -25,8 +25,15 @@
 //! M[ξ] (tiles, c_out) = V[ξ] (tiles, c_in) · U[ξ] (c_in, c_out), where V = Bᵀ d B per tile and
 //! channel, U = G g Gᵀ per channel pair (the frozen weights: transformed once, at load, in f64).
 //!
-//! Layouts: U (36, c_in, c_out), row-major per ξ, from the forward layout (3, 3, c_in, c_out);
-//! the backward-input conv uses the same code on the flipped layout (3, 3, c_out, c_in).
+//! The backward-input conv is this algorithm transposed, on the same U (so the weights are kept
+//! once, not once per direction): with dY the output gradient of a tile,
+//!
+//!   dM = A dY Aᵀ,   dV[ξ] (tiles, c_in) = dM[ξ] (tiles, c_out) · U[ξ]ᵀ,   dd = B dV Bᵀ,
+//!
+//! and dx is the sum of every tile's 6x6 dd over the input pixels it covers (neighbouring
+//! tiles' patches overlap by 2 pixels).
+//!
+//! Layouts: U (36, c_in, c_out), row-major per ξ, from the forward layout (3, 3, c_in, c_out).
 //! Per band of whole tile rows, V (36, tiles, c_in) and M (36, tiles, c_out): each ξ's GEMM
 //! operands are contiguous row-major matrices; a tile's transform writes (reads) 36 vectors of
 //! 16 channels, one per ξ, tiles * c apart.
@@ -111,11 +118,35 @@ pub fn conv3x3_fwd(s: ConvShape, x: &[f32], u: &[f32], b: &[f32], y: &mut [f32])
     conv3x3_winograd(s, x, u, Some(b), y);
 }
 
-/// dx = conv3x3(dy, w_flip) with u_flip = transform_weights(c_out, c_in, w_flip).
-/// dy (h, w, c_out), u_flip (36, c_out, c_in), dx (h, w, c_in).
-pub fn conv3x3_bwd_input(s: ConvShape, dy: &[f32], u_flip: &[f32], dx: &mut [f32]) {
-    let swapped = ConvShape { h: s.h, w: s.w, c_in: s.c_out, c_out: s.c_in };
-    conv3x3_winograd(swapped, dy, u_flip, None, dx);
+/// dx = conv3x3(dy, w_flip), the input gradient of the conv whose forward weights give
+/// u = transform_weights(c_in, c_out, w): the forward's transpose, see the module comment.
+/// dy (h, w, c_out), u (36, c_in, c_out), dx (h, w, c_in).
+pub fn conv3x3_bwd_input(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f32]) {
+    conv3x3_winograd_transposed(s, dy, u, dx);
+}
+
+/// The direct-layout weights (3, 3, c_in, c_out) back from u = transform_weights(c_in, c_out, w):
+/// g = Ĝ U Ĝᵀ with Ĝ a left inverse of G (rows 0 and 5 of G pick g0 / 4 and g2; rows 1 and 2
+/// differ by g1 / 3). Equal to w up to the rounding of U (an f32 ulp or two). For the shapes
+/// where the direct path runs although the weights are kept only in the Winograd form.
+pub fn recover_weights(c_in: usize, c_out: usize, u: &[f32]) -> Vec<f32> {
+    const G_INV: [[(usize, f64); 2]; 3] = [[(0, 4.0), (0, 0.0)], [(1, -3.0), (2, 3.0)], [(5, 1.0), (5, 0.0)]];
+    let n = c_in * c_out;
+    assert!(u.len() >= NXI * n);
+    let mut w = vec![0.0f32; 9 * n];
+    w.par_chunks_mut(n).enumerate().for_each(|(tap, w_tap)| {
+        let (ky, kx) = (tap / 3, tap % 3);
+        for (e, o) in w_tap.iter_mut().enumerate() {
+            let mut acc = 0.0f64;
+            for &(i, a) in &G_INV[ky] {
+                for &(j, b) in &G_INV[kx] {
+                    acc += a * b * u[(i * ALPHA + j) * n + e] as f64;
+                }
+            }
+            *o = acc as f32;
+        }
+    });
+    w
 }
 
 thread_local! {
@@ -220,6 +251,102 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
     });
 }
 
+/// dx = the input gradient of conv3x3_winograd(s, ·, u) at output gradient dy (no ReLU: the
+/// caller masked dy). dy (h, w, c_out), u (36, c_in, c_out), dx (h, w, c_in). Same bands as the
+/// forward, with the roles of c_in and c_out exchanged.
+fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f32]) {
+    let ConvShape { h, w: wd, c_in, c_out } = s;
+    assert!(dy.len() >= h * wd * c_out && u.len() >= NXI * c_in * c_out && dx.len() >= h * wd * c_in);
+    // Every pixel of dx receives from up to four tiles, added in turn.
+    dx[..h * wd * c_in].par_chunks_mut(1 << 14).for_each(|c| c.fill(0.0));
+    if h * wd == 0 || c_out == 0 || c_in == 0 {
+        return;
+    }
+    let (tiles_y, tiles_x) = (h.div_ceil(TILE), wd.div_ceil(TILE));
+    let tile_bytes = NXI * (c_in + c_out) * 4;
+    let band_tiles = (BAND_BYTES / tile_bytes).max(MIN_BAND_TILES);
+    let band_rows = band_tiles.div_ceil(tiles_x).clamp(1, tiles_y);
+    let kind = Simd::detect();
+    BANDS.with(|cell| {
+        let mut fresh = (Vec::new(), Vec::new());
+        let mut borrowed = cell.try_borrow_mut();
+        let (dm, dv) = match borrowed.as_deref_mut() {
+            Ok(pair) => pair,
+            Err(_) => &mut fresh,
+        };
+        let max_tiles = band_rows * tiles_x;
+        if dm.len() < max_tiles * NXI * c_out {
+            dm.resize(max_tiles * NXI * c_out, 0.0);
+        }
+        if dv.len() < max_tiles * NXI * c_in {
+            dv.resize(max_tiles * NXI * c_in, 0.0);
+        }
+        let dx_ptr = SharedMut(dx.as_mut_ptr());
+        for ty0 in (0..tiles_y).step_by(band_rows) {
+            let rows = band_rows.min(tiles_y - ty0);
+            let nt = rows * tiles_x;
+            let t0 = ty0 * tiles_x;
+            // (1) dM[t] (36, c_out) = A dY Aᵀ for each tile of the band.
+            let dm_ptr = SharedMut(dm.as_mut_ptr());
+            (0..nt).into_par_iter().for_each(|k| {
+                let t = t0 + k;
+                // SAFETY: tile k writes dM[ξ][k][..c_out] for every ξ: its own rows, inside dm.
+                unsafe { kind.output_grad_tile(dy, h, wd, c_out, t / tiles_x, t % tiles_x, dm_ptr.get().add(k * c_out), nt * c_out) };
+            });
+            // (2) dV[ξ] (nt, c_in) = dM[ξ] (nt, c_out) · U[ξ]ᵀ (U[ξ] read column-major: no copy).
+            let dv_ptr = SharedMut(dv.as_mut_ptr());
+            let dm_ref = &dm[..];
+            (0..NXI).into_par_iter().for_each(|xi| {
+                // SAFETY: lhs rows t*36*c_out + xi*c_out + [0, c_out) and dst rows
+                // t*36*c_in + xi*c_in + [0, c_in), t < nt, lie inside dm and dv (sized above);
+                // distinct ξ write disjoint dst ranges, and nothing else touches dv meanwhile.
+                unsafe {
+                    gemm::gemm(
+                        nt,
+                        c_in,
+                        c_out,
+                        dv_ptr.get().add(xi * nt * c_in),
+                        1,
+                        c_in as isize,
+                        false,
+                        dm_ref.as_ptr().add(xi * nt * c_out),
+                        1,
+                        c_out as isize,
+                        u.as_ptr().add(xi * c_in * c_out),
+                        c_out as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+            // (3) dx += B dV[t] Bᵀ over each tile's 6x6 input patch. Patches of neighbouring tiles
+            // overlap, so a task owns one tile row and one block of channels and adds its tiles
+            // left to right; even tile rows go before odd ones (rows of one parity do not touch).
+            // Each pixel is summed in one fixed order, whatever the thread count.
+            let dv_ref = &dv[..];
+            let blocks = c_in.div_ceil(CH);
+            for parity in 0..2 {
+                let first = ty0 + (ty0 + parity) % 2;
+                let row_count = (ty0 + rows).saturating_sub(first).div_ceil(2);
+                (0..row_count * blocks).into_par_iter().for_each(|job| {
+                    let (ty, c0) = (first + 2 * (job / blocks), (job % blocks) * CH);
+                    for tx in 0..tiles_x {
+                        let k = (ty - ty0) * tiles_x + tx;
+                        // SAFETY: this task alone writes channels c0.. c0 + CH of the pixels that
+                        // tile row ty's patches cover, during this parity.
+                        unsafe { kind.input_grad_tile(&dv_ref[k * c_in..], nt * c_in, h, wd, c_in, c0, ty, tx, dx_ptr.get()) };
+                    }
+                });
+            }
+        }
+    });
+}
+
 /// Which instruction set the transforms are compiled for (picked at run time, as gemm does).
 #[derive(Clone, Copy)]
 enum Simd {
@@ -271,6 +398,33 @@ impl Simd {
             Simd::Generic => output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y),
         }
     }
+
+    /// # Safety
+    /// As input_tile (dm_t for the tile's 36 x c outputs).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn output_grad_tile(self, dy: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, dm_t: *mut f32, xi_stride: usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => output_grad_tile_avx512(dy, h, wd, c, ty, tx, dm_t, xi_stride),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => output_grad_tile_avx2(dy, h, wd, c, ty, tx, dm_t, xi_stride),
+            Simd::Generic => output_grad_tile(dy, h, wd, c, ty, tx, dm_t, xi_stride),
+        }
+    }
+
+    /// # Safety
+    /// dx must hold h * wd * c floats, and no one else may access channels c0.. c0 + CH of this
+    /// tile's 6x6 patch meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn input_grad_tile(self, dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, dx: *mut f32) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => input_grad_tile_avx512(dv_t, xi_stride, h, wd, c, c0, ty, tx, dx),
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => input_grad_tile_avx2(dv_t, xi_stride, h, wd, c, c0, ty, tx, dx),
+            Simd::Generic => input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, dx),
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -296,6 +450,30 @@ unsafe fn output_tile_avx512(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h
 #[allow(clippy::too_many_arguments)]
 unsafe fn output_tile_avx2(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
     output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_grad_tile_avx512(dy: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, dm_t: *mut f32, xi_stride: usize) {
+    output_grad_tile(dy, h, wd, c, ty, tx, dm_t, xi_stride)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_grad_tile_avx2(dy: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, dm_t: *mut f32, xi_stride: usize) {
+    output_grad_tile(dy, h, wd, c, ty, tx, dm_t, xi_stride)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_grad_tile_avx512(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, dx: *mut f32) {
+    input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, dx)
+}
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_grad_tile_avx2(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, dx: *mut f32) {
+    input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, dx)
 }
 
 type Lanes = [f32; CH];
@@ -350,6 +528,40 @@ fn at6(m: &[Lanes; ALPHA]) -> [Lanes; TILE] {
         r[1][l] = n12 + 2.0 * n34;
         r[2][l] = p12 + 4.0 * p34;
         r[3][l] = n12 + 8.0 * n34 + m5;
+    }
+    r
+}
+
+/// r = A g for 4 lane-vectors (A = (Aᵀ)ᵀ, 6 x 4): the transpose of at6.
+#[inline(always)]
+fn a6(g: &[Lanes; TILE]) -> [Lanes; ALPHA] {
+    let mut r = [[0.0; CH]; ALPHA];
+    for l in 0..CH {
+        let [g0, g1, g2, g3] = [g[0][l], g[1][l], g[2][l], g[3][l]];
+        let (p02, p13) = (g0 + g2, g1 + g3);
+        let (q02, q13) = (g0 + 4.0 * g2, 2.0 * g1 + 8.0 * g3);
+        r[0][l] = g0;
+        r[1][l] = p02 + p13;
+        r[2][l] = p02 - p13;
+        r[3][l] = q02 + q13;
+        r[4][l] = q02 - q13;
+        r[5][l] = g3;
+    }
+    r
+}
+
+/// r = B v for 6 lane-vectors (B = (Bᵀ)ᵀ): the transpose of bt6.
+#[inline(always)]
+fn b6(v: &[Lanes; ALPHA]) -> [Lanes; ALPHA] {
+    let mut r = [[0.0; CH]; ALPHA];
+    for l in 0..CH {
+        let [v0, v1, v2, v3, v4, v5] = [v[0][l], v[1][l], v[2][l], v[3][l], v[4][l], v[5][l]];
+        r[0][l] = 4.0 * v0;
+        r[1][l] = 4.0 * (v2 - v1 + v5) + 2.0 * (v4 - v3);
+        r[2][l] = -5.0 * v0 - 4.0 * (v1 + v2) - v3 - v4;
+        r[3][l] = v1 - v2 + 2.0 * (v3 - v4) - 5.0 * v5;
+        r[4][l] = v0 + v1 + v2 + v3 + v4;
+        r[5][l] = v5;
     }
     r
 }
@@ -434,6 +646,87 @@ unsafe fn output_tile(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize
                 let dst = std::slice::from_raw_parts_mut(y.add(((oy0 + r) * wd + ox0 + q) * c + c0), n);
                 store(dst, &out, n);
             }
+        }
+    }
+}
+
+/// dm_t[ξ * xi_stride + ..c] = (A dY Aᵀ)[ξ] for the 4x4 tile (ty, tx) of dy (h, wd, c), zero
+/// outside the image (the forward cropped those outputs): output_tile transposed.
+/// # Safety
+/// As Simd::output_grad_tile.
+#[inline(always)]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn output_grad_tile(dy: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, dm_t: *mut f32, xi_stride: usize) {
+    let (oy0, ox0) = (ty * TILE, tx * TILE);
+    let (ny, nx) = (TILE.min(h - oy0), TILE.min(wd - ox0));
+    for c0 in (0..c).step_by(CH) {
+        let n = CH.min(c - c0);
+        // t[q] = A dY[.., q]: column q of the 4x4 gradient tile, transformed.
+        let mut t = [[[0.0f32; CH]; ALPHA]; TILE];
+        for q in 0..TILE {
+            let mut g = [[0.0f32; CH]; TILE];
+            if q < nx {
+                for p in 0..ny {
+                    g[p] = load(&dy[((oy0 + p) * wd + ox0 + q) * c + c0..], n);
+                }
+            }
+            t[q] = a6(&g);
+        }
+        // Row r of A dY is (t[0][r], ..., t[3][r]); A of it = row r of A dY Aᵀ.
+        for r in 0..ALPHA {
+            let mut row = [[0.0f32; CH]; TILE];
+            for q in 0..TILE {
+                row[q] = t[q][r];
+            }
+            let v = a6(&row);
+            for s in 0..ALPHA {
+                store(std::slice::from_raw_parts_mut(dm_t.add((r * ALPHA + s) * xi_stride + c0), n), &v[s], n);
+            }
+        }
+    }
+}
+
+/// dx[patch of tile (ty, tx), channels c0..] += (B dV Bᵀ), dV[ξ] at dv_t[ξ * xi_stride + c0..]:
+/// input_tile transposed, for one block of CH channels; pixels outside the image are dropped.
+/// # Safety
+/// As Simd::input_grad_tile.
+#[inline(always)]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+unsafe fn input_grad_tile(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, dx: *mut f32) {
+    let (y0, x0) = ((ty * TILE) as isize - 1, (tx * TILE) as isize - 1);
+    let n = CH.min(c - c0);
+    // t[s] = B dV[.., s]: column s, transformed.
+    let mut t = [[[0.0f32; CH]; ALPHA]; ALPHA];
+    for s in 0..ALPHA {
+        let mut col = [[0.0f32; CH]; ALPHA];
+        for r in 0..ALPHA {
+            col[r] = load(&dv_t[(r * ALPHA + s) * xi_stride + c0..], n);
+        }
+        t[s] = b6(&col);
+    }
+    // Row i of B dV is (t[0][i], ..., t[5][i]); B of it = row i of B dV Bᵀ.
+    for i in 0..ALPHA {
+        let iy = y0 + i as isize;
+        if iy < 0 || iy >= h as isize {
+            continue;
+        }
+        let mut row = [[0.0f32; CH]; ALPHA];
+        for s in 0..ALPHA {
+            row[s] = t[s][i];
+        }
+        let o = b6(&row);
+        for j in 0..ALPHA {
+            let ix = x0 + j as isize;
+            if ix < 0 || ix >= wd as isize {
+                continue;
+            }
+            // SAFETY: pixel (iy, ix) is inside the image and c0 + n <= c.
+            let dst = std::slice::from_raw_parts_mut(dx.add((iy as usize * wd + ix as usize) * c + c0), n);
+            let mut acc = load(dst, n);
+            for l in 0..CH {
+                acc[l] += o[j][l];
+            }
+            store(dst, &acc, n);
         }
     }
 }

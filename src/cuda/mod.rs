@@ -409,7 +409,7 @@ impl Backend for CudaBackend {
         self.launch(&mut l, "conv3x3_fwd", Self::tile_grid(h * wd, c_out, 1), || format!("{s:?}"))?;
         Ok(())
     }
-    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &CudaSlice<f32>, w_flip: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<()> {
+    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &CudaSlice<f32>, _w: &CudaSlice<f32>, w_flip: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<()> {
         let ConvShape { h, w: wd, c_in, c_out } = s;
         ensure!(dy.len() >= h * wd * c_out && w_flip.len() >= 9 * c_in * c_out && dx.len() >= h * wd * c_in, "conv3x3_bwd_input: buffer sizes do not match {s:?}");
         let (hh, ww, ci, co) = (i32_of(h, "h")?, i32_of(wd, "w")?, i32_of(c_in, "c_in")?, i32_of(c_out, "c_out")?);
