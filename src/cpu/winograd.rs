@@ -361,7 +361,7 @@ impl Simd {
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if is_x86_feature_detected!("avx512f") {
+            if cfg!(feature = "avx512") && is_x86_feature_detected!("avx512f") {
                 return Simd::Avx512;
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
