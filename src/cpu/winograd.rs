@@ -176,76 +176,27 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
     if h * wd == 0 || c_out == 0 {
         return;
     }
-    let (tiles_y, tiles_x) = (h.div_ceil(TILE), wd.div_ceil(TILE));
-    let tile_bytes = NXI * (c_in + c_out) * 4;
-    let band_tiles = (BAND_BYTES / tile_bytes).max(MIN_BAND_TILES);
-    let band_rows = band_tiles.div_ceil(tiles_x).clamp(1, tiles_y);
+    let g = TileGrid::new(s);
     let kind = Simd::detect();
-    // The calling thread's band buffers (a fresh pair if they are in use: a rayon worker that
-    // calls this may steal another such call while it waits on its own tasks).
-    BANDS.with(|cell| {
-        let mut fresh = (Vec::new(), Vec::new());
-        let mut borrowed = cell.try_borrow_mut();
-        let (v, m) = match borrowed.as_deref_mut() {
-            Ok(pair) => pair,
-            Err(_) => &mut fresh,
-        };
-        let max_tiles = band_rows * tiles_x;
-        if v.len() < max_tiles * NXI * c_in {
-            v.resize(max_tiles * NXI * c_in, 0.0);
-        }
-        if m.len() < max_tiles * NXI * c_out {
-            m.resize(max_tiles * NXI * c_out, 0.0);
-        }
+    with_band_buffers(g.band_tiles() * NXI * c_in, g.band_tiles() * NXI * c_out, |v, m| {
         let y_ptr = SharedMut(y.as_mut_ptr());
-        for ty0 in (0..tiles_y).step_by(band_rows) {
-            let nt = (band_rows.min(tiles_y - ty0)) * tiles_x;
-            let t0 = ty0 * tiles_x;
+        for (t0, nt) in g.bands() {
             // (1) V[t] (36, c_in) = Bᵀ d B for each tile of the band.
             let v_ptr = SharedMut(v.as_mut_ptr());
             (0..nt).into_par_iter().for_each(|k| {
                 let t = t0 + k;
                 // SAFETY: tile k writes V[ξ][k][..c_in] for every ξ: its own rows, inside v.
-                unsafe { kind.input_tile(x, h, wd, c_in, t / tiles_x, t % tiles_x, v_ptr.get().add(k * c_in), nt * c_in) };
+                unsafe { kind.input_tile(x, h, wd, c_in, t / g.tiles_x, t % g.tiles_x, v_ptr.get().add(k * c_in), nt * c_in) };
             });
-            // (2) M[.., ξ, ..] (nt, c_out) = V[.., ξ, ..] (nt, c_in) · U[ξ] (c_in, c_out).
-            let m_ptr = SharedMut(m.as_mut_ptr());
-            let v_ref = &v[..];
-            (0..NXI).into_par_iter().for_each(|xi| {
-                // SAFETY: lhs rows t*36*c_in + xi*c_in + [0, c_in) and dst rows
-                // t*36*c_out + xi*c_out + [0, c_out), t < nt, lie inside v and m (sized above);
-                // distinct ξ write disjoint dst ranges, and nothing else touches m meanwhile.
-                unsafe {
-                    gemm::gemm(
-                        nt,
-                        c_out,
-                        c_in,
-                        m_ptr.get().add(xi * nt * c_out),
-                        1,
-                        c_out as isize,
-                        false,
-                        v_ref.as_ptr().add(xi * nt * c_in),
-                        1,
-                        c_in as isize,
-                        u.as_ptr().add(xi * c_in * c_out),
-                        1,
-                        c_out as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            });
+            // (2) M[ξ] (nt, c_out) = V[ξ] (nt, c_in) · U[ξ] (c_in, c_out).
+            xi_gemms(nt, c_in, c_out, v, u, false, m);
             // (3) y tile = Aᵀ M[t] A (+ b, relu), cropped at the image's edges.
             let m_ref = &m[..];
             (0..nt).into_par_iter().for_each(|k| {
                 let t = t0 + k;
                 let m_t = &m_ref[k * c_out..];
                 // SAFETY: each tile writes only its own 4x4 output pixels, inside y (asserted).
-                unsafe { kind.output_tile(m_t, nt * c_out, b, h, wd, c_out, t / tiles_x, t % tiles_x, y_ptr.get()) };
+                unsafe { kind.output_tile(m_t, nt * c_out, b, h, wd, c_out, t / g.tiles_x, t % g.tiles_x, y_ptr.get()) };
             });
         }
     });
@@ -262,87 +213,124 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f3
     if h * wd == 0 || c_out == 0 || c_in == 0 {
         return;
     }
-    let (tiles_y, tiles_x) = (h.div_ceil(TILE), wd.div_ceil(TILE));
-    let tile_bytes = NXI * (c_in + c_out) * 4;
-    let band_tiles = (BAND_BYTES / tile_bytes).max(MIN_BAND_TILES);
-    let band_rows = band_tiles.div_ceil(tiles_x).clamp(1, tiles_y);
+    let g = TileGrid::new(s);
     let kind = Simd::detect();
-    BANDS.with(|cell| {
-        let mut fresh = (Vec::new(), Vec::new());
-        let mut borrowed = cell.try_borrow_mut();
-        let (dm, dv) = match borrowed.as_deref_mut() {
-            Ok(pair) => pair,
-            Err(_) => &mut fresh,
-        };
-        let max_tiles = band_rows * tiles_x;
-        if dm.len() < max_tiles * NXI * c_out {
-            dm.resize(max_tiles * NXI * c_out, 0.0);
-        }
-        if dv.len() < max_tiles * NXI * c_in {
-            dv.resize(max_tiles * NXI * c_in, 0.0);
-        }
+    with_band_buffers(g.band_tiles() * NXI * c_out, g.band_tiles() * NXI * c_in, |dm, dv| {
         let dx_ptr = SharedMut(dx.as_mut_ptr());
-        for ty0 in (0..tiles_y).step_by(band_rows) {
-            let rows = band_rows.min(tiles_y - ty0);
-            let nt = rows * tiles_x;
-            let t0 = ty0 * tiles_x;
+        for (t0, nt) in g.bands() {
             // (1) dM[t] (36, c_out) = A dY Aᵀ for each tile of the band.
             let dm_ptr = SharedMut(dm.as_mut_ptr());
             (0..nt).into_par_iter().for_each(|k| {
                 let t = t0 + k;
                 // SAFETY: tile k writes dM[ξ][k][..c_out] for every ξ: its own rows, inside dm.
-                unsafe { kind.output_grad_tile(dy, h, wd, c_out, t / tiles_x, t % tiles_x, dm_ptr.get().add(k * c_out), nt * c_out) };
+                unsafe { kind.output_grad_tile(dy, h, wd, c_out, t / g.tiles_x, t % g.tiles_x, dm_ptr.get().add(k * c_out), nt * c_out) };
             });
-            // (2) dV[ξ] (nt, c_in) = dM[ξ] (nt, c_out) · U[ξ]ᵀ (U[ξ] read column-major: no copy).
-            let dv_ptr = SharedMut(dv.as_mut_ptr());
-            let dm_ref = &dm[..];
-            (0..NXI).into_par_iter().for_each(|xi| {
-                // SAFETY: lhs rows t*36*c_out + xi*c_out + [0, c_out) and dst rows
-                // t*36*c_in + xi*c_in + [0, c_in), t < nt, lie inside dm and dv (sized above);
-                // distinct ξ write disjoint dst ranges, and nothing else touches dv meanwhile.
-                unsafe {
-                    gemm::gemm(
-                        nt,
-                        c_in,
-                        c_out,
-                        dv_ptr.get().add(xi * nt * c_in),
-                        1,
-                        c_in as isize,
-                        false,
-                        dm_ref.as_ptr().add(xi * nt * c_out),
-                        1,
-                        c_out as isize,
-                        u.as_ptr().add(xi * c_in * c_out),
-                        c_out as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            });
+            // (2) dV[ξ] (nt, c_in) = dM[ξ] (nt, c_out) · U[ξ]ᵀ.
+            xi_gemms(nt, c_out, c_in, dm, u, true, dv);
             // (3) dx += B dV[t] Bᵀ over each tile's 6x6 input patch. Patches of neighbouring tiles
             // overlap, so a task owns one tile row and one block of channels and adds its tiles
             // left to right; even tile rows go before odd ones (rows of one parity do not touch).
             // Each pixel is summed in one fixed order, whatever the thread count.
             let dv_ref = &dv[..];
             let blocks = c_in.div_ceil(CH);
+            let (ty0, rows) = (t0 / g.tiles_x, nt / g.tiles_x);
             for parity in 0..2 {
                 let first = ty0 + (ty0 + parity) % 2;
                 let row_count = (ty0 + rows).saturating_sub(first).div_ceil(2);
                 (0..row_count * blocks).into_par_iter().for_each(|job| {
                     let (ty, c0) = (first + 2 * (job / blocks), (job % blocks) * CH);
-                    for tx in 0..tiles_x {
-                        let k = (ty - ty0) * tiles_x + tx;
+                    for tx in 0..g.tiles_x {
+                        let k = (ty - ty0) * g.tiles_x + tx;
                         // SAFETY: this task alone writes channels c0.. c0 + CH of the pixels that
                         // tile row ty's patches cover, during this parity.
                         unsafe { kind.input_grad_tile(&dv_ref[k * c_in..], nt * c_in, h, wd, c_in, c0, ty, tx, dx_ptr.get()) };
                     }
                 });
             }
+        }
+    });
+}
+
+/// The 4x4 output tiles of a conv, cut into bands of whole tile rows whose transformed tiles
+/// (36 x (c_in + c_out) floats each) take about BAND_BYTES. Depends only on the shape.
+struct TileGrid {
+    tiles_y: usize,
+    tiles_x: usize,
+    band_rows: usize,
+}
+
+impl TileGrid {
+    fn new(s: ConvShape) -> Self {
+        let (tiles_y, tiles_x) = (s.h.div_ceil(TILE), s.w.div_ceil(TILE));
+        let band_tiles = (BAND_BYTES / (NXI * (s.c_in + s.c_out) * 4)).max(MIN_BAND_TILES);
+        TileGrid { tiles_y, tiles_x, band_rows: band_tiles.div_ceil(tiles_x).clamp(1, tiles_y) }
+    }
+
+    /// Tiles in the largest band.
+    fn band_tiles(&self) -> usize {
+        self.band_rows * self.tiles_x
+    }
+
+    /// (first tile, tiles) of each band, top to bottom.
+    fn bands(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.tiles_y).step_by(self.band_rows).map(|ty0| (ty0 * self.tiles_x, self.band_rows.min(self.tiles_y - ty0) * self.tiles_x))
+    }
+}
+
+/// Runs f with the calling thread's two band buffers, grown to at least (len_a, len_b) floats
+/// and reused across calls (no page faults in the hot loop); a fresh pair if they are in use (a
+/// rayon worker that calls this may steal another such call while it waits on its own tasks).
+fn with_band_buffers(len_a: usize, len_b: usize, f: impl FnOnce(&mut [f32], &mut [f32])) {
+    BANDS.with(|cell| {
+        let mut fresh = (Vec::new(), Vec::new());
+        let mut borrowed = cell.try_borrow_mut();
+        let (a, b) = match borrowed.as_deref_mut() {
+            Ok(pair) => pair,
+            Err(_) => &mut fresh,
+        };
+        if a.len() < len_a {
+            a.resize(len_a, 0.0);
+        }
+        if b.len() < len_b {
+            b.resize(len_b, 0.0);
+        }
+        f(a, b)
+    })
+}
+
+/// dst[ξ] (nt, n) = lhs[ξ] (nt, k) · U[ξ] for the 36 ξ, parallel over ξ (so each thread reads
+/// only its ξ's weights). lhs and dst hold 36 row-major matrices each, (nt, k) and (nt, n), ξ
+/// after ξ; u is (36, c_in, c_out): read as (k, n) = (c_in, c_out) by the forward, and
+/// transposed, (k, n) = (c_out, c_in), by the backward-input (column-major: no copy).
+fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], u: &[f32], transposed: bool, dst: &mut [f32]) {
+    assert!(lhs.len() >= NXI * nt * k && dst.len() >= NXI * nt * n && u.len() >= NXI * k * n);
+    let (rhs_cs, rhs_rs) = if transposed { (k as isize, 1) } else { (1, n as isize) };
+    let dst_ptr = SharedMut(dst.as_mut_ptr());
+    (0..NXI).into_par_iter().for_each(|xi| {
+        // SAFETY: the operands lie inside lhs, u and dst (asserted above); distinct ξ write
+        // disjoint dst matrices, and nothing else touches dst meanwhile (&mut).
+        unsafe {
+            gemm::gemm(
+                nt,
+                n,
+                k,
+                dst_ptr.get().add(xi * nt * n),
+                1,
+                n as isize,
+                false,
+                lhs.as_ptr().add(xi * nt * k),
+                1,
+                k as isize,
+                u.as_ptr().add(xi * k * n),
+                rhs_cs,
+                rhs_rs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
         }
     });
 }
