@@ -219,6 +219,8 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
         too_small(&format!("style image {}", k + 1), s, &style_layers)?;
     }
     super::multiscale::check_smallest(&vgg, &scales, &content, &styles, &all_layers, &style_layers)?;
+    let mut vgg = vgg;
+    vgg.truncate_after(&all_layers);
     let init = match (a.init, init_image) {
         (InitArg::Random, _) => Init::Random,
         (InitArg::Image, None) => Init::Image(convention.preprocess(&content.data)),

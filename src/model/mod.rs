@@ -63,6 +63,16 @@ impl Vgg {
             .collect()
     }
 
+    /// Drops the layers after the deepest of `needed` (ReLU names; unknown names are ignored), so
+    /// that weights no loss reaches are not held for the whole run (conv5_2..conv5_4, 28 MB, for
+    /// the default layers). Keeps everything if none of `needed` is found.
+    pub fn truncate_after(&mut self, needed: &[String]) {
+        let deepest = self.layers.iter().rposition(|l| matches!(l, Layer::Conv(c) if needed.contains(&c.name)));
+        if let Some(i) = deepest {
+            self.layers.truncate(i + 1);
+        }
+    }
+
     /// Builds the layer table from `(feature_index, weight (c_out,c_in,3,3), weight shape, bias)`
     /// entries sorted by index. Checks that shapes chain and that the index gaps are a conv's 2
     /// (conv, relu) or 3 (conv, relu, pool) slots.
@@ -106,5 +116,24 @@ impl Vgg {
             prev = Some((index, c_out));
         }
         Ok(Vgg { layers, source })
+    }
+}
+
+#[cfg(test)]
+mod truncate_tests {
+    use super::*;
+
+    #[test]
+    fn truncate_after_keeps_up_to_the_deepest_needed_layer() {
+        let names = |v: &Vgg| v.relu_names().iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut vgg = random::random_vgg19(0);
+        let all = names(&vgg);
+        vgg.truncate_after(&["relu2_1".into(), "relu1_1".into(), "no_such_layer".into()]);
+        assert_eq!(names(&vgg), ["relu1_1", "relu1_2", "relu2_1"]);
+        assert!(matches!(vgg.layers.last(), Some(Layer::Conv(_))));
+        // Nothing known: nothing dropped.
+        let mut full = random::random_vgg19(0);
+        full.truncate_after(&["relu9_9".into()]);
+        assert_eq!(names(&full), all);
     }
 }
