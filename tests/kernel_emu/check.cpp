@@ -5,6 +5,7 @@
 #include "../../kernels/conv3x3.cu"
 #include "../../kernels/conv3x3_mma.cu"
 #include "../../kernels/gram.cu"
+#include "../../kernels/gram_mma.cu"
 #include "../../kernels/loss.cu"
 #include "../../kernels/pool.cu"
 #include "../../kernels/relu.cu"
@@ -68,9 +69,9 @@ static std::vector<double> conv_ref(int h, int w, int ci, int co, const std::vec
     return y;
 }
 
-static std::pair<int, int> gram_split(int hw, int c) {  // mirrors src/cuda/mod.rs
+static std::pair<int, int> gram_split(int hw, int c, int tile = 64) {  // mirrors src/cuda/mod.rs (gram_split, gram_split_mma)
     auto cdiv = [](long a, long b) { return (a + b - 1) / b; };
-    long nt = std::max(1L, cdiv(c, 64));
+    long nt = std::max(1L, cdiv(c, tile));
     long pairs = nt * (nt + 1) / 2;
     long target = std::clamp(cdiv(264, pairs), 1L, 128L);
     long splits = std::max(1L, std::min(target, cdiv(hw, 256)));
@@ -305,6 +306,39 @@ int main() {
             std::snprintf(buf, sizeof buf, "gram_bwd_acc_%s hw %d c %d", names[p], hw, c);
             check(buf, df, df_ref, tols[p]);
         }
+    }
+
+    // ---- Gram and its backward on the mma.sync main loop (tf32) ------------------------------
+    for (auto [hw, c] : {std::pair{37, 5}, std::pair{300, 130}, std::pair{999, 68}, std::pair{50, 4}, std::pair{77, 200}}) {
+        auto f = randn((size_t)hw * c);
+        for (auto& v : f) v = std::max(v, 0.0f);
+        std::vector<double> g_ref((size_t)c * c);
+        for (int i = 0; i < c; i++)
+            for (int j = 0; j < c; j++) {
+                double acc = 0;
+                for (int q = 0; q < hw; q++) acc += (double)f[(size_t)q * c + i] * f[(size_t)q * c + j];
+                g_ref[(size_t)i * c + j] = acc / ((double)c * hw);
+            }
+        auto dg = randn((size_t)c * c), df0 = randn((size_t)hw * c, 1e-3f);
+        std::vector<double> df_ref(df0.begin(), df0.end());
+        for (int q = 0; q < hw; q++)
+            for (int n = 0; n < c; n++) {
+                double acc = 0;
+                for (int k = 0; k < c; k++) acc += (double)f[(size_t)q * c + k] * ((double)dg[(size_t)k * c + n] + dg[(size_t)n * c + k]);
+                df_ref[(size_t)q * c + n] += acc / ((double)c * hw);
+            }
+        auto [splits, chunk] = gram_split(hw, c, NS_MMA_BM);
+        std::vector<float> partials((size_t)splits * c * c, NAN), g = nans((size_t)c * c);
+        launch_mma_tiles(c, c, splits, [&] { gram_partial_mma_tf32(f.data(), partials.data(), hw, c, chunk); });
+        launch_1d((size_t)c * c, [&] { gram_reduce_mma(partials.data(), g.data(), c, splits, 1.0 / ((double)c * hw)); });
+        char buf[128];
+        std::snprintf(buf, sizeof buf, "gram_mma_tf32 hw %d c %d (%d splits of %d)", hw, c, splits, chunk);
+        check(buf, g, g_ref, tols[1]);
+        std::vector<float> sym = nans((size_t)c * c), df = df0;
+        launch_1d((size_t)c * c, [&] { gram_bwd_sym(dg.data(), sym.data(), c, 1.0f / (float)(c * hw)); });
+        launch_mma_tiles(hw, c, 1, [&] { gram_bwd_acc_mma_tf32(f.data(), sym.data(), df.data(), hw, c); });
+        std::snprintf(buf, sizeof buf, "gram_bwd_acc_mma_tf32 hw %d c %d", hw, c);
+        check(buf, df, df_ref, tols[1]);
     }
 
     // ---- pool and relu ----------------------------------------------------------------------

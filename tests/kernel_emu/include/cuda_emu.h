@@ -58,7 +58,7 @@ inline void emu_cp_async_apply(const std::vector<EmuCopy>& g) {
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __launch_bounds__(x)
+#define __launch_bounds__(...)
 #define __shared__ static
 #define __align__(n) __attribute__((aligned(n)))
 
