@@ -7,8 +7,9 @@
 //   M = h*w (m = oy*w + ox), N = c_out, K = 9*c_in (k = (ky*3 + kx)*c_in + ci),
 //   A[m][k] = x[oy+ky-1][ox+kx-1][ci] (0 outside the image), B[k][n] = w[k*c_out + n].
 //
-// conv3x3_bwd_input_mma_tf32 is the same GEMM with c_in and c_out swapped (dy, w_flip -> dx), no
-// bias, no ReLU.
+// conv3x3_bwd_input_mma_* is the same GEMM with c_in and c_out swapped (dy, w_flip -> dx), no
+// bias, no ReLU. Suffix tf32: m16n8k8 on raw fp32; bf16: m16n8k16, operands rounded to bf16 in
+// the fragment path (tile_mma_sync.cuh).
 //
 // Grid: (ceil(M / 128), ceil(N / 128)); block: 256 threads; dynamic shared memory
 // NS_MMA_SMEM_BYTES (above the 48 KiB default: the host raises the kernel's limit once).
@@ -22,7 +23,7 @@
 #include "common.cuh"
 #include "tile_mma_sync.cuh"
 
-template <bool VA, bool VB>
+template <class P, bool VA, bool VB>
 __device__ __forceinline__ void conv3x3_mma_body(const float* __restrict__ x, const float* __restrict__ wt,
                                                  const float* __restrict__ bias, float* __restrict__ y, int h, int w,
                                                  int c_in, int c_out, bool relu, float* smem) {
@@ -67,7 +68,7 @@ __device__ __forceinline__ void conv3x3_mma_body(const float* __restrict__ x, co
     };
     Acc acc;
     zero(acc);
-    mainloop<true>(acc, smem, (K + TILE_K - 1) / TILE_K, load);
+    mainloop<P, true>(acc, smem, (K + TILE_K - 1) / TILE_K, load);
 
     // Epilogue straight from the accumulators: y = relu(acc + b), two adjacent channels per store.
     const bool pairs = N % 2 == 0;
@@ -91,23 +92,30 @@ __device__ __forceinline__ void conv3x3_mma_body(const float* __restrict__ x, co
     });
 }
 
+template <class P>
 __device__ __forceinline__ void conv3x3_mma(const float* x, const float* wt, const float* bias, float* y, int h, int w,
                                             int c_in, int c_out, bool relu) {
     NS_DYNAMIC_SMEM(float, smem);
     const bool va = c_in % 4 == 0, vb = c_out % 4 == 0;
-    if (va && vb) conv3x3_mma_body<true, true>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
-    else if (va) conv3x3_mma_body<true, false>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
-    else if (vb) conv3x3_mma_body<false, true>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
-    else conv3x3_mma_body<false, false>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
+    if (va && vb) conv3x3_mma_body<P, true, true>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
+    else if (va) conv3x3_mma_body<P, true, false>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
+    else if (vb) conv3x3_mma_body<P, false, true>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
+    else conv3x3_mma_body<P, false, false>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
 }
 
-extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS, NS_MMA_MIN_BLOCKS) conv3x3_fwd_mma_tf32(
-    const float* x, const float* w, const float* b, float* y, int h, int wd, int c_in, int c_out) {
-    conv3x3_mma(x, w, b, y, h, wd, c_in, c_out, true);
-}
+#define CONV3X3_MMA_KERNELS(SUFFIX, P, MINB)                                                                 \
+    extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS, MINB) conv3x3_fwd_mma_##SUFFIX(       \
+        const float* x, const float* w, const float* b, float* y, int h, int wd, int c_in, int c_out) {      \
+        conv3x3_mma<P>(x, w, b, y, h, wd, c_in, c_out, true);                                              \
+    }                                                                                                    \
+    extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS, MINB)                                    \
+        conv3x3_bwd_input_mma_##SUFFIX(const float* dy, const float* w_flip, float* dx, int h, int wd,     \
+                                        int c_in, int c_out) {                                           \
+        /* the forward GEMM with c_in and c_out swapped, no bias, no ReLU */                             \
+        conv3x3_mma<P>(dy, w_flip, nullptr, dx, h, wd, c_out, c_in, false);                              \
+    }
 
-extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS, NS_MMA_MIN_BLOCKS) conv3x3_bwd_input_mma_tf32(
-    const float* dy, const float* w_flip, float* dx, int h, int wd, int c_in, int c_out) {
-    // the forward GEMM with c_in and c_out swapped, no bias, no ReLU
-    conv3x3_mma(dy, w_flip, nullptr, dx, h, wd, c_out, c_in, false);
-}
+// tf32: two blocks per SM at 128 registers, no spills. bf16 held to 128 registers spills ~570
+// bytes (the fp32 -> bf16x2 packing keeps more values live), so it runs one block per SM.
+CONV3X3_MMA_KERNELS(tf32, ns::mma::Tf32, NS_MMA_MIN_BLOCKS)
+CONV3X3_MMA_KERNELS(bf16, ns::mma::Bf16, 1)

@@ -20,7 +20,7 @@
 #include "tile_mma_sync.cuh"
 
 // Grid: (ceil(c/128), ceil(c/128), splits); block: 256; dynamic smem NS_MMA_SMEM_BYTES.
-template <bool VEC4>
+template <class P, bool VEC4>
 __device__ __forceinline__ void gram_partial_mma_body(const float* __restrict__ f, float* __restrict__ partials, int hw,
                                                       int c, int chunk, float* smem) {
     using namespace ns::mma;
@@ -34,7 +34,7 @@ __device__ __forceinline__ void gram_partial_mma_body(const float* __restrict__ 
     };
     Acc acc;
     zero(acc);
-    mainloop<false>(acc, smem, (p_end - p_begin + TILE_K - 1) / TILE_K, load);
+    mainloop<P, false>(acc, smem, (p_end - p_begin + TILE_K - 1) / TILE_K, load);
     float* out = partials + (size_t)z * c * c;
     const bool pairs = c % 2 == 0;
     for_each_pair(acc, i0, j0, [&](int i, int j, float v0, float v1) {
@@ -47,14 +47,6 @@ __device__ __forceinline__ void gram_partial_mma_body(const float* __restrict__ 
             if (j + 1 < c) o[1] = v1;
         }
     });
-}
-
-extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS) gram_partial_mma_tf32(const float* f, float* partials,
-                                                                                 int hw, int c, int chunk) {
-    if (blockIdx.x > blockIdx.y) return;  // the mirror tile is computed by block (tj, ti)
-    NS_DYNAMIC_SMEM(float, smem);
-    if (c % 4 == 0) gram_partial_mma_body<true>(f, partials, hw, c, chunk, smem);
-    else gram_partial_mma_body<false>(f, partials, hw, c, chunk, smem);
 }
 
 // Grid: ceil(c*c / 256); block: 256. gram.cu's gram_reduce with the 128-wide tiles' mirror rule.
@@ -70,7 +62,7 @@ extern "C" __global__ void gram_reduce_mma(const float* __restrict__ partials, f
 }
 
 // Grid: (ceil(hw/128), ceil(c/128)); block: 256; dynamic smem NS_MMA_SMEM_BYTES.
-template <bool VEC4>
+template <class P, bool VEC4>
 __device__ __forceinline__ void gram_bwd_acc_mma_body(const float* __restrict__ f, const float* __restrict__ sym,
                                                       float* __restrict__ df, int hw, int c, float* smem) {
     using namespace ns::mma;
@@ -82,7 +74,7 @@ __device__ __forceinline__ void gram_bwd_acc_mma_body(const float* __restrict__ 
     };
     Acc acc;
     zero(acc);
-    mainloop<true>(acc, smem, (c + TILE_K - 1) / TILE_K, load);
+    mainloop<P, true>(acc, smem, (c + TILE_K - 1) / TILE_K, load);
     const bool pairs = c % 2 == 0;
     for_each_pair(acc, m0, n0, [&](int p, int n, float v0, float v1) {
         if (p >= hw || n >= c) return;
@@ -97,9 +89,20 @@ __device__ __forceinline__ void gram_bwd_acc_mma_body(const float* __restrict__ 
     });
 }
 
-extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS) gram_bwd_acc_mma_tf32(const float* f, const float* sym,
-                                                                                 float* df, int hw, int c) {
-    NS_DYNAMIC_SMEM(float, smem);
-    if (c % 4 == 0) gram_bwd_acc_mma_body<true>(f, sym, df, hw, c, smem);
-    else gram_bwd_acc_mma_body<false>(f, sym, df, hw, c, smem);
-}
+#define GRAM_MMA_KERNELS(SUFFIX, P)                                                                     \
+    extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS) gram_partial_mma_##SUFFIX(               \
+        const float* f, float* partials, int hw, int c, int chunk) {                                      \
+        if (blockIdx.x > blockIdx.y) return; /* the mirror tile is computed by block (tj, ti) */           \
+        NS_DYNAMIC_SMEM(float, smem);                                                                     \
+        if (c % 4 == 0) gram_partial_mma_body<P, true>(f, partials, hw, c, chunk, smem);                  \
+        else gram_partial_mma_body<P, false>(f, partials, hw, c, chunk, smem);                            \
+    }                                                                                                     \
+    extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS) gram_bwd_acc_mma_##SUFFIX(               \
+        const float* f, const float* sym, float* df, int hw, int c) {                                     \
+        NS_DYNAMIC_SMEM(float, smem);                                                                     \
+        if (c % 4 == 0) gram_bwd_acc_mma_body<P, true>(f, sym, df, hw, c, smem);                          \
+        else gram_bwd_acc_mma_body<P, false>(f, sym, df, hw, c, smem);                                    \
+    }
+
+GRAM_MMA_KERNELS(tf32, ns::mma::Tf32)
+GRAM_MMA_KERNELS(bf16, ns::mma::Bf16)

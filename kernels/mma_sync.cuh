@@ -76,6 +76,21 @@ __device__ __forceinline__ unsigned lds_u32(const void* p) {
     return v;
 }
 
+// Two adjacent fp32 from shared memory (8-byte aligned): one LDS.64.
+__device__ __forceinline__ float2 lds_f32x2(const void* p) {
+    float2 v;
+    asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(smem_u32(p)));
+    return v;
+}
+
+// Two fp32 rounded to bf16 (nearest even) in one register: lo in bits 0-15, hi in 16-31, the
+// order of a bf16 mma operand pair (lower k in the low half).
+__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
 // 16 bytes global -> shared (both 16-byte aligned), zeros past src_bytes (0..16). L2 only (.cg).
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)), "l"(gmem), "r"(src_bytes)

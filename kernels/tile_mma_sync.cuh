@@ -101,6 +101,56 @@ __device__ __forceinline__ void mma_stage(Acc& acc, const float* As, const float
     }
 }
 
+// The same for bf16 (m16n8k16, 2 k16 steps): the stages hold fp32 as for tf32 (the loaders and
+// the pipeline are shared), and each fragment register is packed from two fp32 with
+// cvt.rn.bf16x2 on its way to the mma. A k-contiguous: one LDS.64 per register (k, k+1
+// adjacent); B and the Gram's Fᵀ: two LDS.32 (k, k+1 are rows apart). ldmatrix cannot serve
+// here (it would need bf16 in shared memory, i.e. converting in the loader or bf16 activations).
+// The B reads of rows k and k+2 share a swizzle phase: 2-way bank conflicts on B.
+template <bool A_KCONTIG>
+__device__ __forceinline__ void mma_stage_bf16(Acc& acc, const float* As, const float* Bs) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int wm = warp_m(), wn = warp_n();
+    #pragma unroll
+    for (int kk = 0; kk < TILE_K; kk += 16) {
+        unsigned a[4][4], b[4][2];
+        const int k0 = kk + 2 * t, k1 = k0 + 8;
+        #pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int m = wm + 16 * i + g;
+            if (A_KCONTIG) {
+                const float2 v0 = lds_f32x2(As + swz_mk(m, k0)), v1 = lds_f32x2(As + swz_mk(m + 8, k0));
+                const float2 v2 = lds_f32x2(As + swz_mk(m, k1)), v3 = lds_f32x2(As + swz_mk(m + 8, k1));
+                a[i][0] = pack_bf16x2(v0.x, v0.y);
+                a[i][1] = pack_bf16x2(v1.x, v1.y);
+                a[i][2] = pack_bf16x2(v2.x, v2.y);
+                a[i][3] = pack_bf16x2(v3.x, v3.y);
+            } else {
+                auto at = [&](int k, int mm) { return __uint_as_float(lds_u32(As + swz_kn(k, mm))); };
+                a[i][0] = pack_bf16x2(at(k0, m), at(k0 + 1, m));
+                a[i][1] = pack_bf16x2(at(k0, m + 8), at(k0 + 1, m + 8));
+                a[i][2] = pack_bf16x2(at(k1, m), at(k1 + 1, m));
+                a[i][3] = pack_bf16x2(at(k1, m + 8), at(k1 + 1, m + 8));
+            }
+        }
+        #pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int n = wn + 8 * j + g;
+            auto at = [&](int k) { return __uint_as_float(lds_u32(Bs + swz_kn(k, n))); };
+            b[j][0] = pack_bf16x2(at(k0), at(k0 + 1));
+            b[j][1] = pack_bf16x2(at(k1), at(k1 + 1));
+        }
+        #pragma unroll
+        for (int i = 0; i < 4; i++)
+            #pragma unroll
+            for (int j = 0; j < 4; j++) mma_bf16_16x8x16(acc[i][j], a[i], b[j]);
+    }
+}
+
+// Operand precision of the main loop (the Rust enum `Precision`'s tensor-core members).
+struct Tf32 { static const bool BF16 = false; };
+struct Bf16 { static const bool BF16 = true; };
+
 // The pipelined main loop over k_tiles slices. load(As, Bs, kt) issues (cp.async only) the copies
 // of slice kt into one stage; every thread calls it, and every thread must reach this function.
 //
@@ -109,7 +159,7 @@ __device__ __forceinline__ void mma_stage(Acc& acc, const float* As, const float
 // slice kt has landed (for this thread; the __syncthreads makes it so for the block). The same
 // barrier tells every warp that the stage slice kt - 1 occupied, which slice kt + STAGES - 1
 // refills, has been read.
-template <bool A_KCONTIG, class Load>
+template <class P, bool A_KCONTIG, class Load>
 __device__ __forceinline__ void mainloop(Acc& acc, float* smem, int k_tiles, Load load) {
     #pragma unroll
     for (int s = 0; s < STAGES - 1; s++) {
@@ -126,7 +176,8 @@ __device__ __forceinline__ void mainloop(Acc& acc, float* smem, int k_tiles, Loa
         }
         cp_async_commit();
         const float* st = smem + (kt % STAGES) * STAGE_FLOATS;
-        mma_stage<A_KCONTIG>(acc, st, st + A_FLOATS);
+        if (P::BF16) mma_stage_bf16<A_KCONTIG>(acc, st, st + A_FLOATS);
+        else mma_stage<A_KCONTIG>(acc, st, st + A_FLOATS);
     }
     cp_async_wait<0>();  // only empty groups remain; keeps the emulator's bookkeeping exact
 }

@@ -220,21 +220,29 @@ int main() {
 
     check_primitives();
 
-    // ---- conv3x3 on the mma.sync main loop (tf32): partial tiles, padding, both loader paths --
+    // ---- conv3x3 on the mma.sync main loop (tf32, bf16): partial tiles, padding, both loader paths --
     struct SM { int h, w, ci, co; };
     for (SM s : {SM{13, 13, 64, 96}, SM{7, 9, 3, 8}, SM{5, 6, 40, 3}, SM{5, 6, 4, 132}, SM{11, 13, 16, 24}}) {
         auto x = randn((size_t)s.h * s.w * s.ci), wt = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.ci)));
         auto b = randn(s.co, 0.1f), dy = randn((size_t)s.h * s.w * s.co), wf = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.co)));
         auto y_ref = conv_ref(s.h, s.w, s.ci, s.co, x, wt, b.data(), true);
         auto dx_ref = conv_ref(s.h, s.w, s.co, s.ci, dy, wf, nullptr, false);
-        auto y = nans(y_ref.size()), dx = nans(dx_ref.size());
-        launch_mma_tiles(s.h * s.w, s.co, 1, [&] { conv3x3_fwd_mma_tf32(x.data(), wt.data(), b.data(), y.data(), s.h, s.w, s.ci, s.co); });
-        launch_mma_tiles(s.h * s.w, s.ci, 1, [&] { conv3x3_bwd_input_mma_tf32(dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co); });
-        char buf[128];
-        std::snprintf(buf, sizeof buf, "conv3x3_fwd_mma_tf32 %dx%d %d->%d", s.h, s.w, s.ci, s.co);
-        check(buf, y, y_ref, tols[1]);
-        std::snprintf(buf, sizeof buf, "conv3x3_bwd_input_mma_tf32 %dx%d %d->%d", s.h, s.w, s.ci, s.co);
-        check(buf, dx, dx_ref, tols[1]);
+        for (int p = 1; p < 3; p++) {
+            auto y = nans(y_ref.size()), dx = nans(dx_ref.size());
+            launch_mma_tiles(s.h * s.w, s.co, 1, [&] {
+                if (p == 1) conv3x3_fwd_mma_tf32(x.data(), wt.data(), b.data(), y.data(), s.h, s.w, s.ci, s.co);
+                if (p == 2) conv3x3_fwd_mma_bf16(x.data(), wt.data(), b.data(), y.data(), s.h, s.w, s.ci, s.co);
+            });
+            launch_mma_tiles(s.h * s.w, s.ci, 1, [&] {
+                if (p == 1) conv3x3_bwd_input_mma_tf32(dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co);
+                if (p == 2) conv3x3_bwd_input_mma_bf16(dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co);
+            });
+            char buf[128];
+            std::snprintf(buf, sizeof buf, "conv3x3_fwd_mma_%s %dx%d %d->%d", names[p], s.h, s.w, s.ci, s.co);
+            check(buf, y, y_ref, tols[p]);
+            std::snprintf(buf, sizeof buf, "conv3x3_bwd_input_mma_%s %dx%d %d->%d", names[p], s.h, s.w, s.ci, s.co);
+            check(buf, dx, dx_ref, tols[p]);
+        }
     }
 
     // ---- conv3x3 -------------------------------------------------------------------------
@@ -308,7 +316,7 @@ int main() {
         }
     }
 
-    // ---- Gram and its backward on the mma.sync main loop (tf32) ------------------------------
+    // ---- Gram and its backward on the mma.sync main loop (tf32, bf16) ------------------------------
     for (auto [hw, c] : {std::pair{37, 5}, std::pair{300, 130}, std::pair{999, 68}, std::pair{50, 4}, std::pair{77, 200}}) {
         auto f = randn((size_t)hw * c);
         for (auto& v : f) v = std::max(v, 0.0f);
@@ -328,17 +336,25 @@ int main() {
                 df_ref[(size_t)q * c + n] += acc / ((double)c * hw);
             }
         auto [splits, chunk] = gram_split(hw, c, NS_MMA_BM);
-        std::vector<float> partials((size_t)splits * c * c, NAN), g = nans((size_t)c * c);
-        launch_mma_tiles(c, c, splits, [&] { gram_partial_mma_tf32(f.data(), partials.data(), hw, c, chunk); });
-        launch_1d((size_t)c * c, [&] { gram_reduce_mma(partials.data(), g.data(), c, splits, 1.0 / ((double)c * hw)); });
-        char buf[128];
-        std::snprintf(buf, sizeof buf, "gram_mma_tf32 hw %d c %d (%d splits of %d)", hw, c, splits, chunk);
-        check(buf, g, g_ref, tols[1]);
-        std::vector<float> sym = nans((size_t)c * c), df = df0;
-        launch_1d((size_t)c * c, [&] { gram_bwd_sym(dg.data(), sym.data(), c, 1.0f / (float)(c * hw)); });
-        launch_mma_tiles(hw, c, 1, [&] { gram_bwd_acc_mma_tf32(f.data(), sym.data(), df.data(), hw, c); });
-        std::snprintf(buf, sizeof buf, "gram_bwd_acc_mma_tf32 hw %d c %d", hw, c);
-        check(buf, df, df_ref, tols[1]);
+        for (int p = 1; p < 3; p++) {
+            std::vector<float> partials((size_t)splits * c * c, NAN), g = nans((size_t)c * c);
+            launch_mma_tiles(c, c, splits, [&] {
+                if (p == 1) gram_partial_mma_tf32(f.data(), partials.data(), hw, c, chunk);
+                if (p == 2) gram_partial_mma_bf16(f.data(), partials.data(), hw, c, chunk);
+            });
+            launch_1d((size_t)c * c, [&] { gram_reduce_mma(partials.data(), g.data(), c, splits, 1.0 / ((double)c * hw)); });
+            char buf[128];
+            std::snprintf(buf, sizeof buf, "gram_mma_%s hw %d c %d (%d splits of %d)", names[p], hw, c, splits, chunk);
+            check(buf, g, g_ref, tols[p]);
+            std::vector<float> sym = nans((size_t)c * c), df = df0;
+            launch_1d((size_t)c * c, [&] { gram_bwd_sym(dg.data(), sym.data(), c, 1.0f / (float)(c * hw)); });
+            launch_mma_tiles(hw, c, 1, [&] {
+                if (p == 1) gram_bwd_acc_mma_tf32(f.data(), sym.data(), df.data(), hw, c);
+                if (p == 2) gram_bwd_acc_mma_bf16(f.data(), sym.data(), df.data(), hw, c);
+            });
+            std::snprintf(buf, sizeof buf, "gram_bwd_acc_mma_%s hw %d c %d", names[p], hw, c);
+            check(buf, df, df_ref, tols[p]);
+        }
     }
 
     // ---- pool and relu ----------------------------------------------------------------------

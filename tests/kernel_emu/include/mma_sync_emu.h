@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include "cuda_bf16.h"
 
 inline unsigned __float_as_uint(float f) {
     unsigned u;
@@ -124,6 +125,17 @@ inline unsigned lds_u32(const void* p) {
     unsigned v;
     std::memcpy(&v, p, 4);
     return v;
+}
+
+inline float2 lds_f32x2(const void* p) {
+    emu_check_smem(p, 8, 8, "ld.shared.v2.f32 not 8-byte aligned or outside shared memory");
+    float2 v;
+    std::memcpy(&v, p, 8);
+    return v;
+}
+
+inline unsigned pack_bf16x2(float lo, float hi) {
+    return (unsigned)__float2bfloat16_rn(lo).bits | ((unsigned)__float2bfloat16_rn(hi).bits << 16);
 }
 
 inline void emu_cp_async_issue(void* smem, const void* gmem, int bytes, int src_bytes) {
