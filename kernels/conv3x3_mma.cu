@@ -11,8 +11,10 @@
 // bias, no ReLU. Suffix tf32: m16n8k8 on raw fp32; bf16: m16n8k16, operands rounded to bf16 in
 // the fragment path (tile_mma_sync.cuh).
 //
-// Grid: (ceil(M / 128), ceil(N / 128)); block: 256 threads; dynamic shared memory
-// NS_MMA_SMEM_BYTES (above the 48 KiB default: the host raises the kernel's limit once).
+// Grid: (ceil(M / 128), ceil(N / BN)); block: 256 threads; dynamic shared memory
+// NS_MMA_SMEM_BYTES for BN = 128 (*_mma_tf32, *_mma_bf16), NS_MMA_SMEM_BYTES_NARROW for BN = 64
+// (*_mma_n64_tf32, *_mma_n64_bf16); both above the 48 KiB default, so the host raises each
+// kernel's limit once.
 //
 // The im2col loader: each thread copies the same 4 (VEC4) or 16 rows of every A slice, so their
 // output pixels (oy, ox) are computed once, before the K loop; per slice a thread only turns its
@@ -23,13 +25,13 @@
 #include "common.cuh"
 #include "tile_mma_sync.cuh"
 
-template <class P, bool VA, bool VB>
+template <class P, class S, bool VA, bool VB>
 __device__ __forceinline__ void conv3x3_mma_body(const float* __restrict__ x, const float* __restrict__ wt,
                                                  const float* __restrict__ bias, float* __restrict__ y, int h, int w,
                                                  int c_in, int c_out, bool relu, float* smem) {
     using namespace ns::mma;
     const int M = h * w, N = c_out, K = 9 * c_in;
-    const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
+    const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * S::N_TILE;
     const int t = threadIdx.x;
     // This thread's A rows: VA: chunk column t % 8, rows t/8 + 32i; else column t % 32, rows t/32 + 8i.
     constexpr int ROWS = VA ? 4 : 16, ROW_STEP = VA ? 32 : 8;
@@ -64,11 +66,11 @@ __device__ __forceinline__ void conv3x3_mma_body(const float* __restrict__ x, co
             if (VA) ns::cp_async_16(dst, src, ok ? 16 : 0);
             else ns::cp_async_4(dst, src, ok ? 4 : 0);
         }
-        load_kn<VB>(Bs, wt, N, k0, K, n0, N);  // weights (K, N), row-major
+        load_kn<S::N_TILE, VB>(Bs, wt, N, k0, K, n0, N);  // weights (K, N), row-major
     };
-    Acc acc;
+    Acc<S> acc;
     zero(acc);
-    mainloop<P, true>(acc, smem, (K + TILE_K - 1) / TILE_K, load);
+    mainloop<P, S, true>(acc, smem, (K + TILE_K - 1) / TILE_K, load);
 
     // Epilogue straight from the accumulators: y = relu(acc + b), two adjacent channels per store.
     const bool pairs = N % 2 == 0;
@@ -92,30 +94,34 @@ __device__ __forceinline__ void conv3x3_mma_body(const float* __restrict__ x, co
     });
 }
 
-template <class P>
+template <class P, class S>
 __device__ __forceinline__ void conv3x3_mma(const float* x, const float* wt, const float* bias, float* y, int h, int w,
                                             int c_in, int c_out, bool relu) {
     NS_DYNAMIC_SMEM(float, smem);
     const bool va = c_in % 4 == 0, vb = c_out % 4 == 0;
-    if (va && vb) conv3x3_mma_body<P, true, true>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
-    else if (va) conv3x3_mma_body<P, true, false>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
-    else if (vb) conv3x3_mma_body<P, false, true>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
-    else conv3x3_mma_body<P, false, false>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
+    if (va && vb) conv3x3_mma_body<P, S, true, true>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
+    else if (va) conv3x3_mma_body<P, S, true, false>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
+    else if (vb) conv3x3_mma_body<P, S, false, true>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
+    else conv3x3_mma_body<P, S, false, false>(x, wt, bias, y, h, w, c_in, c_out, relu, smem);
 }
 
-#define CONV3X3_MMA_KERNELS(SUFFIX, P, MINB)                                                                 \
-    extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS, MINB) conv3x3_fwd_mma_##SUFFIX(       \
+// SUFFIX: precision, or n64_ + precision for the BN = 64 tile (the host picks it when N <= 64).
+#define CONV3X3_MMA_KERNELS(SUFFIX, P, S, MINB)                                                            \
+    extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS, MINB) conv3x3_fwd_mma_##SUFFIX(             \
         const float* x, const float* w, const float* b, float* y, int h, int wd, int c_in, int c_out) {      \
-        conv3x3_mma<P>(x, w, b, y, h, wd, c_in, c_out, true);                                              \
-    }                                                                                                    \
-    extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS, MINB)                                    \
-        conv3x3_bwd_input_mma_##SUFFIX(const float* dy, const float* w_flip, float* dx, int h, int wd,     \
-                                        int c_in, int c_out) {                                           \
-        /* the forward GEMM with c_in and c_out swapped, no bias, no ReLU */                             \
-        conv3x3_mma<P>(dy, w_flip, nullptr, dx, h, wd, c_out, c_in, false);                              \
+        conv3x3_mma<P, S>(x, w, b, y, h, wd, c_in, c_out, true);                                           \
+    }                                                                                                      \
+    extern "C" __global__ void __launch_bounds__(NS_MMA_THREADS, MINB)                                      \
+        conv3x3_bwd_input_mma_##SUFFIX(const float* dy, const float* w_flip, float* dx, int h, int wd,       \
+                                        int c_in, int c_out) {                                             \
+        /* the forward GEMM with c_in and c_out swapped, no bias, no ReLU */                               \
+        conv3x3_mma<P, S>(dy, w_flip, nullptr, dx, h, wd, c_out, c_in, false);                             \
     }
 
 // tf32: two blocks per SM at 128 registers, no spills. bf16 held to 128 registers spills ~570
-// bytes (the fp32 -> bf16x2 packing keeps more values live), so it runs one block per SM.
-CONV3X3_MMA_KERNELS(tf32, ns::mma::Tf32, NS_MMA_MIN_BLOCKS)
-CONV3X3_MMA_KERNELS(bf16, ns::mma::Bf16, 1)
+// bytes (the fp32 -> bf16x2 packing keeps more values live), so it runs one block per SM. The
+// narrow tiles (half the accumulators) fit two blocks per SM in both precisions.
+CONV3X3_MMA_KERNELS(tf32, ns::mma::Tf32, ns::mma::Wide, NS_MMA_MIN_BLOCKS)
+CONV3X3_MMA_KERNELS(bf16, ns::mma::Bf16, ns::mma::Wide, 1)
+CONV3X3_MMA_KERNELS(n64_tf32, ns::mma::Tf32, ns::mma::Narrow, NS_MMA_MIN_BLOCKS)
+CONV3X3_MMA_KERNELS(n64_bf16, ns::mma::Bf16, ns::mma::Narrow, NS_MMA_MIN_BLOCKS)

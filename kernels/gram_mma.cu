@@ -24,17 +24,19 @@ template <class P, bool VEC4>
 __device__ __forceinline__ void gram_partial_mma_body(const float* __restrict__ f, float* __restrict__ partials, int hw,
                                                       int c, int chunk, float* smem) {
     using namespace ns::mma;
+    typedef Wide S;
+    constexpr int TILE_N = S::N_TILE;
     const int ti = blockIdx.x, tj = blockIdx.y, z = blockIdx.z;
     const int i0 = ti * TILE_M, j0 = tj * TILE_N;
     const int p_begin = z * chunk, p_end = min(p_begin + chunk, hw);
     auto load = [&](float* As, float* Bs, int kt) {
         const int p0 = p_begin + kt * TILE_K;
-        load_kn<VEC4>(As, f, c, p0, p_end, i0, c);  // a[p][i] = f[p][i]: Fᵀ, m-contiguous
-        load_kn<VEC4>(Bs, f, c, p0, p_end, j0, c);  // b[p][j] = f[p][j]
+        load_kn<TILE_N, VEC4>(As, f, c, p0, p_end, i0, c);  // a[p][i] = f[p][i]: Fᵀ, m-contiguous
+        load_kn<TILE_N, VEC4>(Bs, f, c, p0, p_end, j0, c);  // b[p][j] = f[p][j]
     };
-    Acc acc;
+    Acc<S> acc;
     zero(acc);
-    mainloop<P, false>(acc, smem, (p_end - p_begin + TILE_K - 1) / TILE_K, load);
+    mainloop<P, S, false>(acc, smem, (p_end - p_begin + TILE_K - 1) / TILE_K, load);
     float* out = partials + (size_t)z * c * c;
     const bool pairs = c % 2 == 0;
     for_each_pair(acc, i0, j0, [&](int i, int j, float v0, float v1) {
@@ -66,15 +68,17 @@ template <class P, bool VEC4>
 __device__ __forceinline__ void gram_bwd_acc_mma_body(const float* __restrict__ f, const float* __restrict__ sym,
                                                       float* __restrict__ df, int hw, int c, float* smem) {
     using namespace ns::mma;
+    typedef Wide S;
+    constexpr int TILE_N = S::N_TILE;
     const int m0 = blockIdx.x * TILE_M, n0 = blockIdx.y * TILE_N;
     auto load = [&](float* As, float* Bs, int kt) {
         const int k0 = kt * TILE_K;
         load_mk<VEC4>(As, f, c, m0, hw, k0, c);    // a[p][k] = f[p][k]
-        load_kn<VEC4>(Bs, sym, c, k0, c, n0, c);   // b[k][n] = sym[k][n]
+        load_kn<TILE_N, VEC4>(Bs, sym, c, k0, c, n0, c);   // b[k][n] = sym[k][n]
     };
-    Acc acc;
+    Acc<S> acc;
     zero(acc);
-    mainloop<P, true>(acc, smem, (c + TILE_K - 1) / TILE_K, load);
+    mainloop<P, S, true>(acc, smem, (c + TILE_K - 1) / TILE_K, load);
     const bool pairs = c % 2 == 0;
     for_each_pair(acc, m0, n0, [&](int p, int n, float v0, float v1) {
         if (p >= hw || n >= c) return;

@@ -198,7 +198,8 @@ fn mma_gemm_matches_cpu_and_the_wmma_reference_in(p: Precision) {
     let cpu = CpuBackend::new();
     let mut rng = Rng::new(21);
     let mut shapes = CONV_SHAPES.to_vec();
-    shapes.push(ConvShape { h: 13, w: 13, c_in: 64, c_out: 96 }); // two M tiles of 128, one partial N tile
+    // Every N <= 64 above runs the narrow 128 x 64 kernels; these two the 128 x 128 ones.
+    shapes.push(ConvShape { h: 13, w: 13, c_in: 64, c_out: 96 }); // two M tiles of 128, one partial N tile (bwd: narrow)
     shapes.push(ConvShape { h: 32, w: 40, c_in: 128, c_out: 256 }); // whole tiles, K = 36 slices
     for s in shapes {
         let ConvShape { h, w, c_in, c_out } = s;
@@ -600,7 +601,19 @@ fn entry_points() -> Vec<(&'static cuda::KernelImages, String)> {
         expected.push((&GRAM, format!("gram_bwd_acc_{p}")));
     }
     for (images, names) in [
-        (&CONV3X3_MMA, &["conv3x3_fwd_mma_tf32", "conv3x3_bwd_input_mma_tf32", "conv3x3_fwd_mma_bf16", "conv3x3_bwd_input_mma_bf16"][..]),
+        (
+            &CONV3X3_MMA,
+            &[
+                "conv3x3_fwd_mma_tf32",
+                "conv3x3_bwd_input_mma_tf32",
+                "conv3x3_fwd_mma_bf16",
+                "conv3x3_bwd_input_mma_bf16",
+                "conv3x3_fwd_mma_n64_tf32",
+                "conv3x3_bwd_input_mma_n64_tf32",
+                "conv3x3_fwd_mma_n64_bf16",
+                "conv3x3_bwd_input_mma_n64_bf16",
+            ][..],
+        ),
         (&GRAM_MMA, &["gram_partial_mma_tf32", "gram_bwd_acc_mma_tf32", "gram_partial_mma_bf16", "gram_bwd_acc_mma_bf16", "gram_reduce_mma"][..]),
         (&GRAM, &["gram_reduce", "gram_bwd_sym"][..]),
         (&POOL, &["pool_fwd", "pool_bwd"][..]),

@@ -84,6 +84,10 @@ const TILE_K: usize = 32;
 const MMA_THREADS: u32 = 256;
 const MMA_TILE: usize = 128;
 const MMA_SMEM_BYTES: u32 = 98304;
+/// The narrow conv kernels (`*_mma_n64_*`): 128 x 64 tiles for GEMMs with N <= 64
+/// (NS_MMA_BN_NARROW, NS_MMA_SMEM_BYTES_NARROW).
+const MMA_TILE_N_NARROW: usize = 64;
+const MMA_SMEM_BYTES_NARROW: u32 = 73728;
 
 /// Which GEMM main loop the convolution and Gram kernels run: `NEURAL_STYLE_CUDA_GEMM=wmma|mma`.
 ///   - `Wmma` (default): kernels/tile_mma.cuh, 64x64 tiles, 4 warps, WMMA; the readable reference,
@@ -162,6 +166,9 @@ fn device_count() -> Result<usize> {
 struct Kernels {
     conv3x3_fwd: CudaFunction,
     conv3x3_bwd_input: CudaFunction,
+    /// With `Gemm::Mma`: the 128 x 64 conv kernels, for N <= 64 (`mma_conv_narrow`).
+    conv3x3_fwd_narrow: Option<CudaFunction>,
+    conv3x3_bwd_input_narrow: Option<CudaFunction>,
     relu_bwd: CudaFunction,
     pool_fwd: CudaFunction,
     pool_bwd: CudaFunction,
@@ -214,6 +221,8 @@ impl Kernels {
         let mut k = Kernels {
             conv3x3_fwd: f(&conv, &format!("conv3x3_fwd_{p}"))?,
             conv3x3_bwd_input: f(&conv, &format!("conv3x3_bwd_input_{p}"))?,
+            conv3x3_fwd_narrow: None,
+            conv3x3_bwd_input_narrow: None,
             relu_bwd: f(&relu, "relu_bwd")?,
             pool_fwd: f(&pool, "pool_fwd")?,
             pool_bwd: f(&pool, "pool_bwd")?,
@@ -245,10 +254,21 @@ impl Kernels {
             k.gram_partial = f(&gram_mma, &format!("gram_partial_mma_{p}"))?;
             k.gram_bwd_acc = f(&gram_mma, &format!("gram_bwd_acc_mma_{p}"))?;
             k.gram_reduce = f(&gram_mma, "gram_reduce_mma")?;
-            for (func, name) in [(&k.conv3x3_fwd, "conv3x3_fwd_mma"), (&k.conv3x3_bwd_input, "conv3x3_bwd_input_mma"), (&k.gram_partial, "gram_partial_mma"), (&k.gram_bwd_acc, "gram_bwd_acc_mma")] {
-                func.set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, MMA_SMEM_BYTES as i32)
-                    .map_err(|e| anyhow!("allowing {name} {MMA_SMEM_BYTES} bytes of dynamic shared memory failed: {e}"))?;
+            let fwd_narrow = f(&conv_mma, &format!("conv3x3_fwd_mma_n64_{p}"))?;
+            let bwd_narrow = f(&conv_mma, &format!("conv3x3_bwd_input_mma_n64_{p}"))?;
+            for (func, name, bytes) in [
+                (&k.conv3x3_fwd, "conv3x3_fwd_mma", MMA_SMEM_BYTES),
+                (&k.conv3x3_bwd_input, "conv3x3_bwd_input_mma", MMA_SMEM_BYTES),
+                (&k.gram_partial, "gram_partial_mma", MMA_SMEM_BYTES),
+                (&k.gram_bwd_acc, "gram_bwd_acc_mma", MMA_SMEM_BYTES),
+                (&fwd_narrow, "conv3x3_fwd_mma_n64", MMA_SMEM_BYTES_NARROW),
+                (&bwd_narrow, "conv3x3_bwd_input_mma_n64", MMA_SMEM_BYTES_NARROW),
+            ] {
+                func.set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+                    .map_err(|e| anyhow!("allowing {name} {bytes} bytes of dynamic shared memory failed: {e}"))?;
             }
+            k.conv3x3_fwd_narrow = Some(fwd_narrow);
+            k.conv3x3_bwd_input_narrow = Some(bwd_narrow);
         }
         Ok((k, image))
     }
@@ -319,6 +339,23 @@ pub fn gemm_launch(gemm: Gemm, m: usize, n: usize, z: usize) -> LaunchConfig {
     match gemm {
         Gemm::Wmma => LaunchConfig { grid_dim: tile_blocks(m, n, z), block_dim: (TILE_THREADS, 1, 1), shared_mem_bytes: 0 },
         Gemm::Mma => LaunchConfig { grid_dim: mma_tile_blocks(m, n, z), block_dim: (MMA_THREADS, 1, 1), shared_mem_bytes: MMA_SMEM_BYTES },
+    }
+}
+
+/// Whether an mma conv launch with GEMM width n (c_out forward, c_in backward) takes the narrow
+/// 128 x 64 kernels: a 128-wide tile would leave half or more of its columns empty.
+pub fn mma_conv_narrow(n: usize) -> bool {
+    n <= MMA_TILE_N_NARROW
+}
+
+/// The launch of a conv kernel on an (m, n) output: `gemm_launch`, except the narrow mma kernels'
+/// grid and shared memory when `mma_conv_narrow(n)`.
+pub fn conv_launch(gemm: Gemm, m: usize, n: usize) -> LaunchConfig {
+    if gemm == Gemm::Mma && mma_conv_narrow(n) {
+        let grid = (m.div_ceil(MMA_TILE) as u32, n.div_ceil(MMA_TILE_N_NARROW) as u32, 1);
+        LaunchConfig { grid_dim: grid, block_dim: (MMA_THREADS, 1, 1), shared_mem_bytes: MMA_SMEM_BYTES_NARROW }
+    } else {
+        gemm_launch(gemm, m, n, 1)
     }
 }
 
@@ -466,6 +503,14 @@ impl CudaBackend {
         gemm_launch(self.gemm, m, n, z)
     }
 
+    /// The conv kernel for GEMM width n: the narrow one where `conv_launch` sizes for it.
+    fn conv_kernel<'a>(&self, wide: &'a CudaFunction, narrow: &'a Option<CudaFunction>, n: usize) -> &'a CudaFunction {
+        match narrow {
+            Some(f) if self.gemm == Gemm::Mma && mma_conv_narrow(n) => f,
+            _ => wide,
+        }
+    }
+
     fn gram_split(&self, hw: usize, c: usize) -> (usize, usize) {
         match self.gemm {
             Gemm::Wmma => gram_split(hw, c),
@@ -514,9 +559,10 @@ impl Backend for CudaBackend {
         ensure!(x.len() >= h * wd * c_in && w.len() >= 9 * c_in * c_out && b.len() >= c_out && y.len() >= h * wd * c_out, "conv3x3_fwd: buffer sizes do not match {s:?}");
         let (hh, ww, ci, co) = (i32_of(h, "h")?, i32_of(wd, "w")?, i32_of(c_in, "c_in")?, i32_of(c_out, "c_out")?);
         i32_of(h * wd * c_in.max(c_out), "activation size")?;
-        let mut l = self.stream.launch_builder(&self.k.conv3x3_fwd);
+        let f = self.conv_kernel(&self.k.conv3x3_fwd, &self.k.conv3x3_fwd_narrow, c_out);
+        let mut l = self.stream.launch_builder(f);
         l.arg(x).arg(w).arg(b).arg(y).arg(&hh).arg(&ww).arg(&ci).arg(&co);
-        self.launch(&mut l, "conv3x3_fwd", self.tile_grid(h * wd, c_out, 1), || format!("{s:?}"))?;
+        self.launch(&mut l, "conv3x3_fwd", conv_launch(self.gemm, h * wd, c_out), || format!("{s:?}"))?;
         Ok(())
     }
     fn conv3x3_bwd_input(&self, s: ConvShape, dy: &CudaSlice<f32>, w_flip: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<()> {
@@ -524,10 +570,11 @@ impl Backend for CudaBackend {
         ensure!(dy.len() >= h * wd * c_out && w_flip.len() >= 9 * c_in * c_out && dx.len() >= h * wd * c_in, "conv3x3_bwd_input: buffer sizes do not match {s:?}");
         let (hh, ww, ci, co) = (i32_of(h, "h")?, i32_of(wd, "w")?, i32_of(c_in, "c_in")?, i32_of(c_out, "c_out")?);
         i32_of(h * wd * c_in.max(c_out), "activation size")?;
-        let mut l = self.stream.launch_builder(&self.k.conv3x3_bwd_input);
-        l.arg(dy).arg(w_flip).arg(dx).arg(&hh).arg(&ww).arg(&ci).arg(&co);
         // The GEMM's N is the input's channel count.
-        self.launch(&mut l, "conv3x3_bwd_input", self.tile_grid(h * wd, c_in, 1), || format!("{s:?}"))?;
+        let f = self.conv_kernel(&self.k.conv3x3_bwd_input, &self.k.conv3x3_bwd_input_narrow, c_in);
+        let mut l = self.stream.launch_builder(f);
+        l.arg(dy).arg(w_flip).arg(dx).arg(&hh).arg(&ww).arg(&ci).arg(&co);
+        self.launch(&mut l, "conv3x3_bwd_input", conv_launch(self.gemm, h * wd, c_in), || format!("{s:?}"))?;
         Ok(())
     }
     fn relu_bwd(&self, y: &CudaSlice<f32>, dy: &mut CudaSlice<f32>) -> Result<()> {
@@ -774,6 +821,9 @@ mod tests {
         assert_eq!(define(tile, "NS_MMA_BK"), TILE_K, "gram_split_mma's chunks are multiples of the K slice");
         let (stages, bk) = (define(tile, "NS_MMA_STAGES"), define(tile, "NS_MMA_BK"));
         assert_eq!(define(tile, "NS_MMA_SMEM_BYTES"), MMA_SMEM_BYTES as usize);
+        assert_eq!(define(tile, "NS_MMA_BN_NARROW"), MMA_TILE_N_NARROW);
+        assert_eq!(define(tile, "NS_MMA_SMEM_BYTES_NARROW"), MMA_SMEM_BYTES_NARROW as usize);
+        assert_eq!(stages * (MMA_TILE + MMA_TILE_N_NARROW) * bk * 4, MMA_SMEM_BYTES_NARROW as usize);
         assert_eq!(stages * (2 * MMA_TILE * bk) * 4, MMA_SMEM_BYTES as usize, "stages x (A + B slices) x 4 bytes");
         // Above the 48 KiB default (the opt-in in Kernels::load), within the 227 KiB of an H100/H200
         // block and the 163 KiB of an A100's.
@@ -793,6 +843,25 @@ mod tests {
         }
         assert_eq!(mma_tile_blocks(169, 96, 1), (2, 1, 1));
         assert_eq!(mma_tile_blocks(512 * 512, 512, 1), (2048, 4, 1));
+    }
+
+    #[test]
+    fn conv_launches_take_the_narrow_mma_tile_for_n_up_to_64() {
+        for (m, n) in [(1, 1), (169, 3), (169, 64), (169, 65), (169, 96), (512 * 512, 64), (512 * 512, 3), (4096, 512)] {
+            let cfg = conv_launch(Gemm::Mma, m, n);
+            let (x, y, z) = cfg.grid_dim;
+            let bn = if n <= 64 { 64 } else { 128 };
+            assert_eq!(mma_conv_narrow(n), n <= 64);
+            assert!(x as usize * MMA_TILE >= m && (x as usize - 1) * MMA_TILE < m, "m {m}: {x}");
+            assert!(y as usize * bn >= n && (y as usize - 1) * bn < n, "n {n}: {y}");
+            assert_eq!((z, cfg.block_dim), (1, (MMA_THREADS, 1, 1)));
+            assert_eq!(cfg.shared_mem_bytes, if n <= 64 { MMA_SMEM_BYTES_NARROW } else { MMA_SMEM_BYTES }, "n {n}");
+            // WMMA is untouched by the choice.
+            let w = conv_launch(Gemm::Wmma, m, n);
+            assert_eq!((w.grid_dim, w.block_dim, w.shared_mem_bytes), (tile_blocks(m, n, 1), (TILE_THREADS, 1, 1), 0));
+        }
+        assert_eq!(conv_launch(Gemm::Mma, 512 * 512, 64).grid_dim, (2048, 1, 1));
+        assert_eq!(conv_launch(Gemm::Mma, 512 * 512, 128).grid_dim, (2048, 1, 1));
     }
 
     #[test]
