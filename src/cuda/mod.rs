@@ -90,11 +90,11 @@ const MMA_TILE_N_NARROW: usize = 64;
 const MMA_SMEM_BYTES_NARROW: u32 = 73728;
 
 /// Which GEMM main loop the convolution and Gram kernels run: `NEURAL_STYLE_CUDA_GEMM=wmma|mma`.
-///   - `Wmma` (default): kernels/tile_mma.cuh, 64x64 tiles, 4 warps, WMMA; the readable reference,
-///     and the only one for fp32 and bf16.
-///   - `Mma`: kernels/tile_mma_sync.cuh, 128x128x32 tiles, 8 warps, a 3-stage cp.async pipeline,
-///     swizzled shared memory, ldmatrix/LDS + mma.sync (m16n8k8 tf32, m16n8k16 bf16); tf32 and
-///     bf16 (fp32 keeps its FFMA WMMA-file kernels).
+///   - `Wmma` (default): kernels/tile_mma.cuh, 64x64 tiles, 4 warps, WMMA (plain FFMA for fp32);
+///     the readable reference, and the only one for fp32.
+///   - `Mma`: kernels/tile_mma_sync.cuh, 128x128x32 tiles (128x64 for conv GEMMs with N <= 64),
+///     8 warps, a 3-stage cp.async pipeline, swizzled shared memory, ldmatrix/LDS + mma.sync
+///     (m16n8k8 tf32, m16n8k16 bf16); tf32 and bf16.
 /// The default stays `Wmma` until a GPU run has verified `Mma` (docs/GPU.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Gemm {
@@ -246,7 +246,8 @@ impl Kernels {
         };
         if gemm == Gemm::Mma {
             // The fast path replaces the four GEMM kernels and the Gram's reduce (its mirror rule
-            // follows the tile). Its 96 KiB of dynamic shared memory needs the opt-in above 48 KiB.
+            // follows the tile), and adds the narrow conv kernels. Their 96 / 72 KiB of dynamic
+            // shared memory need the opt-in above 48 KiB (an sm_86/89 block may have 99 KiB).
             let conv_mma = load(&kernels::CONV3X3_MMA)?;
             let gram_mma = load(&kernels::GRAM_MMA)?;
             k.conv3x3_fwd = f(&conv_mma, &format!("conv3x3_fwd_mma_{p}"))?;
