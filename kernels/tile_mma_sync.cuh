@@ -27,6 +27,10 @@
 //   n- or m-contiguous (row k of 128 floats = 32 chunks): chunk c -> c ^ 2 (k % 4). A fragment
 //     load reads columns n..n+7 (n % 8 == 0: chunks 2q, 2q+1) of rows k..k+3: 8 distinct chunks
 //     of one 128-byte line, all 32 banks.
+// tests/kernel_emu/check.cpp replays every fragment read of a stage: tf32 has no conflict; bf16's
+// LDS.64 A reads and LDS B reads are 2-way (rows m, m+1 resp. k, k+2 share a phase). Swizzles that
+// clear bf16 too (A: c ^ (2 (m % 4) + (m / 4) % 2); B: c ^ 2 ((k ^ k/2) % 4)) pass the replay but
+// cost the tf32 conv 8-180 bytes of spills at 128 registers; they need a per-precision swizzle.
 #pragma once
 #include "mma_sync.cuh"
 
@@ -133,7 +137,7 @@ __device__ __forceinline__ void mma_stage(Acc<S>& acc, const float* As, const fl
 // cvt.rn.bf16x2 on its way to the mma. A k-contiguous: one LDS.64 per register (k, k+1
 // adjacent); B and the Gram's Fᵀ: two LDS.32 (k, k+1 are rows apart). ldmatrix cannot serve
 // here (it would need bf16 in shared memory, i.e. converting in the loader or bf16 activations).
-// The B reads of rows k and k+2 share a swizzle phase: 2-way bank conflicts on B.
+// The A and B reads have 2-way bank conflicts (see the swizzles above).
 template <class S, bool A_KCONTIG>
 __device__ __forceinline__ void mma_stage_bf16(Acc<S>& acc, const float* As, const float* Bs) {
     const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;

@@ -206,6 +206,76 @@ static void check_primitives() {
     }
 }
 
+// ---- shared-memory bank conflicts of the mma main loop's fragment reads ----------------------
+// The kernels compute every fragment address with ns::mma::swz_mk / swz_kn; this replays those
+// address patterns for every warp position, k step and tile of a stage and counts, per
+// shared-memory wavefront, how many distinct 4-byte words share a bank (1 = conflict-free).
+// A 32-bit LDS is one wavefront of 32 lanes; an LDS.64 two (16 lanes each); an ldmatrix.x4 one
+// per 8 x 16-byte matrix (8 lanes' rows, 32 words).
+static int conflict_degree(const std::vector<std::vector<int>>& wavefronts_words) {
+    int worst = 1;
+    for (const auto& words : wavefronts_words) {
+        std::vector<std::vector<int>> bank(32);
+        for (int w : words)
+            if (std::find(bank[w % 32].begin(), bank[w % 32].end(), w) == bank[w % 32].end()) bank[w % 32].push_back(w);
+        for (auto& b : bank) worst = std::max(worst, (int)b.size());
+    }
+    return worst;
+}
+
+template <class S>
+static void check_bank_conflicts(const char* tile) {  // tf32 conflict-free; bf16 at most 2-way (tile_mma_sync.cuh)
+    using namespace ns::mma;
+    int ldsm_a = 1, lds_b = 1, lds_a_mcontig = 1, lds64_a = 1, lds_b_bf16 = 1;
+    for (int warp = 0; warp < 8; warp++) {
+        const int wm = (warp % S::WARPS_M) * 16 * S::MI, wn = (warp / S::WARPS_M) * 32;
+        for (int kk = 0; kk < TILE_K; kk += 8)
+            for (int i = 0; i < S::MI; i++) {
+                std::vector<std::vector<int>> mats(4), a_m(4);
+                for (int lane = 0; lane < 32; lane++) {
+                    const int r = wm + 16 * i + (lane % 8) + 8 * ((lane / 8) % 2), k = kk + 4 * (lane / 16);
+                    for (int q = 0; q < 4; q++) mats[lane / 8].push_back(swz_mk(r, k) + q);
+                    const int g = lane / 4, t = lane % 4, m = wm + 16 * i + g;
+                    a_m[0].push_back(swz_kn<TILE_M>(kk + t, m));
+                    a_m[1].push_back(swz_kn<TILE_M>(kk + t, m + 8));
+                    a_m[2].push_back(swz_kn<TILE_M>(kk + t + 4, m));
+                    a_m[3].push_back(swz_kn<TILE_M>(kk + t + 4, m + 8));
+                }
+                ldsm_a = std::max(ldsm_a, conflict_degree(mats));
+                for (auto& w : a_m) lds_a_mcontig = std::max(lds_a_mcontig, conflict_degree({w}));
+            }
+        for (int kk = 0; kk < TILE_K; kk += 8)
+            for (int j = 0; j < 4; j++)
+                for (int half = 0; half < 2; half++) {
+                    std::vector<int> words;
+                    for (int lane = 0; lane < 32; lane++) words.push_back(swz_kn<S::N_TILE>(kk + lane % 4 + 4 * half, wn + 8 * j + lane / 4));
+                    lds_b = std::max(lds_b, conflict_degree({words}));
+                }
+        for (int kk = 0; kk < TILE_K; kk += 16)
+            for (int i = 0; i < S::MI; i++)
+                for (int reg = 0; reg < 4; reg++) {
+                    std::vector<std::vector<int>> halves(2);
+                    for (int lane = 0; lane < 32; lane++) {
+                        const int m = wm + 16 * i + lane / 4 + 8 * (reg % 2), k = kk + 2 * (lane % 4) + 8 * (reg / 2);
+                        halves[lane / 16].push_back(swz_mk(m, k));
+                        halves[lane / 16].push_back(swz_mk(m, k) + 1);
+                    }
+                    lds64_a = std::max(lds64_a, conflict_degree(halves));
+                }
+        for (int kk = 0; kk < TILE_K; kk += 16)
+            for (int j = 0; j < 4; j++)
+                for (int dk : {0, 1, 8, 9}) {
+                    std::vector<int> words;
+                    for (int lane = 0; lane < 32; lane++) words.push_back(swz_kn<S::N_TILE>(kk + 2 * (lane % 4) + dk, wn + 8 * j + lane / 4));
+                    lds_b_bf16 = std::max(lds_b_bf16, conflict_degree({words}));
+                }
+    }
+    const bool ok = ldsm_a == 1 && lds_b == 1 && lds_a_mcontig == 1 && lds64_a <= 2 && lds_b_bf16 <= 2;
+    failures += !ok;
+    std::printf("%-4s bank conflicts, %s tile: ldmatrix A %d-way, LDS B %d-way, LDS Fᵀ %d-way, bf16 LDS.64 A %d-way, bf16 LDS B %d-way\n",
+                ok ? "ok" : "FAIL", tile, ldsm_a, lds_b, lds_a_mcontig, lds64_a, lds_b_bf16);
+}
+
 static double finish_sum(double* partials, unsigned blocks, bool max = false) {
     double out = NAN;
     emu_launch({1, 1, 1}, 256, [&] {
@@ -220,6 +290,8 @@ int main() {
     const double tols[3] = {1e-5, 3e-3, 2e-2};
 
     check_primitives();
+    check_bank_conflicts<ns::mma::Wide>("128x128");
+    check_bank_conflicts<ns::mma::Narrow>("128x64");
 
     // ---- conv3x3 on the mma.sync main loop (tf32, bf16): partial tiles, padding, both loader paths --
     struct SM { int h, w, ci, co; };
