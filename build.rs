@@ -22,7 +22,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const KERNELS: [&str; 6] = ["conv3x3", "gram", "pool", "relu", "loss", "vector"];
+const KERNELS: [&str; 8] = ["conv3x3", "gram", "pool", "relu", "loss", "vector", "conv3x3_mma", "gram_mma"];
 const DEFAULT_CUBIN_ARCHS: [u32; 4] = [80, 86, 89, 90];
 const DEFAULT_PTX_ARCH: u32 = 80;
 /// Every variable this script reads: a change to any of them re-runs it.

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Assembles every PTX that build.rs generated with `ptxas -arch=sm_90 -v` (no GPU needed) and
 # prints registers / spills / shared memory per kernel. Fails if ptxas rejects a file, if no PTX
-# is found, or if a convolution or Gram kernel (conv3x3_*, gram_*) spills.
+# is found, or if a convolution or Gram kernel (conv3x3_*, gram_*) spills. The mma.sync fast path
+# (*_mma.ptx) must also really hold its instructions: mma.sync m16n8k8 tf32 and m16n8k16 bf16,
+# the bf16x2 packing, ldmatrix, cp.async with the zero-filling src-size form, ld.shared for the
+# LDS fragments, and no WMMA.
 #
 # Usage: .ci/check_ptxas.sh [ptx dir]   (default: $NEURAL_STYLE_PTX_DIR or ${CARGO_TARGET_DIR:-target}/ptx,
 #        which build.rs fills on every build that compiles kernels). PTXAS_ARCH overrides sm_90.
@@ -54,6 +57,14 @@ for f in "${files[@]}"; do
             fail=1
         fi
     done <<<"$rows"
+done
+for f in "$dir"/*_mma.ptx; do
+    for want in 'mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32' 'mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32' \
+                'cvt.rn.bf16x2.f32' 'ldmatrix.sync.aligned.m8n8.x4.shared.b16' \
+                'cp.async.cg.shared.global' 'cp.async.wait_group' 'ld.shared.b32'; do
+        grep -qF "$want" "$f" || { echo "FAIL: $(basename "$f") lacks $want" >&2; fail=1; }
+    done
+    if grep -q 'wmma\.' "$f"; then echo "FAIL: $(basename "$f") uses WMMA" >&2; fail=1; fi
 done
 ((fail == 0)) && echo "OK: every kernel assembles for $arch; no conv/Gram kernel spills"
 exit "$fail"

@@ -16,7 +16,10 @@
 # and target/release/deps), SIZES (512,1024), PRECISIONS (fp32,tf32,bf16), EVALS (20), WARMUP (3),
 # TORCH_EVALS (40), TORCH_CONFIGS, TORCH_GATYS, PYTHON (python3), E2E_SIZE (128), E2E_ITERS (50),
 # RUN512_ITERS (500; 0 skips the 512 px run), DEVICE (cuda; `cpu` dry-runs every step on the CPU,
-# for checking this script on a machine without a GPU).
+# for checking this script on a machine without a GPU), GEMMS (wmma,mma: the GEMM main loops to
+# check, NEURAL_STYLE_CUDA_GEMM; `mma` exists for tf32 and bf16, so it adds one parity run and the
+# benches bench_tf32-mma.jsonl and bench_bf16-mma.jsonl, whose table rows have no PyTorch column:
+# compare them with the tf32 and bf16 rows).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${CHECK_OUT:-target/gpu_check}"
@@ -57,6 +60,14 @@ if [[ -n "$pbin" && -x "$pbin" ]]; then
     st="$(status run_step parity "$out/parity.log" "${require[@]}" "$pbin" --test-threads=1 --nocapture)"
     row "parity tests" "$st" "$(cat "$out/parity.log.time")" "$(grep -E '^test result' "$out/parity.log" | tail -1)"
     grep -E 'FAILED|panicked' "$out/parity.log" | head -20
+    # The same suite with the mma.sync main loop selected: every tf32 and bf16 test (whole evaluation and
+    # L-BFGS included) then runs the fast path. (mma_gemm_matches_cpu_and_the_wmma_reference
+    # compares the two op by op in either run.)
+    if [[ ",${GEMMS:-wmma,mma}," == *,mma,* ]]; then
+        st="$(status run_step parity_mma "$out/parity_mma.log" env NEURAL_STYLE_CUDA_GEMM=mma "${require[@]}" "$pbin" --test-threads=1 --nocapture)"
+        row "parity tests (gemm mma)" "$st" "$(cat "$out/parity_mma.log.time")" "$(grep -E '^test result' "$out/parity_mma.log" | tail -1)"
+        grep -E 'FAILED|panicked' "$out/parity_mma.log" | head -20
+    fi
 else
     row "parity tests" "MISS" "-" "no cuda_parity binary: run scripts/gpu_pack.sh first"
 fi
@@ -90,6 +101,11 @@ if [[ -x "$ns" ]]; then
         st="$(status run_step "bench_$p" "$out/bench_$p.log" "$ns" "${args[@]}")"
         grep '^{' "$out/bench_$p.log" >"$out/bench_$p.jsonl"
         row "bench $p" "$st" "$(cat "$out/bench_$p.log.time")" "$(tail -1 "$out/bench_$p.log" | cut -c1-120)"
+        if [[ "$device" == cuda && "$p" != fp32 && ",${GEMMS:-wmma,mma}," == *,mma,* ]]; then
+            st="$(status run_step "bench_$p-mma" "$out/bench_$p-mma.log" env NEURAL_STYLE_CUDA_GEMM=mma "$ns" "${args[@]}")"
+            grep '^{' "$out/bench_$p-mma.log" >"$out/bench_$p-mma.jsonl"
+            row "bench $p (gemm mma)" "$st" "$(cat "$out/bench_$p-mma.log.time")" "$(tail -1 "$out/bench_$p-mma.log" | cut -c1-120)"
+        fi
         [[ "$device" == cpu ]] && break
     done
 else

@@ -177,6 +177,92 @@ fn conv3x3_forward_and_input_gradient_match_cpu() {
     }
 }
 
+/// The mma.sync fast path (NEURAL_STYLE_CUDA_GEMM=mma: tf32 and bf16) against the CPU and against
+/// the WMMA reference kernels on the same GPU, op by op, on the conv and Gram shapes above, plus
+/// determinism. The precision's tolerance holds for both comparisons: in tf32 the fast path
+/// truncates its operands (the tensor core reads the top 19 bits of raw fp32) where WMMA rounds
+/// them, and each is within ~1e-3 of the exact result (kernel_emu: 5e-4 to 1e-3), so they differ
+/// by < 3e-3; in bf16 both round to nearest even (kernel_emu: 4e-4 to 5e-3 against 2e-2).
+#[test]
+fn mma_gemm_matches_cpu_and_the_wmma_reference() {
+    let Some(_) = gpu(Precision::Tf32) else { return };
+    for p in [Precision::Tf32, Precision::Bf16] {
+        mma_gemm_matches_cpu_and_the_wmma_reference_in(p);
+    }
+}
+
+fn mma_gemm_matches_cpu_and_the_wmma_reference_in(p: Precision) {
+    let fast = CudaBackend::with_gemm(0, p, cuda::Gemm::Mma).unwrap();
+    let refk = CudaBackend::with_gemm(0, p, cuda::Gemm::Wmma).unwrap();
+    assert_eq!((fast.gemm(), refk.gemm()), (cuda::Gemm::Mma, cuda::Gemm::Wmma));
+    let cpu = CpuBackend::new();
+    let mut rng = Rng::new(21);
+    let mut shapes = CONV_SHAPES.to_vec();
+    // Every N <= 64 above runs the narrow 128 x 64 kernels; these two the 128 x 128 ones.
+    shapes.push(ConvShape { h: 13, w: 13, c_in: 64, c_out: 96 }); // two M tiles of 128, one partial N tile (bwd: narrow)
+    shapes.push(ConvShape { h: 32, w: 40, c_in: 128, c_out: 256 }); // whole tiles, K = 36 slices
+    for s in shapes {
+        let ConvShape { h, w, c_in, c_out } = s;
+        let x = rng.normal_vec(h * w * c_in, 1.0);
+        let wt = rng.normal_vec(9 * c_in * c_out, (2.0 / (9 * c_in) as f32).sqrt());
+        let b = rng.normal_vec(c_out, 0.1);
+        let dy = rng.normal_vec(h * w * c_out, 1.0);
+        let w_flip = rng.normal_vec(9 * c_in * c_out, (2.0 / (9 * c_out) as f32).sqrt());
+        let mut y_cpu = vec![0.0; h * w * c_out];
+        cpu.conv3x3_fwd(s, &x, &wt, &b, &mut y_cpu).unwrap();
+        let mut dx_cpu = vec![0.0; h * w * c_in];
+        cpu.conv3x3_bwd_input(s, &dy, &w_flip, &mut dx_cpu).unwrap();
+        let mut outs = Vec::new();
+        for be in [&fast, &refk] {
+            let (xg, wg, bg) = (be.upload(&x).unwrap(), be.upload(&wt).unwrap(), be.upload(&b).unwrap());
+            let mut yg = nan_buf(be, h * w * c_out);
+            be.conv3x3_fwd(s, &xg, &wg, &bg, &mut yg).unwrap();
+            let (dyg, wfg) = (be.upload(&dy).unwrap(), be.upload(&w_flip).unwrap());
+            let mut dxg = nan_buf(be, h * w * c_in);
+            be.conv3x3_bwd_input(s, &dyg, &wfg, &mut dxg).unwrap();
+            let (y1, dx1) = (be.download(&yg).unwrap(), be.download(&dxg).unwrap());
+            if be.gemm() == cuda::Gemm::Mma {
+                let mut yg2 = nan_buf(be, h * w * c_out);
+                be.conv3x3_fwd(s, &xg, &wg, &bg, &mut yg2).unwrap();
+                assert_eq!(bits(&y1), bits(&be.download(&yg2).unwrap()), "conv3x3_fwd_mma {p:?} {s:?} is not deterministic");
+            }
+            outs.push((y1, dx1));
+        }
+        assert_close(&format!("conv3x3_fwd_mma {p:?} {s:?}"), &outs[0].0, &y_cpu, tol(p));
+        assert_close(&format!("conv3x3_bwd_input_mma {p:?} {s:?}"), &outs[0].1, &dx_cpu, tol(p));
+        assert_close(&format!("conv3x3_fwd_mma_vs_wmma {p:?} {s:?}"), &outs[0].0, &outs[1].0, tol(p));
+        assert_close(&format!("conv3x3_bwd_input_mma_vs_wmma {p:?} {s:?}"), &outs[0].1, &outs[1].1, tol(p));
+    }
+    for (hw, c) in [(37, 5), (20000, 64), (300, 130), (4096, 8), (77, 200), (300, 132), (999, 68), (50, 4), (4096, 256)] {
+        let f: Vec<f32> = rng.normal_vec(hw * c, 1.0).into_iter().map(|v| v.max(0.0)).collect();
+        let dg = rng.normal_vec(c * c, 1.0);
+        let df0 = rng.normal_vec(hw * c, 1e-3);
+        let mut g_cpu = vec![0.0; c * c];
+        cpu.gram(hw, c, &f, &mut g_cpu).unwrap();
+        let mut df_cpu = df0.clone();
+        cpu.gram_bwd_acc(hw, c, &f, &dg, &mut df_cpu).unwrap();
+        let mut outs = Vec::new();
+        for be in [&fast, &refk] {
+            let (fg, dgg) = (be.upload(&f).unwrap(), be.upload(&dg).unwrap());
+            let mut gg = nan_buf(be, c * c);
+            be.gram(hw, c, &fg, &mut gg).unwrap();
+            let mut dfg = be.upload(&df0).unwrap();
+            be.gram_bwd_acc(hw, c, &fg, &dgg, &mut dfg).unwrap();
+            let (g1, df1) = (be.download(&gg).unwrap(), be.download(&dfg).unwrap());
+            if be.gemm() == cuda::Gemm::Mma {
+                let mut gg2 = nan_buf(be, c * c);
+                be.gram(hw, c, &fg, &mut gg2).unwrap();
+                assert_eq!(bits(&g1), bits(&be.download(&gg2).unwrap()), "gram_mma {p:?} hw {hw} c {c} is not deterministic");
+            }
+            outs.push((g1, df1));
+        }
+        assert_close(&format!("gram_mma {p:?} hw {hw} c {c}"), &outs[0].0, &g_cpu, tol(p));
+        assert_close(&format!("gram_bwd_acc_mma {p:?} hw {hw} c {c}"), &outs[0].1, &df_cpu, tol(p));
+        assert_close(&format!("gram_mma_vs_wmma {p:?} hw {hw} c {c}"), &outs[0].0, &outs[1].0, tol(p));
+        assert_close(&format!("gram_bwd_acc_mma_vs_wmma {p:?} hw {hw} c {c}"), &outs[0].1, &outs[1].1, tol(p));
+    }
+}
+
 #[test]
 fn relu_and_pool_match_cpu_exactly_enough() {
     let Some(be) = gpu(Precision::Fp32) else { return };
@@ -515,6 +601,20 @@ fn entry_points() -> Vec<(&'static cuda::KernelImages, String)> {
         expected.push((&GRAM, format!("gram_bwd_acc_{p}")));
     }
     for (images, names) in [
+        (
+            &CONV3X3_MMA,
+            &[
+                "conv3x3_fwd_mma_tf32",
+                "conv3x3_bwd_input_mma_tf32",
+                "conv3x3_fwd_mma_bf16",
+                "conv3x3_bwd_input_mma_bf16",
+                "conv3x3_fwd_mma_n64_tf32",
+                "conv3x3_bwd_input_mma_n64_tf32",
+                "conv3x3_fwd_mma_n64_bf16",
+                "conv3x3_bwd_input_mma_n64_bf16",
+            ][..],
+        ),
+        (&GRAM_MMA, &["gram_partial_mma_tf32", "gram_bwd_acc_mma_tf32", "gram_partial_mma_bf16", "gram_bwd_acc_mma_bf16", "gram_reduce_mma"][..]),
         (&GRAM, &["gram_reduce", "gram_bwd_sym"][..]),
         (&POOL, &["pool_fwd", "pool_bwd"][..]),
         (&RELU, &["relu_bwd"][..]),

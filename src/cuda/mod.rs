@@ -79,6 +79,60 @@ const MAX_PARTIALS: usize = 1024;
 const TILE_THREADS: u32 = 128;
 const TILE: usize = 64;
 const TILE_K: usize = 32;
+/// The mma.sync main loop (kernels/tile_mma_sync.cuh): threads, the square output tile, and the
+/// dynamic shared memory of its cp.async pipeline (NS_MMA_THREADS, NS_MMA_BM/BN, NS_MMA_SMEM_BYTES).
+const MMA_THREADS: u32 = 256;
+const MMA_TILE: usize = 128;
+const MMA_SMEM_BYTES: u32 = 98304;
+/// The narrow conv kernels (`*_mma_n64_*`): 128 x 64 tiles for GEMMs with N <= 64
+/// (NS_MMA_BN_NARROW, NS_MMA_SMEM_BYTES_NARROW).
+const MMA_TILE_N_NARROW: usize = 64;
+const MMA_SMEM_BYTES_NARROW: u32 = 73728;
+
+/// Which GEMM main loop the convolution and Gram kernels run: `NEURAL_STYLE_CUDA_GEMM=wmma|mma`.
+///   - `Wmma` (default): kernels/tile_mma.cuh, 64x64 tiles, 4 warps, WMMA (plain FFMA for fp32);
+///     the readable reference, and the only one for fp32.
+///   - `Mma`: kernels/tile_mma_sync.cuh, 128x128x32 tiles (128x64 for conv GEMMs with N <= 64),
+///     8 warps, a 3-stage cp.async pipeline, swizzled shared memory, ldmatrix/LDS + mma.sync
+///     (m16n8k8 tf32, m16n8k16 bf16); tf32 and bf16.
+/// The default stays `Wmma` until a GPU run has verified `Mma` (docs/GPU.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gemm {
+    Wmma,
+    Mma,
+}
+
+impl Gemm {
+    /// The variable's value: unset or empty -> Wmma; anything but `wmma` / `mma` is an error.
+    pub fn parse(value: Option<&str>) -> Result<Gemm> {
+        match value.map(str::trim) {
+            None | Some("") | Some("wmma") => Ok(Gemm::Wmma),
+            Some("mma") => Ok(Gemm::Mma),
+            Some(other) => bail!("NEURAL_STYLE_CUDA_GEMM={other:?}: expected `wmma` (the default) or `mma`"),
+        }
+    }
+
+    /// From NEURAL_STYLE_CUDA_GEMM.
+    pub fn from_env() -> Result<Gemm> {
+        Gemm::parse(std::env::var("NEURAL_STYLE_CUDA_GEMM").ok().as_deref())
+    }
+
+    /// The main loop that runs for `precision`: the mma.sync kernels exist for tf32 and bf16.
+    pub fn for_precision(self, precision: Precision) -> Gemm {
+        if self == Gemm::Mma && precision != Precision::Fp32 {
+            Gemm::Mma
+        } else {
+            Gemm::Wmma
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Gemm::Wmma => "wmma",
+            Gemm::Mma => "mma",
+        }
+    }
+}
 
 /// Why the GPU cannot be used here, or Ok if it can. Never panics: it checks that the kernels
 /// were built and that libcuda can be loaded before it touches the driver.
@@ -112,6 +166,9 @@ fn device_count() -> Result<usize> {
 struct Kernels {
     conv3x3_fwd: CudaFunction,
     conv3x3_bwd_input: CudaFunction,
+    /// With `Gemm::Mma`: the 128 x 64 conv kernels, for N <= 64 (`mma_conv_narrow`).
+    conv3x3_fwd_narrow: Option<CudaFunction>,
+    conv3x3_bwd_input_narrow: Option<CudaFunction>,
     relu_bwd: CudaFunction,
     pool_fwd: CudaFunction,
     pool_bwd: CudaFunction,
@@ -136,7 +193,7 @@ struct Kernels {
 
 impl Kernels {
     /// Loads every kernel file for a GPU of compute capability `sm`; also says which image was used.
-    fn load(ctx: &Arc<CudaContext>, precision: Precision, sm: u32) -> Result<(Self, KernelImage)> {
+    fn load(ctx: &Arc<CudaContext>, precision: Precision, gemm: Gemm, sm: u32) -> Result<(Self, KernelImage)> {
         let image = pick_image(&kernels::CONV3X3, sm);
         let load = |images: &KernelImages| -> Result<Arc<CudaModule>> {
             let which = pick_image(images, sm);
@@ -161,9 +218,11 @@ impl Kernels {
             Precision::Tf32 => "tf32",
             Precision::Bf16 => "bf16",
         };
-        let k = Kernels {
+        let mut k = Kernels {
             conv3x3_fwd: f(&conv, &format!("conv3x3_fwd_{p}"))?,
             conv3x3_bwd_input: f(&conv, &format!("conv3x3_bwd_input_{p}"))?,
+            conv3x3_fwd_narrow: None,
+            conv3x3_bwd_input_narrow: None,
             relu_bwd: f(&relu, "relu_bwd")?,
             pool_fwd: f(&pool, "pool_fwd")?,
             pool_bwd: f(&pool, "pool_bwd")?,
@@ -185,6 +244,33 @@ impl Kernels {
             scale: f(&vector, "scale")?,
             adam_step: f(&vector, "adam_step")?,
         };
+        if gemm == Gemm::Mma {
+            // The fast path replaces the four GEMM kernels and the Gram's reduce (its mirror rule
+            // follows the tile), and adds the narrow conv kernels. Their 96 / 72 KiB of dynamic
+            // shared memory need the opt-in above 48 KiB (an sm_86/89 block may have 99 KiB).
+            let conv_mma = load(&kernels::CONV3X3_MMA)?;
+            let gram_mma = load(&kernels::GRAM_MMA)?;
+            k.conv3x3_fwd = f(&conv_mma, &format!("conv3x3_fwd_mma_{p}"))?;
+            k.conv3x3_bwd_input = f(&conv_mma, &format!("conv3x3_bwd_input_mma_{p}"))?;
+            k.gram_partial = f(&gram_mma, &format!("gram_partial_mma_{p}"))?;
+            k.gram_bwd_acc = f(&gram_mma, &format!("gram_bwd_acc_mma_{p}"))?;
+            k.gram_reduce = f(&gram_mma, "gram_reduce_mma")?;
+            let fwd_narrow = f(&conv_mma, &format!("conv3x3_fwd_mma_n64_{p}"))?;
+            let bwd_narrow = f(&conv_mma, &format!("conv3x3_bwd_input_mma_n64_{p}"))?;
+            for (func, name, bytes) in [
+                (&k.conv3x3_fwd, "conv3x3_fwd_mma", MMA_SMEM_BYTES),
+                (&k.conv3x3_bwd_input, "conv3x3_bwd_input_mma", MMA_SMEM_BYTES),
+                (&k.gram_partial, "gram_partial_mma", MMA_SMEM_BYTES),
+                (&k.gram_bwd_acc, "gram_bwd_acc_mma", MMA_SMEM_BYTES),
+                (&fwd_narrow, "conv3x3_fwd_mma_n64", MMA_SMEM_BYTES_NARROW),
+                (&bwd_narrow, "conv3x3_bwd_input_mma_n64", MMA_SMEM_BYTES_NARROW),
+            ] {
+                func.set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
+                    .map_err(|e| anyhow!("allowing {name} {bytes} bytes of dynamic shared memory failed: {e}"))?;
+            }
+            k.conv3x3_fwd_narrow = Some(fwd_narrow);
+            k.conv3x3_bwd_input_narrow = Some(bwd_narrow);
+        }
         Ok((k, image))
     }
 }
@@ -193,6 +279,8 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     precision: Precision,
+    /// The GEMM main loop of the conv and Gram kernels (already resolved for the precision).
+    gemm: Gemm,
     device_name: String,
     /// What the driver was given: the matching cubin, or the PTX to JIT.
     kernel_image: KernelImage,
@@ -241,10 +329,50 @@ pub fn tile_blocks(m: usize, n: usize, z: usize) -> (u32, u32, u32) {
     (m.div_ceil(TILE) as u32, n.div_ceil(TILE) as u32, z as u32)
 }
 
+/// Blocks of an mma.sync GEMM kernel: one per MMA_TILE x MMA_TILE tile of the (m, n) output, times z.
+pub fn mma_tile_blocks(m: usize, n: usize, z: usize) -> (u32, u32, u32) {
+    (m.div_ceil(MMA_TILE) as u32, n.div_ceil(MMA_TILE) as u32, z as u32)
+}
+
+/// The launch of a GEMM kernel (conv, Gram partial, Gram backward) on an (m, n) output, times z,
+/// for the main loop `gemm`: grid, block and dynamic shared memory.
+pub fn gemm_launch(gemm: Gemm, m: usize, n: usize, z: usize) -> LaunchConfig {
+    match gemm {
+        Gemm::Wmma => LaunchConfig { grid_dim: tile_blocks(m, n, z), block_dim: (TILE_THREADS, 1, 1), shared_mem_bytes: 0 },
+        Gemm::Mma => LaunchConfig { grid_dim: mma_tile_blocks(m, n, z), block_dim: (MMA_THREADS, 1, 1), shared_mem_bytes: MMA_SMEM_BYTES },
+    }
+}
+
+/// Whether an mma conv launch with GEMM width n (c_out forward, c_in backward) takes the narrow
+/// 128 x 64 kernels: a 128-wide tile would leave half or more of its columns empty.
+pub fn mma_conv_narrow(n: usize) -> bool {
+    n <= MMA_TILE_N_NARROW
+}
+
+/// The launch of a conv kernel on an (m, n) output: `gemm_launch`, except the narrow mma kernels'
+/// grid and shared memory when `mma_conv_narrow(n)`.
+pub fn conv_launch(gemm: Gemm, m: usize, n: usize) -> LaunchConfig {
+    if gemm == Gemm::Mma && mma_conv_narrow(n) {
+        let grid = (m.div_ceil(MMA_TILE) as u32, n.div_ceil(MMA_TILE_N_NARROW) as u32, 1);
+        LaunchConfig { grid_dim: grid, block_dim: (MMA_THREADS, 1, 1), shared_mem_bytes: MMA_SMEM_BYTES_NARROW }
+    } else {
+        gemm_launch(gemm, m, n, 1)
+    }
+}
+
 /// Split of the Gram's K = hw into chunks (a multiple of the K slice), from (hw, c) only:
 /// enough blocks to fill a large GPU (~264 = 2 per SM of an H200), each at least 256 pixels.
 pub fn gram_split(hw: usize, c: usize) -> (usize, usize) {
-    let nt = c.div_ceil(TILE).max(1);
+    gram_split_tiles(hw, c, TILE)
+}
+
+/// gram_split for the mma.sync Gram (128-wide tiles: fewer tile pairs, so more splits).
+pub fn gram_split_mma(hw: usize, c: usize) -> (usize, usize) {
+    gram_split_tiles(hw, c, MMA_TILE)
+}
+
+fn gram_split_tiles(hw: usize, c: usize, tile: usize) -> (usize, usize) {
+    let nt = c.div_ceil(tile).max(1);
     let pairs = nt * (nt + 1) / 2;
     let target = 264usize.div_ceil(pairs).clamp(1, 128);
     let splits = target.min(hw.div_ceil(256)).max(1);
@@ -256,6 +384,13 @@ impl CudaBackend {
     /// Opens GPU `ordinal` and loads every kernel for `precision`. A clean error (never a panic)
     /// when there is no GPU, no driver, or no kernels in this build.
     pub fn new(ordinal: usize, precision: Precision) -> Result<Self> {
+        Self::with_gemm(ordinal, precision, Gemm::from_env()?)
+    }
+
+    /// `new` with the GEMM main loop given instead of read from NEURAL_STYLE_CUDA_GEMM (the parity
+    /// tests compare both on one GPU). `Mma` with fp32 runs WMMA (see `Gemm::for_precision`).
+    pub fn with_gemm(ordinal: usize, precision: Precision, gemm: Gemm) -> Result<Self> {
+        let gemm = gemm.for_precision(precision);
         let count = device_count()?;
         ensure!(ordinal < count, "GPU {ordinal} requested but the driver reports {count} GPU(s)");
         let ctx = open_context(ordinal)?;
@@ -263,7 +398,7 @@ impl CudaBackend {
         let device_name = ctx.name().unwrap_or_else(|_| format!("GPU {ordinal}"));
         let stream = ctx.default_stream();
         let (major, minor) = ctx.compute_capability().map_err(|e| anyhow!("reading GPU {ordinal}'s compute capability failed: {e}"))?;
-        let (k, kernel_image) = Kernels::load(&ctx, precision, (major * 10 + minor) as u32)?;
+        let (k, kernel_image) = Kernels::load(&ctx, precision, gemm, (major * 10 + minor) as u32)?;
         let partials = stream.alloc_zeros::<f64>(MAX_PARTIALS)?;
         let result = stream.alloc_zeros::<f64>(1)?;
         let gram_partials = Mutex::new(stream.alloc_zeros::<f32>(1)?);
@@ -274,6 +409,7 @@ impl CudaBackend {
             ctx,
             stream,
             precision,
+            gemm,
             device_name,
             kernel_image,
             k,
@@ -290,6 +426,11 @@ impl CudaBackend {
 
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The GEMM main loop the conv and Gram kernels run.
+    pub fn gemm(&self) -> Gemm {
+        self.gemm
     }
 
     pub fn kernel_image(&self) -> KernelImage {
@@ -359,8 +500,23 @@ impl CudaBackend {
         }
     }
 
-    fn tile_grid(m: usize, n: usize, z: usize) -> LaunchConfig {
-        LaunchConfig { grid_dim: tile_blocks(m, n, z), block_dim: (TILE_THREADS, 1, 1), shared_mem_bytes: 0 }
+    fn tile_grid(&self, m: usize, n: usize, z: usize) -> LaunchConfig {
+        gemm_launch(self.gemm, m, n, z)
+    }
+
+    /// The conv kernel for GEMM width n: the narrow one where `conv_launch` sizes for it.
+    fn conv_kernel<'a>(&self, wide: &'a CudaFunction, narrow: &'a Option<CudaFunction>, n: usize) -> &'a CudaFunction {
+        match narrow {
+            Some(f) if self.gemm == Gemm::Mma && mma_conv_narrow(n) => f,
+            _ => wide,
+        }
+    }
+
+    fn gram_split(&self, hw: usize, c: usize) -> (usize, usize) {
+        match self.gemm {
+            Gemm::Wmma => gram_split(hw, c),
+            Gemm::Mma => gram_split_mma(hw, c),
+        }
     }
 }
 
@@ -373,7 +529,7 @@ impl Backend for CudaBackend {
             Precision::Tf32 => "tf32",
             Precision::Bf16 => "bf16",
         };
-        format!("cuda: {} ({p}, {})", self.device_name, self.kernel_image)
+        format!("cuda: {} ({p}, {}, {})", self.device_name, self.kernel_image, self.gemm.name())
     }
 
     fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
@@ -404,9 +560,10 @@ impl Backend for CudaBackend {
         ensure!(x.len() >= h * wd * c_in && w.len() >= 9 * c_in * c_out && b.len() >= c_out && y.len() >= h * wd * c_out, "conv3x3_fwd: buffer sizes do not match {s:?}");
         let (hh, ww, ci, co) = (i32_of(h, "h")?, i32_of(wd, "w")?, i32_of(c_in, "c_in")?, i32_of(c_out, "c_out")?);
         i32_of(h * wd * c_in.max(c_out), "activation size")?;
-        let mut l = self.stream.launch_builder(&self.k.conv3x3_fwd);
+        let f = self.conv_kernel(&self.k.conv3x3_fwd, &self.k.conv3x3_fwd_narrow, c_out);
+        let mut l = self.stream.launch_builder(f);
         l.arg(x).arg(w).arg(b).arg(y).arg(&hh).arg(&ww).arg(&ci).arg(&co);
-        self.launch(&mut l, "conv3x3_fwd", Self::tile_grid(h * wd, c_out, 1), || format!("{s:?}"))?;
+        self.launch(&mut l, "conv3x3_fwd", conv_launch(self.gemm, h * wd, c_out), || format!("{s:?}"))?;
         Ok(())
     }
     fn conv3x3_bwd_input(&self, s: ConvShape, dy: &CudaSlice<f32>, _w: &CudaSlice<f32>, w_flip: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<()> {
@@ -414,10 +571,11 @@ impl Backend for CudaBackend {
         ensure!(dy.len() >= h * wd * c_out && w_flip.len() >= 9 * c_in * c_out && dx.len() >= h * wd * c_in, "conv3x3_bwd_input: buffer sizes do not match {s:?}");
         let (hh, ww, ci, co) = (i32_of(h, "h")?, i32_of(wd, "w")?, i32_of(c_in, "c_in")?, i32_of(c_out, "c_out")?);
         i32_of(h * wd * c_in.max(c_out), "activation size")?;
-        let mut l = self.stream.launch_builder(&self.k.conv3x3_bwd_input);
-        l.arg(dy).arg(w_flip).arg(dx).arg(&hh).arg(&ww).arg(&ci).arg(&co);
         // The GEMM's N is the input's channel count.
-        self.launch(&mut l, "conv3x3_bwd_input", Self::tile_grid(h * wd, c_in, 1), || format!("{s:?}"))?;
+        let f = self.conv_kernel(&self.k.conv3x3_bwd_input, &self.k.conv3x3_bwd_input_narrow, c_in);
+        let mut l = self.stream.launch_builder(f);
+        l.arg(dy).arg(w_flip).arg(dx).arg(&hh).arg(&ww).arg(&ci).arg(&co);
+        self.launch(&mut l, "conv3x3_bwd_input", conv_launch(self.gemm, h * wd, c_in), || format!("{s:?}"))?;
         Ok(())
     }
     fn relu_bwd(&self, y: &CudaSlice<f32>, dy: &mut CudaSlice<f32>) -> Result<()> {
@@ -457,12 +615,12 @@ impl Backend for CudaBackend {
         ensure!(f.len() >= hw * c && g.len() >= c * c, "gram: buffer sizes do not match hw {hw}, c {c}");
         let (hw_i, c_i) = (i32_of(hw, "hw")?, i32_of(c, "c")?);
         i32_of(hw * c, "feature size")?;
-        let (splits, chunk) = gram_split(hw, c);
+        let (splits, chunk) = self.gram_split(hw, c);
         let (splits_i, chunk_i) = (splits as i32, chunk as i32);
         let partials = self.scratch(&self.gram_partials, splits * c * c)?;
         let mut l = self.stream.launch_builder(&self.k.gram_partial);
         l.arg(f).arg(&*partials).arg(&hw_i).arg(&c_i).arg(&chunk_i);
-        self.launch(&mut l, "gram_partial", Self::tile_grid(c, c, splits), || format!("hw {hw}, c {c}, {splits} splits"))?;
+        self.launch(&mut l, "gram_partial", self.tile_grid(c, c, splits), || format!("hw {hw}, c {c}, {splits} splits"))?;
         let scale = scales::gram_scale_f64(hw, c);
         let mut l = self.stream.launch_builder(&self.k.gram_reduce);
         l.arg(&*partials).arg(g).arg(&c_i).arg(&splits_i).arg(&scale);
@@ -480,7 +638,7 @@ impl Backend for CudaBackend {
         self.launch(&mut l, "gram_bwd_sym", grid_1d(c * c), || format!("c {c}"))?;
         let mut l = self.stream.launch_builder(&self.k.gram_bwd_acc);
         l.arg(f).arg(&*sym).arg(df).arg(&hw_i).arg(&c_i);
-        self.launch(&mut l, "gram_bwd_acc", Self::tile_grid(hw, c, 1), || format!("hw {hw}, c {c}"))?;
+        self.launch(&mut l, "gram_bwd_acc", self.tile_grid(hw, c, 1), || format!("hw {hw}, c {c}"))?;
         Ok(())
     }
     fn content_loss_acc(&self, weight: f32, f: &CudaSlice<f32>, p: &CudaSlice<f32>, df: &mut CudaSlice<f32>) -> Result<f64> {
@@ -650,10 +808,92 @@ mod tests {
             assert!(x * TILE >= m && (x - 1) * TILE < m, "m {m}: {x}");
             assert!(y * TILE >= n && (y - 1) * TILE < n, "n {n}: {y}");
             assert_eq!(zz as usize, z);
-            let cfg = CudaBackend::tile_grid(m, n, z);
-            assert_eq!(cfg.block_dim, (TILE_THREADS, 1, 1));
+            let cfg = gemm_launch(Gemm::Wmma, m, n, z);
+            assert_eq!((cfg.grid_dim, cfg.block_dim, cfg.shared_mem_bytes), ((x as u32, y as u32, zz), (TILE_THREADS, 1, 1), 0));
         }
         assert_eq!(tile_blocks(130, 64, 3), (3, 1, 3));
+    }
+
+    #[test]
+    fn mma_constants_match_the_kernels() {
+        let tile = include_str!("../../kernels/tile_mma_sync.cuh");
+        assert_eq!(define(tile, "NS_MMA_THREADS"), MMA_THREADS as usize);
+        assert_eq!((define(tile, "NS_MMA_BM"), define(tile, "NS_MMA_BN")), (MMA_TILE, MMA_TILE));
+        assert_eq!(define(tile, "NS_MMA_BK"), TILE_K, "gram_split_mma's chunks are multiples of the K slice");
+        let (stages, bk) = (define(tile, "NS_MMA_STAGES"), define(tile, "NS_MMA_BK"));
+        assert_eq!(define(tile, "NS_MMA_SMEM_BYTES"), MMA_SMEM_BYTES as usize);
+        assert_eq!(define(tile, "NS_MMA_BN_NARROW"), MMA_TILE_N_NARROW);
+        assert_eq!(define(tile, "NS_MMA_SMEM_BYTES_NARROW"), MMA_SMEM_BYTES_NARROW as usize);
+        assert_eq!(stages * (MMA_TILE + MMA_TILE_N_NARROW) * bk * 4, MMA_SMEM_BYTES_NARROW as usize);
+        assert_eq!(stages * (2 * MMA_TILE * bk) * 4, MMA_SMEM_BYTES as usize, "stages x (A + B slices) x 4 bytes");
+        // Above the 48 KiB default (the opt-in in Kernels::load), within the 227 KiB of an H100/H200
+        // block and the 163 KiB of an A100's.
+        assert!(MMA_SMEM_BYTES > 48 * 1024 && MMA_SMEM_BYTES <= 163 * 1024);
+    }
+
+    #[test]
+    fn mma_tile_grids_cover_the_output() {
+        for (m, n, z) in [(1, 1, 1), (128, 128, 1), (129, 127, 1), (169, 96, 1), (512 * 512, 64, 1), (1024 * 1024, 3, 1), (4096, 512, 7)] {
+            let (x, y, zz) = mma_tile_blocks(m, n, z);
+            let (x, y) = (x as usize, y as usize);
+            assert!(x * MMA_TILE >= m && (x - 1) * MMA_TILE < m, "m {m}: {x}");
+            assert!(y * MMA_TILE >= n && (y - 1) * MMA_TILE < n, "n {n}: {y}");
+            assert_eq!(zz as usize, z);
+            let cfg = gemm_launch(Gemm::Mma, m, n, z);
+            assert_eq!((cfg.grid_dim, cfg.block_dim, cfg.shared_mem_bytes), ((x as u32, y as u32, zz), (MMA_THREADS, 1, 1), MMA_SMEM_BYTES));
+        }
+        assert_eq!(mma_tile_blocks(169, 96, 1), (2, 1, 1));
+        assert_eq!(mma_tile_blocks(512 * 512, 512, 1), (2048, 4, 1));
+    }
+
+    #[test]
+    fn conv_launches_take_the_narrow_mma_tile_for_n_up_to_64() {
+        for (m, n) in [(1, 1), (169, 3), (169, 64), (169, 65), (169, 96), (512 * 512, 64), (512 * 512, 3), (4096, 512)] {
+            let cfg = conv_launch(Gemm::Mma, m, n);
+            let (x, y, z) = cfg.grid_dim;
+            let bn = if n <= 64 { 64 } else { 128 };
+            assert_eq!(mma_conv_narrow(n), n <= 64);
+            assert!(x as usize * MMA_TILE >= m && (x as usize - 1) * MMA_TILE < m, "m {m}: {x}");
+            assert!(y as usize * bn >= n && (y as usize - 1) * bn < n, "n {n}: {y}");
+            assert_eq!((z, cfg.block_dim), (1, (MMA_THREADS, 1, 1)));
+            assert_eq!(cfg.shared_mem_bytes, if n <= 64 { MMA_SMEM_BYTES_NARROW } else { MMA_SMEM_BYTES }, "n {n}");
+            // WMMA is untouched by the choice.
+            let w = conv_launch(Gemm::Wmma, m, n);
+            assert_eq!((w.grid_dim, w.block_dim, w.shared_mem_bytes), (tile_blocks(m, n, 1), (TILE_THREADS, 1, 1), 0));
+        }
+        assert_eq!(conv_launch(Gemm::Mma, 512 * 512, 64).grid_dim, (2048, 1, 1));
+        assert_eq!(conv_launch(Gemm::Mma, 512 * 512, 128).grid_dim, (2048, 1, 1));
+    }
+
+    #[test]
+    fn gemm_selection_parses_and_falls_back_to_wmma_for_fp32() {
+        assert_eq!(Gemm::parse(None).unwrap(), Gemm::Wmma);
+        assert_eq!(Gemm::parse(Some("")).unwrap(), Gemm::Wmma);
+        assert_eq!(Gemm::parse(Some("wmma")).unwrap(), Gemm::Wmma);
+        assert_eq!(Gemm::parse(Some(" mma ")).unwrap(), Gemm::Mma);
+        assert!(Gemm::parse(Some("cutlass")).unwrap_err().to_string().contains("NEURAL_STYLE_CUDA_GEMM"));
+        assert_eq!(Gemm::Mma.for_precision(Precision::Tf32), Gemm::Mma);
+        assert_eq!(Gemm::Mma.for_precision(Precision::Fp32), Gemm::Wmma);
+        assert_eq!(Gemm::Mma.for_precision(Precision::Bf16), Gemm::Mma);
+        assert_eq!(Gemm::Wmma.for_precision(Precision::Tf32), Gemm::Wmma);
+    }
+
+    #[test]
+    fn gram_split_mma_covers_k_and_fits_the_grid() {
+        for hw in [1, 31, 32, 33, 1000, 4096, 65536, 262_144, 1_048_576] {
+            for c in [3, 64, 128, 256, 512] {
+                let (splits, chunk) = gram_split_mma(hw, c);
+                assert!(splits >= 1 && chunk % TILE_K == 0, "hw {hw} c {c}");
+                assert!(splits * chunk >= hw && (splits - 1) * chunk < hw, "hw {hw} c {c}: {splits} x {chunk}");
+                assert!(splits <= 128, "hw {hw} c {c}: {splits} splits");
+            }
+        }
+        // Pinned like gram_split's: the split fixes the order of the mma Gram's partial sums.
+        assert_eq!(gram_split_mma(1, 3), (1, 32));
+        assert_eq!(gram_split_mma(512 * 512, 64), (128, 2048));
+        assert_eq!(gram_split_mma(128 * 128, 512), (27, 608));
+        assert_eq!(gram_split_mma(300, 130), (2, 160));
+        assert_eq!(gram_split_mma(999, 68), (4, 256));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 // Gram and the two-stage reductions, for fp32, tf32 and bf16. Build and run with
 // tests/kernel_emu/run.sh (g++ >= 11, C++20). Exit status 0 when everything matches.
 #include "../../kernels/conv3x3.cu"
+#include "../../kernels/conv3x3_mma.cu"
 #include "../../kernels/gram.cu"
+#include "../../kernels/gram_mma.cu"
 #include "../../kernels/loss.cu"
 #include "../../kernels/pool.cu"
 #include "../../kernels/relu.cu"
@@ -67,9 +69,9 @@ static std::vector<double> conv_ref(int h, int w, int ci, int co, const std::vec
     return y;
 }
 
-static std::pair<int, int> gram_split(int hw, int c) {  // mirrors src/cuda/mod.rs
+static std::pair<int, int> gram_split(int hw, int c, int tile = 64) {  // mirrors src/cuda/mod.rs (gram_split, gram_split_mma)
     auto cdiv = [](long a, long b) { return (a + b - 1) / b; };
-    long nt = std::max(1L, cdiv(c, 64));
+    long nt = std::max(1L, cdiv(c, tile));
     long pairs = nt * (nt + 1) / 2;
     long target = std::clamp(cdiv(264, pairs), 1L, 128L);
     long splits = std::max(1L, std::min(target, cdiv(hw, 256)));
@@ -84,6 +86,196 @@ static void launch_tiles(int m, int n, int z, K k) {
 static void launch_1d(size_t n, std::function<void()> k) { emu_launch({(unsigned)std::max<size_t>(1, (n + 255) / 256), 1, 1}, 256, k); }
 static unsigned reduce_blocks(size_t n) { return (unsigned)std::clamp<size_t>((n + 255) / 256, 1, 1024); }
 
+template <class K>
+static void launch_mma_tiles(int m, int n, int z, K k, bool narrow = false) {
+    const int bn = narrow ? NS_MMA_BN_NARROW : NS_MMA_BN;
+    emu_launch({(unsigned)((m + NS_MMA_BM - 1) / NS_MMA_BM), (unsigned)((n + bn - 1) / bn), (unsigned)z},
+               NS_MMA_THREADS, k, narrow ? NS_MMA_SMEM_BYTES_NARROW : NS_MMA_SMEM_BYTES);
+}
+
+// ---- the warp primitives of kernels/mma_sync.cuh, one warp, against scalar products ----------
+static float tf32_trunc(float f) { return __uint_as_float(__float_as_uint(f) & 0xFFFFE000u); }
+static uint16_t bf16_bits(float f) { return __float2bfloat16_rn(f).bits; }
+
+static void check_primitives() {
+    // tf32: D (16 x 8) = A (16 x 8, k-contiguous, via ldmatrix.x4) B (8 x 8, n-contiguous, via
+    // LDS) + C, twice over k (two k8 steps, accumulating), against the truncated-operand product.
+    {
+        auto a = randn(16 * 16), b = randn(16 * 8), c = randn(16 * 8);
+        std::vector<float> d = nans(16 * 8);
+        emu_launch({1, 1, 1}, 32, [&] {
+            NS_DYNAMIC_SMEM(float, sm);
+            float* As = sm;            // [16][16]
+            float* Bs = sm + 16 * 16;  // [16][8]
+            const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+            for (int i = lane; i < 16 * 16; i += 32) As[i] = a[i];
+            for (int i = lane; i < 16 * 8; i += 32) Bs[i] = b[i];
+            __syncthreads();
+            float acc[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1]};
+            for (int kk = 0; kk < 16; kk += 8) {
+                unsigned af[4], bf[2];
+                ns::ldmatrix_x4(af, As + (lane % 8 + 8 * ((lane / 8) % 2)) * 16 + kk + 4 * (lane / 16));
+                bf[0] = ns::lds_u32(Bs + (kk + t) * 8 + g);
+                bf[1] = ns::lds_u32(Bs + (kk + t + 4) * 8 + g);
+                ns::mma_tf32_16x8x8(acc, af, bf);
+            }
+            d[g * 8 + 2 * t] = acc[0], d[g * 8 + 2 * t + 1] = acc[1], d[(g + 8) * 8 + 2 * t] = acc[2], d[(g + 8) * 8 + 2 * t + 1] = acc[3];
+        }, 4096);
+        std::vector<double> ref(16 * 8), ref_raw(16 * 8);
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 8; j++) {
+                double s = c[i * 8 + j], r = c[i * 8 + j];
+                for (int k = 0; k < 16; k++) {
+                    s += (double)tf32_trunc(a[i * 16 + k]) * tf32_trunc(b[k * 8 + j]);
+                    r += (double)a[i * 16 + k] * b[k * 8 + j];
+                }
+                ref[i * 8 + j] = s, ref_raw[i * 8 + j] = r;
+            }
+        check("primitive: ldmatrix.x4 + LDS + mma m16n8k8 tf32 (truncated operands)", d, ref, 1e-6);
+        check("primitive: the same against unrounded fp32 operands", d, ref_raw, 3e-3);
+    }
+    // bf16: D (16 x 16) = A (16 x 16, k-contiguous, ldmatrix.x4) B (16 x 16, n-contiguous,
+    // ldmatrix.x4.trans: both n8 halves at once), exact in double.
+    {
+        auto a = randn(16 * 16), b = randn(16 * 16);
+        std::vector<float> d = nans(16 * 16);
+        emu_launch({1, 1, 1}, 32, [&] {
+            NS_DYNAMIC_SMEM(uint16_t, sm);
+            uint16_t* As = sm;            // [16][16] bf16
+            uint16_t* Bs = sm + 16 * 16;  // [16][16] bf16
+            const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+            for (int i = lane; i < 256; i += 32) As[i] = bf16_bits(a[i]), Bs[i] = bf16_bits(b[i]);
+            __syncthreads();
+            unsigned af[4], bf[4];
+            ns::ldmatrix_x4(af, As + (lane % 8 + 8 * ((lane / 8) % 2)) * 16 + 8 * (lane / 16));
+            ns::ldmatrix_x4_trans(bf, Bs + (lane % 8 + 8 * ((lane / 8) % 2)) * 16 + 8 * (lane / 16));
+            for (int half = 0; half < 2; half++) {
+                float acc[4] = {0, 0, 0, 0};
+                const unsigned bb[2] = {bf[2 * half], bf[2 * half + 1]};
+                ns::mma_bf16_16x8x16(acc, af, bb);
+                const int n = 8 * half + 2 * t;
+                d[g * 16 + n] = acc[0], d[g * 16 + n + 1] = acc[1], d[(g + 8) * 16 + n] = acc[2], d[(g + 8) * 16 + n + 1] = acc[3];
+            }
+        }, 1024);
+        std::vector<double> ref(256);
+        auto bf = [](float f) { return (double)emu_to_float(__float2bfloat16_rn(f)); };
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 16; j++) {
+                double s = 0;
+                for (int k = 0; k < 16; k++) s += bf(a[i * 16 + k]) * bf(b[k * 16 + j]);
+                ref[i * 16 + j] = s;
+            }
+        check("primitive: ldmatrix.x4 + ldmatrix.x4.trans + mma m16n8k16 bf16", d, ref, 1e-6);
+    }
+    // cp.async: 16-byte copies with src-size 16, 8 and 0, 4-byte copies with 4 and 0, in two
+    // groups; nothing lands before its wait_group, wait<1> retires only the older group.
+    {
+        std::vector<float> src(16);
+        for (int i = 0; i < 16; i++) src[i] = (float)(i + 1);
+        std::vector<float> before(16), middle(16), after(16);
+        emu_launch({1, 1, 1}, 32, [&] {
+            NS_DYNAMIC_SMEM(float, sm);
+            if (threadIdx.x == 0) {
+                ns::cp_async_16(sm + 0, src.data(), 16);     // sm[0..4)  = 1 2 3 4
+                ns::cp_async_16(sm + 4, src.data() + 4, 8);  // sm[4..8)  = 5 6 0 0
+                ns::cp_async_commit();
+                ns::cp_async_16(sm + 8, src.data() + 8, 0);  // sm[8..12) = 0 0 0 0
+                ns::cp_async_4(sm + 12, src.data() + 12, 4); // sm[12]    = 13
+                ns::cp_async_4(sm + 13, src.data() + 13, 0); // sm[13]    = 0; sm[14..16) untouched
+                ns::cp_async_commit();
+                for (int i = 0; i < 16; i++) before[i] = sm[i];
+                ns::cp_async_wait<1>();
+                for (int i = 0; i < 16; i++) middle[i] = sm[i];
+                ns::cp_async_wait<0>();
+                for (int i = 0; i < 16; i++) after[i] = sm[i];
+            }
+        }, 256);
+        bool stale = true;
+        for (float v : before) stale &= std::isnan(v);  // still the 0xFF poison
+        const double N_ = NAN;
+        const std::vector<double> want_mid = {1, 2, 3, 4, 5, 6, 0, 0, N_, N_, N_, N_, N_, N_, N_, N_};
+        const std::vector<double> want_after = {1, 2, 3, 4, 5, 6, 0, 0, 0, 0, 0, 0, 13, 0, N_, N_};
+        auto same = [](const std::vector<float>& got, const std::vector<double>& want) {
+            bool ok = true;
+            for (size_t i = 0; i < got.size(); i++) ok &= std::isnan(want[i]) ? std::isnan(got[i]) : got[i] == want[i];
+            return ok;
+        };
+        const bool mid_ok = same(middle, want_mid), after_ok = same(after, want_after);
+        failures += !(stale && mid_ok && after_ok);
+        std::printf("%-4s %-58s\n", stale && mid_ok && after_ok ? "ok" : "FAIL", "primitive: cp.async zero-fill, groups, nothing lands before its wait");
+    }
+}
+
+// ---- shared-memory bank conflicts of the mma main loop's fragment reads ----------------------
+// The kernels compute every fragment address with ns::mma::swz_mk / swz_kn; this replays those
+// address patterns for every warp position, k step and tile of a stage and counts, per
+// shared-memory wavefront, how many distinct 4-byte words share a bank (1 = conflict-free).
+// A 32-bit LDS is one wavefront of 32 lanes; an LDS.64 two (16 lanes each); an ldmatrix.x4 one
+// per 8 x 16-byte matrix (8 lanes' rows, 32 words).
+static int conflict_degree(const std::vector<std::vector<int>>& wavefronts_words) {
+    int worst = 1;
+    for (const auto& words : wavefronts_words) {
+        std::vector<std::vector<int>> bank(32);
+        for (int w : words)
+            if (std::find(bank[w % 32].begin(), bank[w % 32].end(), w) == bank[w % 32].end()) bank[w % 32].push_back(w);
+        for (auto& b : bank) worst = std::max(worst, (int)b.size());
+    }
+    return worst;
+}
+
+template <class S>
+static void check_bank_conflicts(const char* tile) {  // tf32 conflict-free; bf16 at most 2-way (tile_mma_sync.cuh)
+    using namespace ns::mma;
+    int ldsm_a = 1, lds_b = 1, lds_a_mcontig = 1, lds64_a = 1, lds_b_bf16 = 1;
+    for (int warp = 0; warp < 8; warp++) {
+        const int wm = (warp % S::WARPS_M) * 16 * S::MI, wn = (warp / S::WARPS_M) * 32;
+        for (int kk = 0; kk < TILE_K; kk += 8)
+            for (int i = 0; i < S::MI; i++) {
+                std::vector<std::vector<int>> mats(4), a_m(4);
+                for (int lane = 0; lane < 32; lane++) {
+                    const int r = wm + 16 * i + (lane % 8) + 8 * ((lane / 8) % 2), k = kk + 4 * (lane / 16);
+                    for (int q = 0; q < 4; q++) mats[lane / 8].push_back(swz_mk(r, k) + q);
+                    const int g = lane / 4, t = lane % 4, m = wm + 16 * i + g;
+                    a_m[0].push_back(swz_kn<TILE_M>(kk + t, m));
+                    a_m[1].push_back(swz_kn<TILE_M>(kk + t, m + 8));
+                    a_m[2].push_back(swz_kn<TILE_M>(kk + t + 4, m));
+                    a_m[3].push_back(swz_kn<TILE_M>(kk + t + 4, m + 8));
+                }
+                ldsm_a = std::max(ldsm_a, conflict_degree(mats));
+                for (auto& w : a_m) lds_a_mcontig = std::max(lds_a_mcontig, conflict_degree({w}));
+            }
+        for (int kk = 0; kk < TILE_K; kk += 8)
+            for (int j = 0; j < 4; j++)
+                for (int half = 0; half < 2; half++) {
+                    std::vector<int> words;
+                    for (int lane = 0; lane < 32; lane++) words.push_back(swz_kn<S::N_TILE>(kk + lane % 4 + 4 * half, wn + 8 * j + lane / 4));
+                    lds_b = std::max(lds_b, conflict_degree({words}));
+                }
+        for (int kk = 0; kk < TILE_K; kk += 16)
+            for (int i = 0; i < S::MI; i++)
+                for (int reg = 0; reg < 4; reg++) {
+                    std::vector<std::vector<int>> halves(2);
+                    for (int lane = 0; lane < 32; lane++) {
+                        const int m = wm + 16 * i + lane / 4 + 8 * (reg % 2), k = kk + 2 * (lane % 4) + 8 * (reg / 2);
+                        halves[lane / 16].push_back(swz_mk(m, k));
+                        halves[lane / 16].push_back(swz_mk(m, k) + 1);
+                    }
+                    lds64_a = std::max(lds64_a, conflict_degree(halves));
+                }
+        for (int kk = 0; kk < TILE_K; kk += 16)
+            for (int j = 0; j < 4; j++)
+                for (int dk : {0, 1, 8, 9}) {
+                    std::vector<int> words;
+                    for (int lane = 0; lane < 32; lane++) words.push_back(swz_kn<S::N_TILE>(kk + 2 * (lane % 4) + dk, wn + 8 * j + lane / 4));
+                    lds_b_bf16 = std::max(lds_b_bf16, conflict_degree({words}));
+                }
+    }
+    const bool ok = ldsm_a == 1 && lds_b == 1 && lds_a_mcontig == 1 && lds64_a <= 2 && lds_b_bf16 <= 2;
+    failures += !ok;
+    std::printf("%-4s bank conflicts, %s tile: ldmatrix A %d-way, LDS B %d-way, LDS Fᵀ %d-way, bf16 LDS.64 A %d-way, bf16 LDS B %d-way\n",
+                ok ? "ok" : "FAIL", tile, ldsm_a, lds_b, lds_a_mcontig, lds64_a, lds_b_bf16);
+}
+
 static double finish_sum(double* partials, unsigned blocks, bool max = false) {
     double out = NAN;
     emu_launch({1, 1, 1}, 256, [&] {
@@ -96,6 +288,45 @@ static double finish_sum(double* partials, unsigned blocks, bool max = false) {
 int main() {
     const char* names[3] = {"fp32", "tf32", "bf16"};
     const double tols[3] = {1e-5, 3e-3, 2e-2};
+
+    check_primitives();
+    check_bank_conflicts<ns::mma::Wide>("128x128");
+    check_bank_conflicts<ns::mma::Narrow>("128x64");
+
+    // ---- conv3x3 on the mma.sync main loop (tf32, bf16): partial tiles, padding, both loader paths --
+    struct SM { int h, w, ci, co; };
+    for (SM s : {SM{13, 13, 64, 96}, SM{7, 9, 3, 8}, SM{5, 6, 40, 3}, SM{5, 6, 4, 132}, SM{11, 13, 16, 24}}) {
+        auto x = randn((size_t)s.h * s.w * s.ci), wt = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.ci)));
+        auto b = randn(s.co, 0.1f), dy = randn((size_t)s.h * s.w * s.co), wf = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.co)));
+        auto y_ref = conv_ref(s.h, s.w, s.ci, s.co, x, wt, b.data(), true);
+        auto dx_ref = conv_ref(s.h, s.w, s.co, s.ci, dy, wf, nullptr, false);
+        // The BN = 64 kernels (n64, which the host picks for N <= 64) on the first three shapes
+        // (two partial N tiles of 64, the scalar A loader, N = 3), bf16 on the first only.
+        const bool some_narrow = s.h == 13 || s.ci == 3 || s.co == 3;
+        for (int p = 1; p < 3; p++)
+            for (int narrow = 0; narrow < 2; narrow++) {
+                if (narrow && !(some_narrow && (p == 1 || s.h == 13))) continue;
+                auto y = nans(y_ref.size()), dx = nans(dx_ref.size());
+                launch_mma_tiles(s.h * s.w, s.co, 1, [&] {
+                    if (p == 1 && !narrow) conv3x3_fwd_mma_tf32(x.data(), wt.data(), b.data(), y.data(), s.h, s.w, s.ci, s.co);
+                    if (p == 2 && !narrow) conv3x3_fwd_mma_bf16(x.data(), wt.data(), b.data(), y.data(), s.h, s.w, s.ci, s.co);
+                    if (p == 1 && narrow) conv3x3_fwd_mma_n64_tf32(x.data(), wt.data(), b.data(), y.data(), s.h, s.w, s.ci, s.co);
+                    if (p == 2 && narrow) conv3x3_fwd_mma_n64_bf16(x.data(), wt.data(), b.data(), y.data(), s.h, s.w, s.ci, s.co);
+                }, narrow);
+                launch_mma_tiles(s.h * s.w, s.ci, 1, [&] {
+                    if (p == 1 && !narrow) conv3x3_bwd_input_mma_tf32(dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co);
+                    if (p == 2 && !narrow) conv3x3_bwd_input_mma_bf16(dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co);
+                    if (p == 1 && narrow) conv3x3_bwd_input_mma_n64_tf32(dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co);
+                    if (p == 2 && narrow) conv3x3_bwd_input_mma_n64_bf16(dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co);
+                }, narrow);
+                const char* v = narrow ? "n64_" : "";
+                char buf[128];
+                std::snprintf(buf, sizeof buf, "conv3x3_fwd_mma_%s%s %dx%d %d->%d", v, names[p], s.h, s.w, s.ci, s.co);
+                check(buf, y, y_ref, tols[p]);
+                std::snprintf(buf, sizeof buf, "conv3x3_bwd_input_mma_%s%s %dx%d %d->%d", v, names[p], s.h, s.w, s.ci, s.co);
+                check(buf, dx, dx_ref, tols[p]);
+            }
+    }
 
     // ---- conv3x3 -------------------------------------------------------------------------
     struct S { int h, w, ci, co; };
@@ -164,6 +395,47 @@ int main() {
                 if (p == 2) gram_bwd_acc_bf16(f.data(), sym.data(), df.data(), hw, c);
             });
             std::snprintf(buf, sizeof buf, "gram_bwd_acc_%s hw %d c %d", names[p], hw, c);
+            check(buf, df, df_ref, tols[p]);
+        }
+    }
+
+    // ---- Gram and its backward on the mma.sync main loop (tf32, bf16) ------------------------------
+    for (auto [hw, c] : {std::pair{37, 5}, std::pair{300, 130}, std::pair{999, 68}, std::pair{50, 4}, std::pair{77, 200}}) {
+        auto f = randn((size_t)hw * c);
+        for (auto& v : f) v = std::max(v, 0.0f);
+        std::vector<double> g_ref((size_t)c * c);
+        for (int i = 0; i < c; i++)
+            for (int j = 0; j < c; j++) {
+                double acc = 0;
+                for (int q = 0; q < hw; q++) acc += (double)f[(size_t)q * c + i] * f[(size_t)q * c + j];
+                g_ref[(size_t)i * c + j] = acc / ((double)c * hw);
+            }
+        auto dg = randn((size_t)c * c), df0 = randn((size_t)hw * c, 1e-3f);
+        std::vector<double> df_ref(df0.begin(), df0.end());
+        for (int q = 0; q < hw; q++)
+            for (int n = 0; n < c; n++) {
+                double acc = 0;
+                for (int k = 0; k < c; k++) acc += (double)f[(size_t)q * c + k] * ((double)dg[(size_t)k * c + n] + dg[(size_t)n * c + k]);
+                df_ref[(size_t)q * c + n] += acc / ((double)c * hw);
+            }
+        auto [splits, chunk] = gram_split(hw, c, NS_MMA_BM);
+        for (int p = 1; p < 3; p++) {
+            std::vector<float> partials((size_t)splits * c * c, NAN), g = nans((size_t)c * c);
+            launch_mma_tiles(c, c, splits, [&] {
+                if (p == 1) gram_partial_mma_tf32(f.data(), partials.data(), hw, c, chunk);
+                if (p == 2) gram_partial_mma_bf16(f.data(), partials.data(), hw, c, chunk);
+            });
+            launch_1d((size_t)c * c, [&] { gram_reduce_mma(partials.data(), g.data(), c, splits, 1.0 / ((double)c * hw)); });
+            char buf[128];
+            std::snprintf(buf, sizeof buf, "gram_mma_%s hw %d c %d (%d splits of %d)", names[p], hw, c, splits, chunk);
+            check(buf, g, g_ref, tols[p]);
+            std::vector<float> sym = nans((size_t)c * c), df = df0;
+            launch_1d((size_t)c * c, [&] { gram_bwd_sym(dg.data(), sym.data(), c, 1.0f / (float)(c * hw)); });
+            launch_mma_tiles(hw, c, 1, [&] {
+                if (p == 1) gram_bwd_acc_mma_tf32(f.data(), sym.data(), df.data(), hw, c);
+                if (p == 2) gram_bwd_acc_mma_bf16(f.data(), sym.data(), df.data(), hw, c);
+            });
+            std::snprintf(buf, sizeof buf, "gram_bwd_acc_mma_%s hw %d c %d", names[p], hw, c);
             check(buf, df, df_ref, tols[p]);
         }
     }
