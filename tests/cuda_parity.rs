@@ -211,7 +211,7 @@ fn mma_gemm_matches_cpu_and_the_wmma_reference_in(p: Precision) {
         let mut y_cpu = vec![0.0; h * w * c_out];
         cpu.conv3x3_fwd(s, &x, &wt, &b, &mut y_cpu).unwrap();
         let mut dx_cpu = vec![0.0; h * w * c_in];
-        cpu.conv3x3_bwd_input(s, &dy, &w_flip, &mut dx_cpu).unwrap();
+        cpu.conv3x3_bwd_input(s, &dy, &wt, &w_flip, &mut dx_cpu).unwrap();
         let mut outs = Vec::new();
         for be in [&fast, &refk] {
             let (xg, wg, bg) = (be.upload(&x).unwrap(), be.upload(&wt).unwrap(), be.upload(&b).unwrap());
@@ -219,7 +219,7 @@ fn mma_gemm_matches_cpu_and_the_wmma_reference_in(p: Precision) {
             be.conv3x3_fwd(s, &xg, &wg, &bg, &mut yg).unwrap();
             let (dyg, wfg) = (be.upload(&dy).unwrap(), be.upload(&w_flip).unwrap());
             let mut dxg = nan_buf(be, h * w * c_in);
-            be.conv3x3_bwd_input(s, &dyg, &wfg, &mut dxg).unwrap();
+            be.conv3x3_bwd_input(s, &dyg, &wg, &wfg, &mut dxg).unwrap();
             let (y1, dx1) = (be.download(&yg).unwrap(), be.download(&dxg).unwrap());
             if be.gemm() == cuda::Gemm::Mma {
                 let mut yg2 = nan_buf(be, h * w * c_out);
