@@ -3,13 +3,17 @@
 //!
 //! Tolerances: activations, Grams and the image gradient must match to 1e-4 of the largest
 //! reference entry (max abs error / max |ref|); each loss term to 1e-4 relative; the loss of each
-//! of 20 L-BFGS evaluations to 1e-4 relative, except late evaluations with average pooling, where
-//! round-off alone moves PyTorch's own float32 run by 8e-4 (see `loss_tolerance`).
+//! of 20 L-BFGS evaluations to 2e-6 relative before the first curvature pair, then 2e-5 (max
+//! pooling) or, with average pooling, 5e-4 up to the 10th evaluation and 4e-3 after: that run
+//! amplifies f32 round-off so much that other, equally valid f32 summation orders land as far
+//! from float64 (see `loss_tolerance` and `lbfgs_avg_spread_over_f32_summation_orders`).
 //! Measured on x86-64 (AVX-512): activations and Grams within 6e-7, loss terms 3e-7, gradients
-//! 1.3e-6, L-BFGS losses 8e-7 (max pooling) and 8e-4 (late evaluations, average pooling).
+//! 1.3e-6, L-BFGS losses 3.3e-7 before the first curvature pair, then 1.7e-6 (max pooling), and
+//! 2.8e-4 up to the 10th, 1.7e-3 after (average pooling).
 //! The tests print their errors (`cargo test --release --test golden -- --nocapture`).
 
-use neural_style::backend::{Backend, PoolKind};
+use neural_style::backend::{AdamStep, Backend, ConvShape, PoolKind, PoolShape};
+use neural_style::cpu::conv;
 use neural_style::network::{layer_shapes, Network};
 use neural_style::{model, stylize, Convention, CpuBackend, Image, Init, Job, Objective, ObjectiveSpec, Optimizer, Vgg};
 use std::path::{Path, PathBuf};
@@ -181,69 +185,222 @@ fn loss_terms_and_gradient_match_pytorch() {
     }
 }
 
-/// Relative tolerance on the loss of evaluation i (0-based) of the L-BFGS run. With max pooling
-/// the trajectory is well conditioned (PyTorch float32 stays within 4e-6 of float64 throughout).
-/// With average pooling a step near the 13th amplifies round-off: PyTorch's own float32 run
-/// drifts to 8e-4 from its float64 run by the 20th evaluation (2e-5 before the 11th), and its
-/// final image to 2% of the image's range; so the early evaluations are held tight, later ones
-/// to 2e-3, and the avg final image only to 5%. The blocked GEMM convolutions (a different f32
-/// summation order from the naive loops) measured 1.6e-4 at the avg run's 3rd evaluation and
-/// below 7e-5 at the others before the 11th, hence 5e-4 there.
-/// Not round-off in the gradient (issue 12 item 6, measured with the fixed-step L-BFGS over this
-/// objective, each gradient multiplied by 1 + ε·U(-1, 1)): the avg run's per-evaluation errors
-/// (3.3e-7, 7.4e-8, 1.6e-4, 1.9e-5, 6.9e-5, ...) do not move at ε = 6e-8 (half an f32 ulp, 8
-/// seeds) and move by under 20% at ε = 1e-6 (the whole gradient's measured error); so the 1.6e-4
-/// at the 3rd evaluation is systematic, in the loss at the 3rd iterate or the step to it, not
-/// summation-order noise amplified by the curvature pair. Its source is still open, so the
-/// tolerance stays; PyTorch's own float32 run has 3.8e-5 there.
+/// Relative tolerance on the loss of evaluation i (0-based) of the L-BFGS run (i = 20: the loss
+/// at the final image).
+///
+/// The first two evaluations (the start, and one step of min(1, 1/|g|₁)·lr along -g) come
+/// before any curvature pair: they test the objective and the first step, to 2e-6 (measured
+/// 4e-7 at most, under every summation order below). With max pooling the rest of the run is
+/// well conditioned: PyTorch's float32 run stays within 4e-6 of float64, ours within 3.4e-6
+/// under each summation order tried, hence 2e-5.
+///
+/// Average pooling (issue 12 item 6) cannot be held to PyTorch's own float32 drift (3.8e-5 at
+/// the 3rd evaluation, at most 3.8e-5 up to the 10th, 8e-4 after): that drift is one sample of
+/// f32 round-off amplified by the run, not a bound that other f32 summation orders keep.
+/// - The amplifier: the first step is tiny (t = 1/|g₀|₁ = 0.0105, |s| = 0.0215), so the first
+///   curvature pair has yᵀs = 6.3e-5 = t|g₀|² / 700. An error δ·|g₀|² in g₁ − g₀ along g₀
+///   moves yᵀs, yᵀy and h_diag by ~700δ (relative) and the 3rd loss by ~400δ. (Max pooling:
+///   t|g₀|² / yᵀs = 90, and a better conditioned run after.)
+/// - What it amplifies is round-off that is coherent across pixels: an entry of a small Gram
+///   (8 x 8 at relu1_1) or of the content-layer difference F(x₁) − F(p) (2.8e-4 of F, so its
+///   f32 error is 1e-3 of it) moves the gradient at every pixel the same way. That is why
+///   multiplying our gradient by 1 + ε·U(-1, 1) per element (ε = 6e-8, 1e-6) hardly moved the
+///   3rd loss, while another summation order moves it. Measured in the crate: at the start
+///   point, the relu1_1 style term's gradient is off by 3.2e-7·|g₀|² along g₀ (PyTorch float32:
+///   2.6e-8), because the crate's relu1_1 Gram (K = 1920, summed in f32 by the gemm crate) is
+///   off by 5.6e-7 where PyTorch's, from the same activations, is off by 9e-8; at x₁ the
+///   content term's by 9e-8·|g₀|² (PyTorch: 9e-9, though our relu4_2 activations are the more
+///   accurate, 2.3e-7 vs 3.7e-7). Together: 1.6e-4 at the 3rd evaluation.
+/// - A more accurate Gram is no fix: summed in f64, the 3rd evaluation is still 7.5e-5 off (the
+///   convolutions' round-off remains). `lbfgs_avg_spread_over_f32_summation_orders` runs the job
+///   under other, equally valid orders (the Gram in f64, or in f32 runs of 64 to 1920 pixels;
+///   the convolutions as naive loops): the 3rd evaluation lands from 6e-7 to 1.9e-4 from
+///   float64, evaluations 3-10 up to 3.3e-4, 11-20 up to 2.2e-3, the final image up to 3.2e-2
+///   of its range. PyTorch varied the same way (channels-last convolutions; the Gram summed in
+///   256-pixel chunks) lands at 1e-5 and 1.6e-6 at the 3rd evaluation.
+/// Hence 5e-4 for evaluations 3-10 and 4e-3 after (the crate measures 1.6e-4 and 2.8e-4 at the
+/// 3rd and 10th, 1.7e-3 at most after), and the avg final image to 5% of its range.
 fn loss_tolerance(pooling: PoolKind, i: usize) -> f64 {
     match pooling {
-        PoolKind::Max => 1e-4,
+        _ if i < 2 => 2e-6,
+        PoolKind::Max => 2e-5,
         PoolKind::Avg if i < 10 => 5e-4,
-        PoolKind::Avg => 2e-3,
+        PoolKind::Avg => 4e-3,
     }
+}
+
+/// The golden L-BFGS job (20 evaluations from content.png) on `be`: each evaluation's loss, the
+/// image after the 20th step, and that image's loss.
+fn lbfgs_run<B: Backend<Buf = Vec<f32>>>(be: &B, g: &Golden, vgg: &Vgg, pooling: PoolKind) -> (Vec<f64>, Vec<f32>, f64) {
+    let (content, style) = (load_png("content.png"), load_png("style.png"));
+    assert_eq!(g.num(&["lbfgs_evaluations"]), 20.0);
+    let job = Job {
+        content: content.clone(),
+        styles: vec![(style.clone(), 1.0)],
+        spec: spec(g, pooling),
+        init: Init::Image(content.data.clone()),
+        optimizer: Optimizer::lbfgs(100),
+        iterations: 20,
+        seed: 0,
+        snapshot_every: 0,
+    };
+    let mut losses = Vec::new();
+    let out = stylize(be, vgg, &job, &mut |pr, _| {
+        losses.push(pr.loss.total);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!((losses.len(), out.evaluations), (20, 20));
+    assert_eq!(out.loss.total, *losses.last().unwrap());
+    // The image after the 20th step (not evaluated by the loop).
+    let mut obj = Objective::new(be, vgg, spec(g, pooling), &content, &[(style, 1.0)]).unwrap();
+    let mut grad = vec![0.0; out.image.len()];
+    let final_total = obj.evaluate(&out.image, &mut grad).unwrap().total;
+    (losses, out.image, final_total)
+}
+
+/// Checks a run against PyTorch's float64 trajectory; returns the per-evaluation errors.
+fn check_lbfgs(g: &Golden, pooling: PoolKind, what: &str, losses: &[f64], image: &[f32], final_total: f64) -> Vec<f64> {
+    let p = if pooling == PoolKind::Max { "max" } else { "avg" };
+    let want = g.list(&[&format!("lbfgs_{p}"), "losses"]);
+    assert_eq!(losses.len(), want.len());
+    let errs: Vec<f64> = losses.iter().zip(&want).map(|(a, b)| rel(*a, *b)).collect();
+    eprintln!("{p} ({what}): relative loss error per evaluation {:?}", errs.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>());
+    for (i, e) in errs.iter().enumerate() {
+        let tol = loss_tolerance(pooling, i);
+        assert!(*e < tol, "{p} ({what}): evaluation {}: {} vs PyTorch {} (rel {e:e}, tolerance {tol:e})", i + 1, losses[i], want[i]);
+    }
+    let want_final = g.num(&[&format!("lbfgs_{p}"), "final_total"]);
+    let (_, x_ref) = g.array(&format!("lbfgs_x_{p}"));
+    let err = rel_max_err(image, &x_ref);
+    eprintln!("{p} ({what}): final loss rel error {:.1e}, final image error {err:.1e}", rel(final_total, want_final));
+    assert!(rel(final_total, want_final) < loss_tolerance(pooling, 20), "{p} ({what}): final loss {final_total} vs PyTorch {want_final}");
+    let image_tolerance = if pooling == PoolKind::Max { 1e-4 } else { 5e-2 };
+    assert!(err < image_tolerance, "{p} ({what}): final image differs by {err:e} of its range");
+    errs
 }
 
 #[test]
 fn lbfgs_20_evaluations_match_pytorch() {
     let (be, g, vgg) = (CpuBackend::new(), Golden::load(), vgg());
-    let (content, style) = (load_png("content.png"), load_png("style.png"));
-    assert_eq!(g.num(&["lbfgs_evaluations"]), 20.0);
-    for (pooling, p) in POOLINGS {
-        let job = Job {
-            content: content.clone(),
-            styles: vec![(style.clone(), 1.0)],
-            spec: spec(&g, pooling),
-            init: Init::Image(content.data.clone()),
-            optimizer: Optimizer::lbfgs(100),
-            iterations: 20,
-            seed: 0,
-            snapshot_every: 0,
-        };
-        let mut losses = Vec::new();
-        let out = stylize(&be, &vgg, &job, &mut |pr, _| {
-            losses.push(pr.loss.total);
-            Ok(())
-        })
-        .unwrap();
-        let want = g.list(&[&format!("lbfgs_{p}"), "losses"]);
-        assert_eq!((losses.len(), out.evaluations), (want.len(), 20));
-        let errs: Vec<f64> = losses.iter().zip(&want).map(|(a, b)| rel(*a, *b)).collect();
-        eprintln!("{p}: relative loss error per evaluation {:?}", errs.iter().map(|e| format!("{e:.1e}")).collect::<Vec<_>>());
-        for (i, e) in errs.iter().enumerate() {
-            assert!(*e < loss_tolerance(pooling, i), "{p}: evaluation {}: {} vs PyTorch {} (rel {e:e})", i + 1, losses[i], want[i]);
-        }
-        assert_eq!(out.loss.total, *losses.last().unwrap());
-        // The image after the 20th step (not evaluated by the loop): its loss, and the image.
-        let mut obj = Objective::new(&be, &vgg, spec(&g, pooling), &content, &[(style.clone(), 1.0)]).unwrap();
-        let mut grad = vec![0.0; out.image.len()];
-        let final_total = obj.evaluate(&out.image, &mut grad).unwrap().total;
-        let want_final = g.num(&[&format!("lbfgs_{p}"), "final_total"]);
-        assert!(rel(final_total, want_final) < loss_tolerance(pooling, 20), "{p}: final loss {final_total} vs PyTorch {want_final}");
-        let (_, x_ref) = g.array(&format!("lbfgs_x_{p}"));
-        let err = rel_max_err(&out.image, &x_ref);
-        eprintln!("{p}: final loss rel error {:.1e}, final image error {err:.1e}", rel(final_total, want_final));
-        let image_tolerance = if pooling == PoolKind::Max { 1e-4 } else { 5e-2 };
-        assert!(err < image_tolerance, "{p}: final image differs by {err:e} of its range");
+    for (pooling, _) in POOLINGS {
+        let (losses, image, final_total) = lbfgs_run(&be, &g, &vgg, pooling);
+        check_lbfgs(&g, pooling, "crate", &losses, &image, final_total);
     }
+}
+
+/// How the Gram's entries are summed.
+#[derive(Clone, Copy, Debug)]
+enum GramSum {
+    /// In f64, rounded once.
+    F64,
+    /// In f32 over runs of this many pixels, the runs' sums added in f32.
+    F32Runs(usize),
+    /// The crate's.
+    Crate,
+}
+
+/// The CPU backend with other (equally valid) f32 summation orders: the Gram summed as `gram`
+/// says; with `naive_conv`, the convolutions (forward and input gradient) as the naive loops of
+/// cpu::conv (bias first, then taps and input channels in order) instead of the blocked GEMM.
+struct OtherOrder {
+    cpu: CpuBackend,
+    gram: GramSum,
+    naive_conv: bool,
+}
+
+type Buf = Vec<f32>;
+#[rustfmt::skip]
+impl Backend for OtherOrder {
+    type Buf = Buf;
+    fn name(&self) -> String { format!("Gram {:?}, naive convs {}", self.gram, self.naive_conv) }
+    fn zeros(&self, len: usize) -> anyhow::Result<Buf> { self.cpu.zeros(len) }
+    fn upload(&self, host: &[f32]) -> anyhow::Result<Buf> { self.cpu.upload(host) }
+    fn download(&self, buf: &Buf) -> anyhow::Result<Vec<f32>> { self.cpu.download(buf) }
+    fn len(&self, buf: &Buf) -> usize { self.cpu.len(buf) }
+    fn synchronize(&self) -> anyhow::Result<()> { self.cpu.synchronize() }
+    // The trait's default upload (no Winograd transform appended), which the naive loops read.
+    fn conv3x3_fwd(&self, s: ConvShape, x: &Buf, w: &Buf, b: &Buf, y: &mut Buf) -> anyhow::Result<()> {
+        if !self.naive_conv { return self.cpu.conv3x3_fwd(s, x, w, b, y); }
+        conv::conv3x3_fwd_naive(s, x, w, b, y, true);
+        Ok(())
+    }
+    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Buf, w: &Buf, dx: &mut Buf) -> anyhow::Result<()> {
+        if !self.naive_conv { return self.cpu.conv3x3_bwd_input(s, dy, w, dx); }
+        conv::conv3x3_bwd_input_naive(s, dy, w, dx);
+        Ok(())
+    }
+    fn relu_bwd(&self, y: &Buf, dy: &mut Buf) -> anyhow::Result<()> { self.cpu.relu_bwd(y, dy) }
+    fn pool_fwd(&self, k: PoolKind, s: PoolShape, x: &Buf, y: &mut Buf) -> anyhow::Result<()> { self.cpu.pool_fwd(k, s, x, y) }
+    fn pool_bwd(&self, k: PoolKind, s: PoolShape, x: &Buf, dy: &Buf, dx: &mut Buf) -> anyhow::Result<()> { self.cpu.pool_bwd(k, s, x, dy, dx) }
+    fn gram(&self, hw: usize, c: usize, f: &Buf, g: &mut Buf) -> anyhow::Result<()> {
+        let run = match self.gram {
+            GramSum::Crate => return self.cpu.gram(hw, c, f, g),
+            GramSum::F64 => 0,
+            GramSum::F32Runs(run) => run,
+        };
+        for i in 0..c {
+            for j in 0..c {
+                let (mut total, mut total64) = (0.0f32, 0.0f64);
+                for k0 in (0..hw).step_by(run.max(1)) {
+                    let mut part = 0.0f32;
+                    for p in k0..(k0 + run.max(1)).min(hw) {
+                        part += f[p * c + i] * f[p * c + j];
+                        total64 += f[p * c + i] as f64 * f[p * c + j] as f64;
+                    }
+                    total += part;
+                }
+                let sum = if run == 0 { total64 } else { total as f64 };
+                g[i * c + j] = (sum / (c * hw) as f64) as f32;
+            }
+        }
+        Ok(())
+    }
+    fn gram_bwd_acc(&self, hw: usize, c: usize, f: &Buf, dg: &Buf, df: &mut Buf) -> anyhow::Result<()> { self.cpu.gram_bwd_acc(hw, c, f, dg, df) }
+    fn content_loss_acc(&self, w: f32, f: &Buf, p: &Buf, df: &mut Buf) -> anyhow::Result<f64> { self.cpu.content_loss_acc(w, f, p, df) }
+    fn style_loss(&self, w: f32, g: &Buf, a: &Buf, dg: &mut Buf) -> anyhow::Result<f64> { self.cpu.style_loss(w, g, a, dg) }
+    fn tv_loss_acc(&self, w: f32, h: usize, wd: usize, c: usize, x: &Buf, dx: &mut Buf) -> anyhow::Result<f64> { self.cpu.tv_loss_acc(w, h, wd, c, x, dx) }
+    fn tv_pow_loss_acc(&self, w: f32, p: f32, h: usize, wd: usize, c: usize, x: &Buf, dx: &mut Buf) -> anyhow::Result<f64> { self.cpu.tv_pow_loss_acc(w, p, h, wd, c, x, dx) }
+    fn fill(&self, x: &mut Buf, v: f32) -> anyhow::Result<()> { self.cpu.fill(x, v) }
+    fn copy(&self, src: &Buf, dst: &mut Buf) -> anyhow::Result<()> { self.cpu.copy(src, dst) }
+    fn dot(&self, a: &Buf, b: &Buf) -> anyhow::Result<f64> { self.cpu.dot(a, b) }
+    fn asum(&self, x: &Buf) -> anyhow::Result<f64> { self.cpu.asum(x) }
+    fn amax(&self, x: &Buf) -> anyhow::Result<f64> { self.cpu.amax(x) }
+    fn axpy(&self, a: f32, x: &Buf, y: &mut Buf) -> anyhow::Result<()> { self.cpu.axpy(a, x, y) }
+    fn scale(&self, a: f32, x: &mut Buf) -> anyhow::Result<()> { self.cpu.scale(a, x) }
+    fn adam_step(&self, s: AdamStep, p: &mut Buf, g: &Buf, m: &mut Buf, v: &mut Buf) -> anyhow::Result<()> { self.cpu.adam_step(s, p, g, m, v) }
+}
+
+/// Why `loss_tolerance` holds average pooling's evaluations 3-10 to 5e-4 and not to PyTorch's
+/// own float32 drift: the golden avg job under other f32 summation orders of the Gram and the
+/// convolutions, each as accurate as the crate's (or more: one sums the Gram in f64). Each must
+/// pass the golden checks, and their 3rd evaluations must spread beyond twice PyTorch's drift
+/// there. If that spread ever falls below it (a better conditioned objective or optimiser, new
+/// fixtures), the tolerance can be tightened: do so, and update this test and its doc comment.
+#[test]
+fn lbfgs_avg_spread_over_f32_summation_orders() {
+    let (g, vgg) = (Golden::load(), vgg());
+    let want = g.list(&["lbfgs_avg", "losses"]);
+    let pytorch_drift = rel(g.list(&["lbfgs_avg", "losses_float32"])[2], want[2]);
+    let orders = [
+        (GramSum::F64, false),
+        (GramSum::F32Runs(64), false),
+        (GramSum::F32Runs(1000), false),
+        (GramSum::F32Runs(1920), false), // one run at every layer
+        (GramSum::Crate, true),
+        (GramSum::F64, true),
+        (GramSum::F32Runs(1000), true),
+    ];
+    let mut third = Vec::new();
+    for (gram, naive_conv) in orders {
+        let be = OtherOrder { cpu: CpuBackend::new(), gram, naive_conv };
+        let (losses, image, final_total) = lbfgs_run(&be, &g, &vgg, PoolKind::Avg);
+        third.push(check_lbfgs(&g, PoolKind::Avg, &be.name(), &losses, &image, final_total)[2]);
+    }
+    let (lo, hi) = third.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &e| (lo.min(e), hi.max(e)));
+    eprintln!("avg: 3rd evaluation {lo:.1e} to {hi:.1e} from float64 over the orders; PyTorch float32 {pytorch_drift:.1e}");
+    assert!(
+        hi > 2.0 * pytorch_drift,
+        "the 3rd evaluation spreads only to {hi:e} over f32 summation orders (PyTorch float32: {pytorch_drift:e}): tighten loss_tolerance"
+    );
 }
