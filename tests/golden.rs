@@ -325,9 +325,9 @@ impl Backend for OtherOrder {
         conv::conv3x3_fwd_naive(s, x, w, b, y, true);
         Ok(())
     }
-    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Buf, w: &Buf, dx: &mut Buf) -> anyhow::Result<()> {
-        if !self.naive_conv { return self.cpu.conv3x3_bwd_input(s, dy, w, dx); }
-        conv::conv3x3_bwd_input_naive(s, dy, w, dx);
+    fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Buf, w: &Buf, w_flip: &Buf, dx: &mut Buf) -> anyhow::Result<()> {
+        if !self.naive_conv { return self.cpu.conv3x3_bwd_input(s, dy, w, w_flip, dx); }
+        conv::conv3x3_bwd_input_naive(s, dy, w_flip, dx);
         Ok(())
     }
     fn relu_bwd(&self, y: &Buf, dy: &mut Buf) -> anyhow::Result<()> { self.cpu.relu_bwd(y, dy) }
