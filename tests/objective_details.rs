@@ -75,3 +75,51 @@ fn normalization_divides_by_the_l1_norm_plus_1e_8() {
     let c = plain[k] as f64 / normalized[k] as f64;
     approx::assert_relative_eq!(c, l1 + 1e-8, max_relative = 1e-3);
 }
+
+/// The Keras example's style term with a style image of another size than x: its unnormalised
+/// Gram is taken at its own size, and the term is Σ (G(x) − G(s))² / (4 · 3² · (H W)²) with H W
+/// x's pixels (the example's quirk), here against Grams computed by hand from the activations.
+#[test]
+fn keras_style_term_with_a_style_image_of_another_size() {
+    use neural_style::GramNormalization;
+    let be = CpuBackend::new();
+    let vgg = random_vgg(&[4, 4, 0, 6, 6], 11, "tiny".into());
+    let mut rng = Rng::new(4);
+    let (h, w) = (12, 10);
+    let (content, style) = (image(&mut rng, h, w), image(&mut rng, 9, 11));
+    let x = image(&mut rng, h, w).data;
+    for layer in ["relu1_1", "relu2_1"] {
+        let spec = ObjectiveSpec {
+            content_layers: vec![],
+            content_weight: 0.0,
+            style_layers: vec![layer.into()],
+            style_weight: 3.0,
+            tv_weight: 0.0,
+            gram_normalization: GramNormalization::KerasExample,
+            ..Default::default()
+        };
+        let mut obj = Objective::new(&be, &vgg, spec, &content, &[(style.clone(), 1.0)]).unwrap();
+        let mut g = vec![0.0; x.len()];
+        let got = obj.evaluate(&x, &mut g).unwrap().style;
+
+        let net = Network::new(&be, &vgg, PoolKind::Max, &[layer.to_string()]).unwrap();
+        let gram = |img: &[f32], ih: usize, iw: usize| {
+            let mut acts = net.alloc_activations(&be, ih, iw).unwrap();
+            net.forward(&be, &img.to_vec(), ih, iw, &mut acts).unwrap();
+            let f = &acts[net.index_of(layer).unwrap()];
+            let c = if layer == "relu1_1" { 4 } else { 6 };
+            let mut g = vec![0.0f64; c * c];
+            for px in f.chunks_exact(c) {
+                for i in 0..c {
+                    for j in 0..c {
+                        g[i * c + j] += px[i] as f64 * px[j] as f64;
+                    }
+                }
+            }
+            g
+        };
+        let (gx, gs) = (gram(&x, h, w), gram(&style.data, 9, 11));
+        let want = 3.0 * gx.iter().zip(&gs).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (4.0 * 9.0 * ((h * w) as f64).powi(2));
+        approx::assert_relative_eq!(got, want, max_relative = 1e-4);
+    }
+}
