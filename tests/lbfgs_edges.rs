@@ -58,7 +58,24 @@ struct Ran {
     f: f64,
 }
 
+/// With strong Wolfe x ends on an evaluated point: `final_evaluation` names it, `f` is its loss.
+fn check_final_evaluation(function: &str, r: &Ran, final_evaluation: Option<usize>, what: &str) {
+    let k = final_evaluation.unwrap_or_else(|| panic!("{what}: strong Wolfe ends on an evaluation"));
+    let mut g = vec![0.0; r.x.len()];
+    let at_x = eval(function, &r.x, &mut g);
+    assert_eq!(r.losses[k], at_x, "{what}: final_evaluation {k} is not the evaluation at the final x");
+    assert_eq!(r.f, at_x, "{what}: f is the loss at the final x");
+}
+
 fn minimize(function: &str, n: usize, history: usize, lr: f32, line_search: LineSearch, max_evals: usize) -> Ran {
+    let (ran, final_evaluation) = minimize_with_final(function, n, history, lr, line_search, max_evals);
+    if line_search == LineSearch::StrongWolfe && max_evals > 0 {
+        check_final_evaluation(function, &ran, final_evaluation, &format!("{function} lr {lr} history {history} budget {max_evals}"));
+    }
+    ran
+}
+
+fn minimize_with_final(function: &str, n: usize, history: usize, lr: f32, line_search: LineSearch, max_evals: usize) -> (Ran, Option<usize>) {
     let be = CpuBackend::new();
     let mut x = start(function, n);
     let mut g = vec![0.0f32; n];
@@ -72,7 +89,7 @@ fn minimize(function: &str, n: usize, history: usize, lr: f32, line_search: Line
         })
         .unwrap();
     assert_eq!(r.evaluations, losses.len());
-    Ran { losses, x, evaluations: r.evaluations, f: r.f }
+    (Ran { losses, x, evaluations: r.evaluations, f: r.f }, r.final_evaluation)
 }
 
 fn cases(kind: &str) -> Vec<Value> {
