@@ -64,3 +64,18 @@ impl Convention {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_names_and_refuses_others() {
+        assert_eq!("torchvision".parse::<Convention>().unwrap(), Convention::Torchvision);
+        assert_eq!("caffe".parse::<Convention>().unwrap(), Convention::Caffe);
+        for bad in ["", "Caffe", "torch", "bgr"] {
+            let err = bad.parse::<Convention>().unwrap_err().to_string();
+            assert!(err.contains("expected torchvision or caffe"), "{bad:?}: {err}");
+        }
+    }
+}

@@ -116,3 +116,62 @@ pub fn gram_bwd_acc(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [f32]) 
         crate::cpu::conv::gemm_rm(d.len() / c, c, c, fb, &sym, d, true);
     });
 }
+// touch
+// touch2
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// f (hw = 3, c = 2), pixels (1, 0), (2, 3), (0, 4): fᵀf = [[5, 6], [6, 25]], over c·hw = 6.
+    const F: [f32; 6] = [1.0, 0.0, 2.0, 3.0, 0.0, 4.0];
+    const G: [f32; 4] = [5.0 / 6.0, 1.0, 1.0, 25.0 / 6.0];
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (k, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{what}[{k}]: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn gram_of_a_hand_example() {
+        for (name, op) in [("gram", gram as fn(usize, usize, &[f32], &mut [f32])), ("gram_naive", gram_naive)] {
+            let mut g = vec![f32::NAN; 4];
+            op(3, 2, &F, &mut g);
+            assert_close(&g, &G, name);
+        }
+    }
+
+    #[test]
+    fn gram_bwd_of_a_hand_example() {
+        // dg = [[1, 2], [0, -1]]: dg + dgᵀ = [[2, 2], [2, -2]], over 6; df += f (dg + dgᵀ) / 6.
+        let dg = [1.0, 2.0, 0.0, -1.0];
+        let added = [2.0, 2.0, 10.0, -2.0, 8.0, -8.0].map(|v: f32| v / 6.0);
+        let df0 = [1.0, -1.0, 0.5, 0.25, -2.0, 3.0];
+        let want: Vec<f32> = df0.iter().zip(&added).map(|(a, b)| a + b).collect();
+        for (name, op) in [("gram_bwd_acc", gram_bwd_acc as fn(usize, usize, &[f32], &[f32], &mut [f32])), ("gram_bwd_acc_naive", gram_bwd_acc_naive)] {
+            let mut df = df0.to_vec();
+            op(3, 2, &F, &dg, &mut df);
+            assert_close(&df, &want, name);
+        }
+    }
+
+    /// The fast Gram against the naive one where ReLU zeros are common, with every value finite
+    /// (a NaN in either must fail, not pass unseen), over several K chunks and row blocks.
+    #[test]
+    fn fast_and_naive_grams_agree_and_are_finite_on_relu_features() {
+        let mut rng = crate::rng::Rng::new(3);
+        for (hw, c) in [(37, 5), (5000, 3), (4097, 70), (300, 130)] {
+            let f: Vec<f32> = rng.normal_vec(hw * c, 1.0).into_iter().map(|v| v.max(0.0)).collect();
+            let (mut g, mut g_ref) = (vec![f32::NAN; c * c], vec![f32::NAN; c * c]);
+            gram(hw, c, &f, &mut g);
+            gram_naive(hw, c, &f, &mut g_ref);
+            assert!(g.iter().chain(&g_ref).all(|v| v.is_finite()), "({hw}, {c})");
+            let scale = g_ref.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (a, b) in g.iter().zip(&g_ref) {
+                assert!((a - b).abs() <= 1e-5 * scale, "({hw}, {c}): {a} vs {b}");
+            }
+        }
+    }
+}

@@ -133,3 +133,29 @@ pub fn tv_pow_loss_acc(weight: f32, power: f32, h: usize, w: usize, c: usize, x:
 fn sum_over_rows(dx: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) -> f64 + Sync) -> f64 {
     dx.par_chunks_mut(row).enumerate().map(|(i, d_row)| f(i, d_row)).collect::<Vec<_>>().iter().sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With power 1 the Keras TV is a plain sum of squares, so its gradient is linear in x: at
+    /// 1e-30 x it is 1e-30 times the gradient at x, also where the squares underflow to 0 in
+    /// float32 (s = 0 with nonzero differences: the slope's own branch for s = 0).
+    #[test]
+    fn tv_pow_1_gradient_is_linear_down_to_underflow() {
+        let (h, w, c) = (3, 4, 2);
+        let x: Vec<f32> = (0..h * w * c).map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0).collect();
+        let grad = |x: &[f32]| {
+            let mut dx = vec![0.0f32; x.len()];
+            tv_pow_loss_acc(0.5, 1.0, h, w, c, x, &mut dx);
+            dx
+        };
+        let (g, tiny) = (grad(&x), 1e-30f32);
+        let g_tiny = grad(&x.iter().map(|v| v * tiny).collect::<Vec<_>>());
+        assert!(g.iter().any(|&v| v != 0.0));
+        for (k, (a, b)) in g_tiny.iter().zip(&g).enumerate() {
+            let want = b * tiny;
+            assert!((a - want).abs() <= 1e-5 * want.abs().max(1e-35), "dx[{k}]: {a} vs {want}");
+        }
+    }
+}

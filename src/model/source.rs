@@ -110,6 +110,10 @@ mod tests {
         assert_eq!(hash_prefix_of("vgg19-dcbb9e9d.pth"), Some("dcbb9e9d"));
         assert_eq!(hash_prefix_of("vgg19.pth"), None);
         assert_eq!(hash_prefix_of("my-model.pth"), None);
+        // Both conditions: six or more characters, all of them hex digits.
+        assert_eq!(hash_prefix_of("vgg19-pretrained.pth"), None, "long enough, not hex");
+        assert_eq!(hash_prefix_of("vgg19-beef.pth"), None, "hex, too short");
+        assert_eq!(hash_prefix_of("my-vgg-0123ab.tar.gz"), Some("0123ab"), "after the last '-', before the first '.'");
     }
 
     #[test]
