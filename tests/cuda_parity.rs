@@ -138,6 +138,29 @@ const CONV_SHAPES: [ConvShape; 8] = [
     ConvShape { h: 3, w: 4, c_in: 68, c_out: 4 },
 ];
 
+/// Random operands of one conv and its input gradient, He-scaled weights (w_flip independent
+/// of wt: each direction is checked on its own).
+struct ConvInputs {
+    x: Vec<f32>,
+    wt: Vec<f32>,
+    b: Vec<f32>,
+    dy: Vec<f32>,
+    w_flip: Vec<f32>,
+}
+
+impl ConvInputs {
+    fn draw(rng: &mut Rng, s: ConvShape) -> Self {
+        let ConvShape { h, w, c_in, c_out } = s;
+        ConvInputs {
+            x: rng.normal_vec(h * w * c_in, 1.0),
+            wt: rng.normal_vec(9 * c_in * c_out, (2.0 / (9 * c_in) as f32).sqrt()),
+            b: rng.normal_vec(c_out, 0.1),
+            dy: rng.normal_vec(h * w * c_out, 1.0),
+            w_flip: rng.normal_vec(9 * c_in * c_out, (2.0 / (9 * c_out) as f32).sqrt()),
+        }
+    }
+}
+
 #[test]
 fn conv3x3_forward_and_input_gradient_match_cpu() {
     for p in PRECISIONS {
@@ -146,11 +169,7 @@ fn conv3x3_forward_and_input_gradient_match_cpu() {
         let mut rng = Rng::new(11);
         for s in CONV_SHAPES {
             let ConvShape { h, w, c_in, c_out } = s;
-            let x = rng.normal_vec(h * w * c_in, 1.0);
-            let wt = rng.normal_vec(9 * c_in * c_out, (2.0 / (9 * c_in) as f32).sqrt());
-            let b = rng.normal_vec(c_out, 0.1);
-            let dy = rng.normal_vec(h * w * c_out, 1.0);
-            let w_flip = rng.normal_vec(9 * c_in * c_out, (2.0 / (9 * c_out) as f32).sqrt());
+            let ConvInputs { x, wt, b, dy, w_flip } = ConvInputs::draw(&mut rng, s);
 
             let mut y_cpu = vec![0.0; h * w * c_out];
             cpu.conv3x3_fwd(s, &x, &wt, &b, &mut y_cpu).unwrap();
@@ -203,11 +222,7 @@ fn mma_gemm_matches_cpu_and_the_wmma_reference_in(p: Precision) {
     shapes.push(ConvShape { h: 32, w: 40, c_in: 128, c_out: 256 }); // whole tiles, K = 36 slices
     for s in shapes {
         let ConvShape { h, w, c_in, c_out } = s;
-        let x = rng.normal_vec(h * w * c_in, 1.0);
-        let wt = rng.normal_vec(9 * c_in * c_out, (2.0 / (9 * c_in) as f32).sqrt());
-        let b = rng.normal_vec(c_out, 0.1);
-        let dy = rng.normal_vec(h * w * c_out, 1.0);
-        let w_flip = rng.normal_vec(9 * c_in * c_out, (2.0 / (9 * c_out) as f32).sqrt());
+        let ConvInputs { x, wt, b, dy, w_flip } = ConvInputs::draw(&mut rng, s);
         let mut y_cpu = vec![0.0; h * w * c_out];
         cpu.conv3x3_fwd(s, &x, &wt, &b, &mut y_cpu).unwrap();
         let mut dx_cpu = vec![0.0; h * w * c_in];

@@ -285,6 +285,30 @@ static double finish_sum(double* partials, unsigned blocks, bool max = false) {
     return out;
 }
 
+// The double references of the Gram, G = Fᵀ F / (c hw) with F (hw, c), and of its backward,
+// df0 + F (dG + dGᵀ) / (c hw).
+static std::vector<double> gram_ref(const std::vector<float>& f, int hw, int c) {
+    std::vector<double> g((size_t)c * c);
+    for (int i = 0; i < c; i++)
+        for (int j = 0; j < c; j++) {
+            double acc = 0;
+            for (int q = 0; q < hw; q++) acc += (double)f[(size_t)q * c + i] * f[(size_t)q * c + j];
+            g[(size_t)i * c + j] = acc / ((double)c * hw);
+        }
+    return g;
+}
+
+static std::vector<double> gram_bwd_acc_ref(const std::vector<float>& f, const std::vector<float>& dg, const std::vector<float>& df0, int hw, int c) {
+    std::vector<double> df(df0.begin(), df0.end());
+    for (int q = 0; q < hw; q++)
+        for (int n = 0; n < c; n++) {
+            double acc = 0;
+            for (int k = 0; k < c; k++) acc += (double)f[(size_t)q * c + k] * ((double)dg[(size_t)k * c + n] + dg[(size_t)n * c + k]);
+            df[(size_t)q * c + n] += acc / ((double)c * hw);
+        }
+    return df;
+}
+
 int main() {
     const char* names[3] = {"fp32", "tf32", "bf16"};
     const double tols[3] = {1e-5, 3e-3, 2e-2};
@@ -359,21 +383,9 @@ int main() {
     for (auto [hw, c] : {std::pair{37, 5}, std::pair{5000, 64}, std::pair{300, 130}, std::pair{4096, 8}, std::pair{77, 200}, std::pair{300, 132}, std::pair{999, 68}, std::pair{50, 4}}) {
         auto f = randn((size_t)hw * c);
         for (auto& v : f) v = std::max(v, 0.0f);
-        std::vector<double> g_ref((size_t)c * c);
-        for (int i = 0; i < c; i++)
-            for (int j = 0; j < c; j++) {
-                double acc = 0;
-                for (int q = 0; q < hw; q++) acc += (double)f[(size_t)q * c + i] * f[(size_t)q * c + j];
-                g_ref[(size_t)i * c + j] = acc / ((double)c * hw);
-            }
+        auto g_ref = gram_ref(f, hw, c);
         auto dg = randn((size_t)c * c), df0 = randn((size_t)hw * c, 1e-3f);
-        std::vector<double> df_ref(df0.begin(), df0.end());
-        for (int q = 0; q < hw; q++)
-            for (int n = 0; n < c; n++) {
-                double acc = 0;
-                for (int k = 0; k < c; k++) acc += (double)f[(size_t)q * c + k] * ((double)dg[(size_t)k * c + n] + dg[(size_t)n * c + k]);
-                df_ref[(size_t)q * c + n] += acc / ((double)c * hw);
-            }
+        auto df_ref = gram_bwd_acc_ref(f, dg, df0, hw, c);
         auto [splits, chunk] = gram_split(hw, c);
         for (int p = 0; p < 3; p++) {
             std::vector<float> partials((size_t)splits * c * c, NAN), g = nans((size_t)c * c);
@@ -403,21 +415,9 @@ int main() {
     for (auto [hw, c] : {std::pair{37, 5}, std::pair{300, 130}, std::pair{999, 68}, std::pair{50, 4}, std::pair{77, 200}}) {
         auto f = randn((size_t)hw * c);
         for (auto& v : f) v = std::max(v, 0.0f);
-        std::vector<double> g_ref((size_t)c * c);
-        for (int i = 0; i < c; i++)
-            for (int j = 0; j < c; j++) {
-                double acc = 0;
-                for (int q = 0; q < hw; q++) acc += (double)f[(size_t)q * c + i] * f[(size_t)q * c + j];
-                g_ref[(size_t)i * c + j] = acc / ((double)c * hw);
-            }
+        auto g_ref = gram_ref(f, hw, c);
         auto dg = randn((size_t)c * c), df0 = randn((size_t)hw * c, 1e-3f);
-        std::vector<double> df_ref(df0.begin(), df0.end());
-        for (int q = 0; q < hw; q++)
-            for (int n = 0; n < c; n++) {
-                double acc = 0;
-                for (int k = 0; k < c; k++) acc += (double)f[(size_t)q * c + k] * ((double)dg[(size_t)k * c + n] + dg[(size_t)n * c + k]);
-                df_ref[(size_t)q * c + n] += acc / ((double)c * hw);
-            }
+        auto df_ref = gram_bwd_acc_ref(f, dg, df0, hw, c);
         auto [splits, chunk] = gram_split(hw, c, NS_MMA_BM);
         for (int p = 1; p < 3; p++) {
             std::vector<float> partials((size_t)splits * c * c, NAN), g = nans((size_t)c * c);
