@@ -147,8 +147,8 @@ pub trait Backend {
         let _ = (c_in, c_out);
         Ok((self.upload(w)?, self.upload(w_flip)?))
     }
-    /// y = relu(conv3x3(x, w) + b).  x (h, w, c_in), w (3, 3, c_in, c_out) (plus what
-    /// upload_conv_weights appended, if it came from there), b (c_out), y (h, w, c_out).
+    /// y = relu(conv3x3(x, w) + b).  x (h, w, c_in), w (3, 3, c_in, c_out) (or the form
+    /// upload_conv_weights kept instead, if it came from there), b (c_out), y (h, w, c_out).
     fn conv3x3_fwd(&self, s: ConvShape, x: &Self::Buf, w: &Self::Buf, b: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// dx = conv3x3(dy, w_flip): the gradient w.r.t. the input of a conv whose output gradient is dy.
     /// dy (h, w, c_out), w_flip (3, 3, c_out, c_in) = w[2-ky][2-kx][ci][co] transposed, dx (h, w, c_in).

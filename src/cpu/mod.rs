@@ -39,21 +39,6 @@ impl ConvAlgo {
     }
 }
 
-/// The forward weights as the CPU keeps them: U (36, c_in, c_out) alone where the conv carries
-/// the Winograd transform (its forward and backward-input both run on U, and the rare direct
-/// fallback recovers the direct layout from it), else the direct layout (3, 3, c_in, c_out).
-fn forward_weights(c_in: usize, c_out: usize, w: &[f32]) -> Result<Vec<f32>> {
-    if carries_winograd(c_in, c_out) && w.len() == 9 * c_in * c_out {
-        let u = winograd::transform_weights(c_in, c_out, w);
-        let mut v = host_vec(u.len())?;
-        v.extend_from_slice(&u);
-        return Ok(v);
-    }
-    let mut v = host_vec(w.len())?;
-    v.extend_from_slice(w);
-    Ok(v)
-}
-
 /// Whether a (c_in, c_out) conv's weights are kept in the Winograd form only: the GEMM depth of
 /// the forward (c_in) >= 64 and its width (c_out) >= 16 (conv1_1 keeps the direct path).
 fn carries_winograd(c_in: usize, c_out: usize) -> bool {
@@ -94,8 +79,13 @@ impl CpuBackend {
 /// refuses: the memory check before a run estimates, this is what makes a miss recoverable.
 fn host_vec(len: usize) -> Result<Vec<f32>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| anyhow::anyhow!("out of memory allocating {:.2} GiB", len as f64 * 4.0 / (1u64 << 30) as f64))?;
+    reserve_total(&mut v, len)?;
     Ok(v)
+}
+
+/// Grows v's capacity to at least `len` floats (nothing if it has them), or an error.
+fn reserve_total(v: &mut Vec<f32>, len: usize) -> Result<()> {
+    v.try_reserve_exact(len.saturating_sub(v.len())).map_err(|_| anyhow::anyhow!("out of memory allocating {:.2} GiB", len as f64 * 4.0 / (1u64 << 30) as f64))
 }
 
 impl Backend for CpuBackend {
@@ -128,19 +118,19 @@ impl Backend for CpuBackend {
         true
     }
     fn resize(&self, buf: &mut Vec<f32>, len: usize) -> Result<()> {
-        if len > buf.capacity() {
-            buf.try_reserve_exact(len - buf.len()).map_err(|_| anyhow::anyhow!("out of memory allocating {:.2} GiB", len as f64 * 4.0 / (1u64 << 30) as f64))?;
-        }
+        reserve_total(buf, len)?;
         buf.resize(len, 0.0);
         Ok(())
     }
 
     fn upload_conv_weights(&self, c_in: usize, c_out: usize, w: &[f32], w_flip: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
-        let fwd = forward_weights(c_in, c_out, w)?;
-        // The backward-input conv runs on the forward's U (winograd.rs); the flipped layout is
-        // kept only where there is none.
-        let bwd = if as_winograd(ConvShape { h: 0, w: 0, c_in, c_out }, &fwd).is_some() { Vec::new() } else { self.upload(w_flip)? };
-        Ok((fwd, bwd))
+        // Where the conv carries Winograd, U (36, c_in, c_out) alone: the backward-input runs the
+        // transposed algorithm on it, and the rare direct fallback recovers the direct layout
+        // from it. Elsewhere both direct layouts.
+        if carries_winograd(c_in, c_out) && w.len() == 9 * c_in * c_out {
+            return Ok((self.upload(&winograd::transform_weights(c_in, c_out, w))?, Vec::new()));
+        }
+        Ok((self.upload(w)?, self.upload(w_flip)?))
     }
     fn conv3x3_fwd(&self, s: ConvShape, x: &Vec<f32>, w: &Vec<f32>, b: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
         match as_winograd(s, w) {
