@@ -269,6 +269,23 @@ fn first_searches_on_a_kink_a_shelf_a_level_loss_and_sines_match_torch() {
     }
 }
 
+/// `final_evaluation` names the evaluation at the final x for every budget. On the kink of
+/// vee(1, 0.5, 0.001) (near 0, where float32 resolves the trials finely) the first search zooms
+/// in on the kink and ends on a rejected trial; the searches after it find nothing lower and
+/// return their start, so the evaluation just before such a search is not x's.
+#[test]
+fn final_evaluation_names_the_evaluation_at_x_for_every_budget() {
+    let vee = Function { name: "vee".to_string(), params: vec![1.0, 0.5, 1e-3] };
+    let mut stuck = 0;
+    for budget in 1..=40 {
+        let (ran, final_evaluation) = minimize_with_final(&vee, vec![0.0], 100, 1.0, LineSearch::StrongWolfe, budget, usize::MAX);
+        check_final_evaluation(&vee, &ran, final_evaluation, &format!("vee budget {budget}"));
+        // The last two evaluations both rejected: the run ends in a search that returned its start.
+        stuck += (final_evaluation.unwrap() + 2 < ran.evaluations) as usize;
+    }
+    assert!(stuck > 0, "no budget ends in a search that returns its start");
+}
+
 #[test]
 fn a_budget_of_no_evaluations_evaluates_nothing() {
     let be = CpuBackend::new();
