@@ -159,6 +159,27 @@ impl ConvInputs {
             w_flip: rng.normal_vec(9 * c_in * c_out, (2.0 / (9 * c_out) as f32).sqrt()),
         }
     }
+
+    /// The CPU's forward output and input gradient: the reference both directions are held to.
+    fn on_cpu(&self, s: ConvShape) -> (Vec<f32>, Vec<f32>) {
+        let cpu = CpuBackend::new();
+        let ConvShape { h, w, c_in, c_out } = s;
+        let (mut y, mut dx) = (vec![0.0; h * w * c_out], vec![0.0; h * w * c_in]);
+        cpu.conv3x3_fwd(s, &self.x, &self.wt, &self.b, &mut y).unwrap();
+        cpu.conv3x3_bwd_input(s, &self.dy, &self.wt, &self.w_flip, &mut dx).unwrap();
+        (y, dx)
+    }
+
+    /// The same on a GPU backend, each output in a NaN-poisoned buffer.
+    fn on_gpu(&self, be: &CudaBackend, s: ConvShape) -> (Vec<f32>, Vec<f32>) {
+        let ConvShape { h, w, c_in, c_out } = s;
+        let (xg, wg, bg) = (be.upload(&self.x).unwrap(), be.upload(&self.wt).unwrap(), be.upload(&self.b).unwrap());
+        let (dyg, wfg) = (be.upload(&self.dy).unwrap(), be.upload(&self.w_flip).unwrap());
+        let (mut yg, mut dxg) = (nan_buf(be, h * w * c_out), nan_buf(be, h * w * c_in));
+        be.conv3x3_fwd(s, &xg, &wg, &bg, &mut yg).unwrap();
+        be.conv3x3_bwd_input(s, &dyg, &wg, &wfg, &mut dxg).unwrap();
+        (be.download(&yg).unwrap(), be.download(&dxg).unwrap())
+    }
 }
 
 #[test]
@@ -221,25 +242,13 @@ fn mma_gemm_matches_cpu_and_the_wmma_reference_in(p: Precision) {
     shapes.push(ConvShape { h: 13, w: 13, c_in: 64, c_out: 96 }); // two M tiles of 128, one partial N tile (bwd: narrow)
     shapes.push(ConvShape { h: 32, w: 40, c_in: 128, c_out: 256 }); // whole tiles, K = 36 slices
     for s in shapes {
-        let ConvShape { h, w, c_in, c_out } = s;
-        let ConvInputs { x, wt, b, dy, w_flip } = ConvInputs::draw(&mut rng, s);
-        let mut y_cpu = vec![0.0; h * w * c_out];
-        cpu.conv3x3_fwd(s, &x, &wt, &b, &mut y_cpu).unwrap();
-        let mut dx_cpu = vec![0.0; h * w * c_in];
-        cpu.conv3x3_bwd_input(s, &dy, &wt, &w_flip, &mut dx_cpu).unwrap();
+        let inputs = ConvInputs::draw(&mut rng, s);
+        let (y_cpu, dx_cpu) = inputs.on_cpu(s);
         let mut outs = Vec::new();
         for be in [&fast, &refk] {
-            let (xg, wg, bg) = (be.upload(&x).unwrap(), be.upload(&wt).unwrap(), be.upload(&b).unwrap());
-            let mut yg = nan_buf(be, h * w * c_out);
-            be.conv3x3_fwd(s, &xg, &wg, &bg, &mut yg).unwrap();
-            let (dyg, wfg) = (be.upload(&dy).unwrap(), be.upload(&w_flip).unwrap());
-            let mut dxg = nan_buf(be, h * w * c_in);
-            be.conv3x3_bwd_input(s, &dyg, &wg, &wfg, &mut dxg).unwrap();
-            let (y1, dx1) = (be.download(&yg).unwrap(), be.download(&dxg).unwrap());
+            let (y1, dx1) = inputs.on_gpu(be, s);
             if be.gemm() == cuda::Gemm::Mma {
-                let mut yg2 = nan_buf(be, h * w * c_out);
-                be.conv3x3_fwd(s, &xg, &wg, &bg, &mut yg2).unwrap();
-                assert_eq!(bits(&y1), bits(&be.download(&yg2).unwrap()), "conv3x3_fwd_mma {p:?} {s:?} is not deterministic");
+                assert_eq!(bits(&y1), bits(&inputs.on_gpu(be, s).0), "conv3x3_fwd_mma {p:?} {s:?} is not deterministic");
             }
             outs.push((y1, dx1));
         }
@@ -299,23 +308,11 @@ fn mma_special_shapes_match_cpu_and_the_wmma_reference() {
             let (fwd_splits, _) = cuda::conv_split_k(h * w, c_out, 9 * c_in, sms);
             let (bwd_splits, _) = cuda::conv_split_k(h * w, c_in, 9 * c_out, sms);
             assert!(fwd_splits > 1 && bwd_splits > 1, "{s:?} does not split on {sms} SMs ({fwd_splits}, {bwd_splits}): pick a smaller shape");
-            let ConvInputs { x, wt, b, dy, w_flip } = ConvInputs::draw(&mut rng, s);
-            let mut y_cpu = vec![0.0; h * w * c_out];
-            cpu.conv3x3_fwd(s, &x, &wt, &b, &mut y_cpu).unwrap();
-            let mut dx_cpu = vec![0.0; h * w * c_in];
-            cpu.conv3x3_bwd_input(s, &dy, &wt, &w_flip, &mut dx_cpu).unwrap();
+            let inputs = ConvInputs::draw(&mut rng, s);
+            let (y_cpu, dx_cpu) = inputs.on_cpu(s);
             let mut outs = Vec::new();
             for be in [&fast, &refk] {
-                let (xg, wg, bg) = (be.upload(&x).unwrap(), be.upload(&wt).unwrap(), be.upload(&b).unwrap());
-                let (dyg, wfg) = (be.upload(&dy).unwrap(), be.upload(&w_flip).unwrap());
-                let run = || {
-                    let (mut yg, mut dxg) = (nan_buf(be, h * w * c_out), nan_buf(be, h * w * c_in));
-                    be.conv3x3_fwd(s, &xg, &wg, &bg, &mut yg).unwrap();
-                    be.conv3x3_bwd_input(s, &dyg, &wg, &wfg, &mut dxg).unwrap();
-                    (be.download(&yg).unwrap(), be.download(&dxg).unwrap())
-                };
-                let (y1, dx1) = run();
-                let (y2, dx2) = run();
+                let ((y1, dx1), (y2, dx2)) = (inputs.on_gpu(be, s), inputs.on_gpu(be, s));
                 assert_eq!((bits(&y1), bits(&dx1)), (bits(&y2), bits(&dx2)), "split-K {p:?} {s:?} on {} is not deterministic", be.name());
                 outs.push((y1, dx1));
             }
