@@ -122,10 +122,10 @@ mod tests {
         assert_eq!(f.activations, run_floats(&vgg, &["relu5_1".to_string()], 64, 64, 0).activations);
         assert_eq!(run_floats_with_weights(&vgg, &["relu1_1".to_string()], 64, 64, 0, direct).weights, 1792);
         // The CPU keeps both direct layouts for conv1_1, and U (36 floats per channel pair, both
-        // directions) alone for the others.
+        // directions; rows padded by 16 floats) alone for the others.
         assert_eq!(crate::cpu::conv_weight_floats(3, 64), 2 * 9 * 3 * 64);
         if std::env::var("NEURAL_STYLE_CPU_CONV").map_or(true, |v| v == "auto") {
-            assert_eq!(crate::cpu::conv_weight_floats(64, 128), 36 * 64 * 128);
+            assert_eq!(crate::cpu::conv_weight_floats(64, 128), 36 * 64 * (128 + 16));
         }
     }
 

@@ -33,7 +33,9 @@
 //! and dx is the sum of every tile's 6x6 dd over the input pixels it covers (neighbouring
 //! tiles' patches overlap by 2 pixels).
 //!
-//! Layouts: U (36, c_in, c_out), row-major per ξ, from the forward layout (3, 3, c_in, c_out).
+//! Layouts: U (36, c_in, c_out), row-major per ξ with rows of u_row_stride(c_out) floats (see
+//! there), from the forward layout (3, 3, c_in, c_out). With more than one band, the
+//! backward-input transposes it to (36, c_out, c_in) once per call (see xi_gemms for why).
 //! Per band of whole tile rows, V (36, tiles, c_in) and M (36, tiles, c_out): each ξ's GEMM
 //! operands are contiguous row-major matrices; a tile's transform writes (reads) 36 vectors of
 //! 16 channels, one per ξ, tiles * c apart.
@@ -69,19 +71,28 @@ const G: [[f64; 3]; ALPHA] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// Floats of the transformed weights of a (c_in, c_out) conv: (36, c_in, c_out).
+/// Floats of the transformed weights of a (c_in, c_out) conv: (36, c_in, c_out), padded rows.
 pub fn transformed_len(c_in: usize, c_out: usize) -> usize {
-    NXI * c_in * c_out
+    NXI * c_in * u_row_stride(c_out)
+}
+
+/// Floats from one row of U[ξ] (one input channel) to the next: c_out and 16 of padding.
+/// The backward-input's GEMMs read U down its columns (c_in the vector dimension), and gemm
+/// packs such an operand float by float: with rows a power-of-two size apart (2 KiB at
+/// c_out = 512) every read falls in the same two L1 sets and misses; 64 more bytes spread them
+/// over all sets (twice as fast, measured on gemm alone).
+fn u_row_stride(c_out: usize) -> usize {
+    c_out + 16
 }
 
 /// U (36, c_in, c_out) = G g Gᵀ per channel pair, from w in the forward layout (3, 3, c_in, c_out).
 /// For the backward-input conv pass the flipped layout (3, 3, c_out, c_in) with c_in and c_out
 /// swapped. Computed in f64, rounded once.
 pub fn transform_weights(c_in: usize, c_out: usize, w: &[f32]) -> Vec<f32> {
-    let n = c_in * c_out;
+    let (n, ld) = (c_in * c_out, u_row_stride(c_out));
     assert!(w.len() >= 9 * n);
-    let mut u = vec![0.0f32; NXI * n];
-    u.par_chunks_mut(n).enumerate().for_each(|(xi, u_xi)| {
+    let mut u = vec![0.0f32; transformed_len(c_in, c_out)];
+    u.par_chunks_mut(c_in * ld).enumerate().for_each(|(xi, u_xi)| {
         let (i, j) = (xi / ALPHA, xi % ALPHA);
         let mut acc = vec![0.0f64; n];
         for ky in 0..3 {
@@ -95,8 +106,10 @@ pub fn transform_weights(c_in: usize, c_out: usize, w: &[f32]) -> Vec<f32> {
                 }
             }
         }
-        for (o, a) in u_xi.iter_mut().zip(&acc) {
-            *o = *a as f32;
+        for (row, acc_row) in u_xi.chunks_mut(ld).zip(acc.chunks(c_out)) {
+            for (o, a) in row.iter_mut().zip(acc_row) {
+                *o = *a as f32;
+            }
         }
     });
     u
@@ -131,8 +144,8 @@ pub fn conv3x3_bwd_input(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f32]) {
 /// where the direct path runs although the weights are kept only in the Winograd form.
 pub fn recover_weights(c_in: usize, c_out: usize, u: &[f32]) -> Vec<f32> {
     const G_INV: [[(usize, f64); 2]; 3] = [[(0, 4.0), (0, 0.0)], [(1, -3.0), (2, 3.0)], [(5, 1.0), (5, 0.0)]];
-    let n = c_in * c_out;
-    assert!(u.len() >= NXI * n);
+    let (n, ld) = (c_in * c_out, u_row_stride(c_out));
+    assert!(u.len() >= transformed_len(c_in, c_out));
     let mut w = vec![0.0f32; 9 * n];
     w.par_chunks_mut(n).enumerate().for_each(|(tap, w_tap)| {
         let (ky, kx) = (tap / 3, tap % 3);
@@ -140,7 +153,7 @@ pub fn recover_weights(c_in: usize, c_out: usize, u: &[f32]) -> Vec<f32> {
             let mut acc = 0.0f64;
             for &(i, a) in &G_INV[ky] {
                 for &(j, b) in &G_INV[kx] {
-                    acc += a * b * u[(i * ALPHA + j) * n + e] as f64;
+                    acc += a * b * u[((i * ALPHA + j) * c_in + e / c_out) * ld + e % c_out] as f64;
                 }
             }
             *o = acc as f32;
@@ -152,6 +165,8 @@ pub fn recover_weights(c_in: usize, c_out: usize, u: &[f32]) -> Vec<f32> {
 thread_local! {
     /// Per-thread V and M band buffers, reused across calls (no page faults in the hot loop).
     static BANDS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread U[ξ]ᵀ for the backward-input, reused across calls (see with_transposed_weights).
+    static TRANSPOSED_U: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A raw pointer that rayon tasks may share: every use writes a range no other task touches.
@@ -172,7 +187,7 @@ impl SharedMut {
 /// x (h, w, c_in), u (36, c_in, c_out), b (c_out), y (h, w, c_out).
 fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
     let ConvShape { h, w: wd, c_in, c_out } = s;
-    assert!(x.len() >= h * wd * c_in && u.len() >= NXI * c_in * c_out && y.len() >= h * wd * c_out);
+    assert!(x.len() >= h * wd * c_in && u.len() >= transformed_len(c_in, c_out) && y.len() >= h * wd * c_out);
     if h * wd == 0 || c_out == 0 {
         return;
     }
@@ -189,7 +204,7 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
                 unsafe { kind.input_tile(x, h, wd, c_in, t / g.tiles_x, t % g.tiles_x, v_ptr.get().add(k * c_in), nt * c_in) };
             });
             // (2) M[ξ] (nt, c_out) = V[ξ] (nt, c_in) · U[ξ] (c_in, c_out).
-            xi_gemms(nt, c_in, c_out, v, u, false, m);
+            xi_gemms(nt, c_in, c_out, v, Rhs { data: u, ld: u_row_stride(c_out), layout: RhsLayout::RowMajor }, m);
             // (3) y tile = Aᵀ M[t] A (+ b, relu), cropped at the image's edges.
             let m_ref = &m[..];
             (0..nt).into_par_iter().for_each(|k| {
@@ -207,7 +222,7 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
 /// forward, with the roles of c_in and c_out exchanged.
 fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f32]) {
     let ConvShape { h, w: wd, c_in, c_out } = s;
-    assert!(dy.len() >= h * wd * c_out && u.len() >= NXI * c_in * c_out && dx.len() >= h * wd * c_in);
+    assert!(dy.len() >= h * wd * c_out && u.len() >= transformed_len(c_in, c_out) && dx.len() >= h * wd * c_in);
     // Every pixel of dx receives from up to four tiles, added in turn.
     dx[..h * wd * c_in].par_chunks_mut(1 << 14).for_each(|c| c.fill(0.0));
     if h * wd == 0 || c_out == 0 || c_in == 0 {
@@ -215,7 +230,9 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f3
     }
     let g = TileGrid::new(s);
     let kind = Simd::detect();
-    with_band_buffers(g.band_tiles() * NXI * c_out, g.band_tiles() * NXI * c_in, |dm, dv| {
+    // With more than one band, transposing U once costs less than gemm's gather in every band.
+    let transpose_u = g.bands().nth(1).is_some();
+    with_transposed_weights(c_in, c_out, if transpose_u { Some(u) } else { None }, |u_t| with_band_buffers(g.band_tiles() * NXI * c_out, g.band_tiles() * NXI * c_in, |dm, dv| {
         let dx_ptr = SharedMut(dx.as_mut_ptr());
         for (t0, nt) in g.bands() {
             // (1) dM[t] (36, c_out) = A dY Aᵀ for each tile of the band.
@@ -226,7 +243,10 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f3
                 unsafe { kind.output_grad_tile(dy, h, wd, c_out, t / g.tiles_x, t % g.tiles_x, dm_ptr.get().add(k * c_out), nt * c_out) };
             });
             // (2) dV[ξ] (nt, c_in) = dM[ξ] (nt, c_out) · U[ξ]ᵀ.
-            xi_gemms(nt, c_out, c_in, dm, u, true, dv);
+            match u_t {
+                Some(u_t) => xi_gemms(nt, c_out, c_in, dm, Rhs { data: u_t, ld: c_in, layout: RhsLayout::RowMajor }, dv),
+                None => xi_gemms(nt, c_out, c_in, dm, Rhs { data: u, ld: u_row_stride(c_out), layout: RhsLayout::ColMajor }, dv),
+            }
             // (3) dx += B dV[t] Bᵀ over each tile's 6x6 input patch. Patches of neighbouring tiles
             // overlap, so a task owns one tile row and one block of channels and adds its tiles
             // left to right; even tile rows go before odd ones (rows of one parity do not touch).
@@ -248,7 +268,7 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f3
                 });
             }
         }
-    });
+    }));
 }
 
 /// The 4x4 output tiles of a conv, cut into bands of whole tile rows whose transformed tiles
@@ -298,16 +318,36 @@ fn with_band_buffers(len_a: usize, len_b: usize, f: impl FnOnce(&mut [f32], &mut
     })
 }
 
-/// dst[ξ] (nt, n) = lhs[ξ] (nt, k) · U[ξ] for the 36 ξ, parallel over ξ (so each thread reads
-/// only its ξ's weights). lhs and dst hold 36 row-major matrices each, (nt, k) and (nt, n), ξ
-/// after ξ; u is (36, c_in, c_out): read as (k, n) = (c_in, c_out) by the forward, and
-/// transposed, (k, n) = (c_out, c_in), by the backward-input (column-major: no copy).
-fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], u: &[f32], transposed: bool, dst: &mut [f32]) {
-    assert!(lhs.len() >= NXI * nt * k && dst.len() >= NXI * nt * n && u.len() >= NXI * k * n);
-    let (rhs_cs, rhs_rs) = if transposed { (k as isize, 1) } else { (1, n as isize) };
+/// xi_gemms' right operands: 36 matrices (k, n), each `ld` floats from one stored row to the next.
+struct Rhs<'a> {
+    data: &'a [f32],
+    ld: usize,
+    layout: RhsLayout,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum RhsLayout {
+    /// Stored (k, ld): rows of n.
+    RowMajor,
+    /// Stored (n, ld): U (36, c_in, c_out) read as its transpose by the backward-input.
+    ColMajor,
+}
+
+/// dst[ξ] (nt, n) = lhs[ξ] (nt, k) · rhs[ξ] (k, n) for the 36 ξ, parallel over ξ (so each
+/// thread reads only its ξ's weights). lhs and dst hold 36 row-major matrices each, ξ after ξ;
+/// rhs is U (36, c_in, c_out) for the forward (row-major), and for the backward-input U read
+/// transposed (column-major) or U[ξ]ᵀ (row-major; with_transposed_weights). The layout matters:
+/// gemm transposes the problem (dst is row-major) and then packs rhs with n as the vector
+/// dimension: a plain copy when rhs is row-major, a float-by-float gather when it is not.
+fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32]) {
+    let (rhs_cs, rhs_rs, rhs_xi_stride) = match rhs.layout {
+        RhsLayout::RowMajor => (1, rhs.ld as isize, k * rhs.ld),
+        RhsLayout::ColMajor => (rhs.ld as isize, 1, n * rhs.ld),
+    };
+    assert!(lhs.len() >= NXI * nt * k && dst.len() >= NXI * nt * n && rhs.data.len() >= NXI * rhs_xi_stride);
     let dst_ptr = SharedMut(dst.as_mut_ptr());
     (0..NXI).into_par_iter().for_each(|xi| {
-        // SAFETY: the operands lie inside lhs, u and dst (asserted above); distinct ξ write
+        // SAFETY: the operands lie inside lhs, rhs.data and dst (asserted above); distinct ξ write
         // disjoint dst matrices, and nothing else touches dst meanwhile (&mut).
         unsafe {
             gemm::gemm(
@@ -321,7 +361,7 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], u: &[f32], transposed: b
                 lhs.as_ptr().add(xi * nt * k),
                 1,
                 k as isize,
-                u.as_ptr().add(xi * k * n),
+                rhs.data.as_ptr().add(xi * rhs_xi_stride),
                 rhs_cs,
                 rhs_rs,
                 1.0,
@@ -333,6 +373,98 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], u: &[f32], transposed: b
             );
         }
     });
+}
+
+/// Runs f with U[ξ]ᵀ (36, c_out, c_in) of u (36, c_in, c_out) if u is given (else None), in
+/// the calling thread's reused buffer (a fresh one if it is in use). The backward-input's GEMMs
+/// need U with c_in contiguous; read from u as it is, gemm gathers it one float at a time in
+/// every band.
+fn with_transposed_weights(c_in: usize, c_out: usize, u: Option<&[f32]>, f: impl FnOnce(Option<&[f32]>)) {
+    let Some(u) = u else { return f(None) };
+    let (n, ld) = (c_in * c_out, u_row_stride(c_out));
+    assert!(u.len() >= transformed_len(c_in, c_out));
+    TRANSPOSED_U.with(|cell| {
+        let mut fresh = Vec::new();
+        let mut borrowed = cell.try_borrow_mut();
+        let u_t = match borrowed.as_deref_mut() {
+            Ok(buf) => buf,
+            Err(_) => &mut fresh,
+        };
+        if u_t.len() < NXI * n {
+            u_t.resize(NXI * n, 0.0);
+        }
+        u_t[..NXI * n].par_chunks_mut(n).zip(u.par_chunks(c_in * ld)).for_each(|(dst, src)| transpose(c_in, c_out, src, ld, dst));
+        f(Some(&u_t[..NXI * n]))
+    })
+}
+
+/// dst (cols, rows) = srcᵀ, src (rows, cols) with rows src_ld apart, both row-major: in 8x8
+/// blocks, in registers with AVX, 16 rows at a time so that each written cache line (16 floats)
+/// is written whole.
+fn transpose(rows: usize, cols: usize, src: &[f32], src_ld: usize, dst: &mut [f32]) {
+    assert!(src_ld >= cols && src.len() >= rows.saturating_sub(1) * src_ld + cols && dst.len() >= rows * cols);
+    let (full_rows, full_cols) = (rows / 16 * 16, cols / 8 * 8);
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx") {
+        for r0 in (0..full_rows).step_by(16) {
+            for c0 in (0..full_cols).step_by(8) {
+                for r in [r0, r0 + 8] {
+                    // SAFETY: rows r..r + 8 and columns c0..c0 + 8 lie inside both matrices.
+                    unsafe { transpose8x8_avx(src.as_ptr().add(r * src_ld + c0), src_ld, dst.as_mut_ptr().add(c0 * rows + r), rows) };
+                }
+            }
+        }
+    } else {
+        scalar_transpose(rows, src, src_ld, dst, 0..full_rows, 0..full_cols);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    scalar_transpose(rows, src, src_ld, dst, 0..full_rows, 0..full_cols);
+    // The edges the blocks left: the last rows % 16 rows, and the last cols % 8 columns.
+    scalar_transpose(rows, src, src_ld, dst, full_rows..rows, 0..cols);
+    scalar_transpose(rows, src, src_ld, dst, 0..full_rows, full_cols..cols);
+}
+
+fn scalar_transpose(rows: usize, src: &[f32], src_ld: usize, dst: &mut [f32], r: std::ops::Range<usize>, c: std::ops::Range<usize>) {
+    for i in r {
+        for j in c.clone() {
+            dst[j * rows + i] = src[i * src_ld + j];
+        }
+    }
+}
+
+/// One 8x8 block: dst[j * dst_stride + i] = src[i * src_stride + j] for i, j < 8.
+/// # Safety
+/// Both blocks must be inside their allocations; AVX must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8x8_avx(src: *const f32, src_stride: usize, dst: *mut f32, dst_stride: usize) {
+    use std::arch::x86_64::*;
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * src_stride)));
+    // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves exchanged.
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let q = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    for j in 0..4 {
+        _mm256_storeu_ps(dst.add(j * dst_stride), _mm256_permute2f128_ps::<0x20>(q[j], q[j + 4]));
+        _mm256_storeu_ps(dst.add((j + 4) * dst_stride), _mm256_permute2f128_ps::<0x31>(q[j], q[j + 4]));
+    }
 }
 
 /// Which instruction set the transforms are compiled for (picked at run time, as gemm does).
