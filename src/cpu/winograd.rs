@@ -223,8 +223,9 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
 fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f32]) {
     let ConvShape { h, w: wd, c_in, c_out } = s;
     assert!(dy.len() >= h * wd * c_out && u.len() >= transformed_len(c_in, c_out) && dx.len() >= h * wd * c_in);
-    // Every pixel of dx receives from up to four tiles, added in turn.
-    dx[..h * wd * c_in].par_chunks_mut(1 << 14).for_each(|c| c.fill(0.0));
+    if c_out == 0 {
+        dx[..h * wd * c_in].fill(0.0);
+    }
     if h * wd == 0 || c_out == 0 || c_in == 0 {
         return;
     }
@@ -250,7 +251,8 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f3
             // (3) dx += B dV[t] Bᵀ over each tile's 6x6 input patch. Patches of neighbouring tiles
             // overlap, so a task owns one tile row and one block of channels and adds its tiles
             // left to right; even tile rows go before odd ones (rows of one parity do not touch).
-            // Each pixel is summed in one fixed order, whatever the thread count.
+            // Each pixel is summed in one fixed order, whatever the thread count, and the first
+            // tile to reach it stores instead of adding (dx is not zeroed first): see first_rows.
             let dv_ref = &dv[..];
             let blocks = c_in.div_ceil(CH);
             let (ty0, rows) = (t0 / g.tiles_x, nt / g.tiles_x);
@@ -259,16 +261,32 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f3
                 let row_count = (ty0 + rows).saturating_sub(first).div_ceil(2);
                 (0..row_count * blocks).into_par_iter().for_each(|job| {
                     let (ty, c0) = (first + 2 * (job / blocks), (job % blocks) * CH);
+                    let first_rows = first_rows(ty, ty0, ty0 + rows, g.tiles_y);
                     for tx in 0..g.tiles_x {
                         let k = (ty - ty0) * g.tiles_x + tx;
                         // SAFETY: this task alone writes channels c0.. c0 + CH of the pixels that
                         // tile row ty's patches cover, during this parity.
-                        unsafe { kind.input_grad_tile(&dv_ref[k * c_in..], nt * c_in, h, wd, c_in, c0, ty, tx, dx_ptr.get()) };
+                        unsafe { kind.input_grad_tile(&dv_ref[k * c_in..], nt * c_in, h, wd, c_in, c0, ty, tx, first_rows, dx_ptr.get()) };
                     }
                 });
             }
         }
     }));
+}
+
+/// Which of the 6 rows of tile row ty's input patches (bit i: image row 4 ty - 1 + i) no other
+/// tile row has written yet when ty's turn comes, in the order of conv3x3_winograd_transposed
+/// (bands top to bottom; in a band, even tile rows before odd ones), for a band of tile rows
+/// [band_start, band_end) of tiles_y. Rows 0-1 are shared with tile row ty - 1 and rows 4-5
+/// with ty + 1; rows 2-3 belong to ty alone. Within a tile row, the tiles go left to right, so
+/// a tile's first two columns are always added to (its left neighbour wrote them) unless tx = 0.
+fn first_rows(ty: usize, band_start: usize, band_end: usize, tiles_y: usize) -> u8 {
+    let even = ty % 2 == 0;
+    // ty - 1 comes first if it is in an earlier band, or odd in this one.
+    let top_first = ty == 0 || (ty != band_start && even);
+    // ty + 1 comes later if it is in a later band (or there is none), or odd in this one.
+    let bottom_first = ty + 1 >= tiles_y || ty + 1 >= band_end || even;
+    0b001100 | if top_first { 0b000011 } else { 0 } | if bottom_first { 0b110000 } else { 0 }
 }
 
 /// The 4x4 output tiles of a conv, cut into bands of whole tile rows whose transformed tiles
@@ -536,13 +554,13 @@ impl Simd {
     /// dx must hold h * wd * c floats, and no one else may access channels c0.. c0 + CH of this
     /// tile's 6x6 patch meanwhile.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn input_grad_tile(self, dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, dx: *mut f32) {
+    unsafe fn input_grad_tile(self, dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, first_rows: u8, dx: *mut f32) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => input_grad_tile_avx512(dv_t, xi_stride, h, wd, c, c0, ty, tx, dx),
+            Simd::Avx512 => input_grad_tile_avx512(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx),
             #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => input_grad_tile_avx2(dv_t, xi_stride, h, wd, c, c0, ty, tx, dx),
-            Simd::Generic => input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, dx),
+            Simd::Avx2 => input_grad_tile_avx2(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx),
+            Simd::Generic => input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx),
         }
     }
 }
@@ -586,14 +604,14 @@ unsafe fn output_grad_tile_avx2(dy: &[f32], h: usize, wd: usize, c: usize, ty: u
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn input_grad_tile_avx512(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, dx: *mut f32) {
-    input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, dx)
+unsafe fn input_grad_tile_avx512(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, first_rows: u8, dx: *mut f32) {
+    input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx)
 }
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn input_grad_tile_avx2(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, dx: *mut f32) {
-    input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, dx)
+unsafe fn input_grad_tile_avx2(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, first_rows: u8, dx: *mut f32) {
+    input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx)
 }
 
 type Lanes = [f32; CH];
@@ -808,11 +826,13 @@ unsafe fn output_grad_tile(dy: &[f32], h: usize, wd: usize, c: usize, ty: usize,
 
 /// dx[patch of tile (ty, tx), channels c0..] += (B dV Bᵀ), dV[ξ] at dv_t[ξ * xi_stride + c0..]:
 /// input_tile transposed, for one block of CH channels; pixels outside the image are dropped.
+/// Stores instead of adding where this tile is the first to write (the rows in first_rows,
+/// bit i for patch row i, except the first two columns when tx > 0).
 /// # Safety
 /// As Simd::input_grad_tile.
 #[inline(always)]
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
-unsafe fn input_grad_tile(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, dx: *mut f32) {
+unsafe fn input_grad_tile(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, first_rows: u8, dx: *mut f32) {
     let (y0, x0) = ((ty * TILE) as isize - 1, (tx * TILE) as isize - 1);
     let n = CH.min(c - c0);
     // t[s] = B dV[.., s]: column s, transformed.
@@ -842,11 +862,15 @@ unsafe fn input_grad_tile(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c
             }
             // SAFETY: pixel (iy, ix) is inside the image and c0 + n <= c.
             let dst = std::slice::from_raw_parts_mut(dx.add((iy as usize * wd + ix as usize) * c + c0), n);
-            let mut acc = load(dst, n);
-            for l in 0..CH {
-                acc[l] += o[j][l];
+            if first_rows >> i & 1 == 1 && (tx == 0 || j >= 2) {
+                store(dst, &o[j], n);
+            } else {
+                let mut acc = load(dst, n);
+                for l in 0..CH {
+                    acc[l] += o[j][l];
+                }
+                store(dst, &acc, n);
             }
-            store(dst, &acc, n);
         }
     }
 }
