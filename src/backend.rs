@@ -157,6 +157,14 @@ pub trait Backend {
     fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Self::Buf, w: &Self::Buf, w_flip: &Self::Buf, dx: &mut Self::Buf) -> Result<()>;
     /// dy *= (y > 0), where y is the ReLU's output.
     fn relu_bwd(&self, y: &Self::Buf, dy: &mut Self::Buf) -> Result<()>;
+    /// dx = conv3x3(dy ⊙ (y > 0), w_flip): the input gradient of a conv followed by its ReLU, whose
+    /// output is y (h, w, c_out) and output gradient dy (h, w, c_out). dy's values afterwards are
+    /// unspecified: the default (`relu_then_conv3x3_bwd_input`) masks it in place with relu_bwd,
+    /// and a backend may instead fold the mask into the convolution and leave dy as it was (CUDA's
+    /// mma path does for c_in <= 4: conv1_1).
+    fn conv3x3_bwd_input_masked(&self, s: ConvShape, y: &Self::Buf, dy: &mut Self::Buf, w: &Self::Buf, w_flip: &Self::Buf, dx: &mut Self::Buf) -> Result<()> {
+        relu_then_conv3x3_bwd_input(self, s, y, dy, w, w_flip, dx)
+    }
     /// y (h/2, w/2, c) = 2x2 pool of x (h, w, c).
     fn pool_fwd(&self, kind: PoolKind, s: PoolShape, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
     /// dx (h, w, c) = gradient of the pool given dy (h/2, w/2, c); max: the first maximum in
@@ -193,4 +201,11 @@ pub trait Backend {
     fn scale(&self, alpha: f32, x: &mut Self::Buf) -> Result<()>;
     /// One Adam update of `param` from `grad`, with moment buffers m and v.
     fn adam_step(&self, step: AdamStep, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf) -> Result<()>;
+}
+
+/// `Backend::conv3x3_bwd_input_masked` as two ops: relu_bwd(y, dy), then conv3x3_bwd_input(dy).
+/// The trait's default, and the fallback of backends that fuse only some shapes.
+pub fn relu_then_conv3x3_bwd_input<B: Backend + ?Sized>(be: &B, s: ConvShape, y: &B::Buf, dy: &mut B::Buf, w: &B::Buf, w_flip: &B::Buf, dx: &mut B::Buf) -> Result<()> {
+    be.relu_bwd(y, dy)?;
+    be.conv3x3_bwd_input(s, dy, w, w_flip, dx)
 }

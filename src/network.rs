@@ -126,10 +126,7 @@ impl<B: Backend> Network<B> {
         d_in: &mut B::Buf,
     ) -> Result<()> {
         match &self.layers[i] {
-            NetLayer::Conv { c_out, w: wt, w_flip, .. } => {
-                backend.relu_bwd(output, d)?;
-                backend.conv3x3_bwd_input(ConvShape { h, w, c_in, c_out: *c_out }, d, wt, w_flip, d_in)
-            }
+            NetLayer::Conv { c_out, w: wt, w_flip, .. } => backend.conv3x3_bwd_input_masked(ConvShape { h, w, c_in, c_out: *c_out }, output, d, wt, w_flip, d_in),
             NetLayer::Pool => backend.pool_bwd(self.pooling, PoolShape { h, w, c: c_in }, input, d, d_in),
         }
     }

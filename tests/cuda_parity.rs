@@ -159,6 +159,27 @@ impl ConvInputs {
             w_flip: rng.normal_vec(9 * c_in * c_out, (2.0 / (9 * c_out) as f32).sqrt()),
         }
     }
+
+    /// The CPU's forward output and input gradient: the reference both directions are held to.
+    fn on_cpu(&self, s: ConvShape) -> (Vec<f32>, Vec<f32>) {
+        let cpu = CpuBackend::new();
+        let ConvShape { h, w, c_in, c_out } = s;
+        let (mut y, mut dx) = (vec![0.0; h * w * c_out], vec![0.0; h * w * c_in]);
+        cpu.conv3x3_fwd(s, &self.x, &self.wt, &self.b, &mut y).unwrap();
+        cpu.conv3x3_bwd_input(s, &self.dy, &self.wt, &self.w_flip, &mut dx).unwrap();
+        (y, dx)
+    }
+
+    /// The same on a GPU backend, each output in a NaN-poisoned buffer.
+    fn on_gpu(&self, be: &CudaBackend, s: ConvShape) -> (Vec<f32>, Vec<f32>) {
+        let ConvShape { h, w, c_in, c_out } = s;
+        let (xg, wg, bg) = (be.upload(&self.x).unwrap(), be.upload(&self.wt).unwrap(), be.upload(&self.b).unwrap());
+        let (dyg, wfg) = (be.upload(&self.dy).unwrap(), be.upload(&self.w_flip).unwrap());
+        let (mut yg, mut dxg) = (nan_buf(be, h * w * c_out), nan_buf(be, h * w * c_in));
+        be.conv3x3_fwd(s, &xg, &wg, &bg, &mut yg).unwrap();
+        be.conv3x3_bwd_input(s, &dyg, &wg, &wfg, &mut dxg).unwrap();
+        (be.download(&yg).unwrap(), be.download(&dxg).unwrap())
+    }
 }
 
 #[test]
@@ -221,25 +242,13 @@ fn mma_gemm_matches_cpu_and_the_wmma_reference_in(p: Precision) {
     shapes.push(ConvShape { h: 13, w: 13, c_in: 64, c_out: 96 }); // two M tiles of 128, one partial N tile (bwd: narrow)
     shapes.push(ConvShape { h: 32, w: 40, c_in: 128, c_out: 256 }); // whole tiles, K = 36 slices
     for s in shapes {
-        let ConvShape { h, w, c_in, c_out } = s;
-        let ConvInputs { x, wt, b, dy, w_flip } = ConvInputs::draw(&mut rng, s);
-        let mut y_cpu = vec![0.0; h * w * c_out];
-        cpu.conv3x3_fwd(s, &x, &wt, &b, &mut y_cpu).unwrap();
-        let mut dx_cpu = vec![0.0; h * w * c_in];
-        cpu.conv3x3_bwd_input(s, &dy, &wt, &w_flip, &mut dx_cpu).unwrap();
+        let inputs = ConvInputs::draw(&mut rng, s);
+        let (y_cpu, dx_cpu) = inputs.on_cpu(s);
         let mut outs = Vec::new();
         for be in [&fast, &refk] {
-            let (xg, wg, bg) = (be.upload(&x).unwrap(), be.upload(&wt).unwrap(), be.upload(&b).unwrap());
-            let mut yg = nan_buf(be, h * w * c_out);
-            be.conv3x3_fwd(s, &xg, &wg, &bg, &mut yg).unwrap();
-            let (dyg, wfg) = (be.upload(&dy).unwrap(), be.upload(&w_flip).unwrap());
-            let mut dxg = nan_buf(be, h * w * c_in);
-            be.conv3x3_bwd_input(s, &dyg, &wg, &wfg, &mut dxg).unwrap();
-            let (y1, dx1) = (be.download(&yg).unwrap(), be.download(&dxg).unwrap());
+            let (y1, dx1) = inputs.on_gpu(be, s);
             if be.gemm() == cuda::Gemm::Mma {
-                let mut yg2 = nan_buf(be, h * w * c_out);
-                be.conv3x3_fwd(s, &xg, &wg, &bg, &mut yg2).unwrap();
-                assert_eq!(bits(&y1), bits(&be.download(&yg2).unwrap()), "conv3x3_fwd_mma {p:?} {s:?} is not deterministic");
+                assert_eq!(bits(&y1), bits(&inputs.on_gpu(be, s).0), "conv3x3_fwd_mma {p:?} {s:?} is not deterministic");
             }
             outs.push((y1, dx1));
         }
@@ -275,6 +284,67 @@ fn mma_gemm_matches_cpu_and_the_wmma_reference_in(p: Precision) {
         assert_close(&format!("gram_bwd_acc_mma {p:?} hw {hw} c {c}"), &outs[0].1, &df_cpu, tol(p));
         assert_close(&format!("gram_mma_vs_wmma {p:?} hw {hw} c {c}"), &outs[0].0, &outs[1].0, tol(p));
         assert_close(&format!("gram_bwd_acc_mma_vs_wmma {p:?} hw {hw} c {c}"), &outs[0].1, &outs[1].1, tol(p));
+    }
+}
+
+/// Issue 11's special shapes on the mma path, against the CPU and the WMMA reference on the same
+/// GPU, plus determinism:
+///   - split-K (conv_split_k on this GPU's SM count): conv5_1 at 512² (32 x 32, 512 -> 512) and
+///     two shapes with tails in M and N, one with channel counts that are not multiples of 4;
+///     each must really split here (asserted), forward and input gradient;
+///   - conv3x3_bwd_input_masked for c_in <= 4 (conv1_1's input gradient, the ReLU mask folded
+///     in): an fp32 FFMA kernel whatever the precision, so it meets the CPU at 1e-5.
+#[test]
+fn mma_special_shapes_match_cpu_and_the_wmma_reference() {
+    let Some(_) = gpu(Precision::Tf32) else { return };
+    let cpu = CpuBackend::new();
+    for p in [Precision::Tf32, Precision::Bf16] {
+        let fast = CudaBackend::with_gemm(0, p, cuda::Gemm::Mma).unwrap();
+        let refk = CudaBackend::with_gemm(0, p, cuda::Gemm::Wmma).unwrap();
+        let mut rng = Rng::new(31);
+        for s in [ConvShape { h: 32, w: 32, c_in: 512, c_out: 512 }, ConvShape { h: 24, w: 40, c_in: 256, c_out: 384 }, ConvShape { h: 13, w: 11, c_in: 130, c_out: 150 }] {
+            let ConvShape { h, w, c_in, c_out } = s;
+            let sms = fast.sm_count();
+            let (fwd_splits, _) = cuda::conv_split_k(h * w, c_out, 9 * c_in, sms);
+            let (bwd_splits, _) = cuda::conv_split_k(h * w, c_in, 9 * c_out, sms);
+            assert!(fwd_splits > 1 && bwd_splits > 1, "{s:?} does not split on {sms} SMs ({fwd_splits}, {bwd_splits}): pick a smaller shape");
+            let inputs = ConvInputs::draw(&mut rng, s);
+            let (y_cpu, dx_cpu) = inputs.on_cpu(s);
+            let mut outs = Vec::new();
+            for be in [&fast, &refk] {
+                let ((y1, dx1), (y2, dx2)) = (inputs.on_gpu(be, s), inputs.on_gpu(be, s));
+                assert_eq!((bits(&y1), bits(&dx1)), (bits(&y2), bits(&dx2)), "split-K {p:?} {s:?} on {} is not deterministic", be.name());
+                outs.push((y1, dx1));
+            }
+            let case = format!("{p:?} {s:?} ({fwd_splits} / {bwd_splits} splits)");
+            assert_close(&format!("conv3x3_fwd_mma_splitk {case}"), &outs[0].0, &y_cpu, tol(p));
+            assert_close(&format!("conv3x3_bwd_input_mma_splitk {case}"), &outs[0].1, &dx_cpu, tol(p));
+            assert_close(&format!("conv3x3_fwd_mma_splitk_vs_wmma {case}"), &outs[0].0, &outs[1].0, tol(p));
+            assert_close(&format!("conv3x3_bwd_input_mma_splitk_vs_wmma {case}"), &outs[0].1, &outs[1].1, tol(p));
+        }
+        // The masked input gradient: tails of the 16 x 32 block tile, c_out not a multiple of 4 or
+        // of the kernel's 8-channel pass, c_in 1..4, and y with exact zeros and negatives.
+        for s in [ConvShape { h: 7, w: 9, c_in: 3, c_out: 8 }, ConvShape { h: 37, w: 70, c_in: 3, c_out: 64 }, ConvShape { h: 17, w: 33, c_in: 4, c_out: 13 }, ConvShape { h: 5, w: 6, c_in: 1, c_out: 20 }] {
+            let ConvShape { h, w, c_in, c_out } = s;
+            let ConvInputs { wt, dy, w_flip, .. } = ConvInputs::draw(&mut rng, s);
+            let y: Vec<f32> = rng.normal_vec(h * w * c_out, 1.0).into_iter().map(|v| if v < 0.2 && v > -0.5 { 0.0 } else { v }).collect();
+            let mut dx_cpu = vec![0.0; h * w * c_in];
+            cpu.conv3x3_bwd_input_masked(s, &y, &mut dy.clone(), &wt, &w_flip, &mut dx_cpu).unwrap();
+            let mut outs = Vec::new();
+            for be in [&fast, &refk] {
+                let (yg, wg, wfg) = (be.upload(&y).unwrap(), be.upload(&wt).unwrap(), be.upload(&w_flip).unwrap());
+                let run = || {
+                    let (mut dyg, mut dxg) = (be.upload(&dy).unwrap(), nan_buf(be, h * w * c_in));
+                    be.conv3x3_bwd_input_masked(s, &yg, &mut dyg, &wg, &wfg, &mut dxg).unwrap();
+                    be.download(&dxg).unwrap()
+                };
+                let dx1 = run();
+                assert_eq!(bits(&dx1), bits(&run()), "conv3x3_bwd_input_masked {p:?} {s:?} on {} is not deterministic", be.name());
+                outs.push(dx1);
+            }
+            assert_close(&format!("conv3x3_bwd_input_masked_n4 {p:?} {s:?}"), &outs[0], &dx_cpu, 1e-5);
+            assert_close(&format!("conv3x3_bwd_input_masked_n4_vs_wmma {p:?} {s:?}"), &outs[0], &outs[1], tol(p));
+        }
     }
 }
 
@@ -627,6 +697,12 @@ fn entry_points() -> Vec<(&'static cuda::KernelImages, String)> {
                 "conv3x3_bwd_input_mma_n64_tf32",
                 "conv3x3_fwd_mma_n64_bf16",
                 "conv3x3_bwd_input_mma_n64_bf16",
+                "conv3x3_fwd_mma_splitk_tf32",
+                "conv3x3_bwd_input_mma_splitk_tf32",
+                "conv3x3_fwd_mma_splitk_bf16",
+                "conv3x3_bwd_input_mma_splitk_bf16",
+                "conv3x3_splitk_reduce",
+                "conv3x3_bwd_input_masked_n4",
             ][..],
         ),
         (&GRAM_MMA, &["gram_partial_mma_tf32", "gram_bwd_acc_mma_tf32", "gram_partial_mma_bf16", "gram_bwd_acc_mma_bf16", "gram_reduce_mma"][..]),
@@ -701,6 +777,15 @@ fn loader_picks_the_matching_cubin_else_the_ptx() {
     let none = cuda::KernelImages { name: "t", ptx: "", cubins: &[] };
     assert_eq!(cuda::pick_image(&none, 90), cuda::KernelImage::Ptx);
     assert_eq!(cuda::KernelImage::Cubin(90).to_string(), "sm_90 cubin");
+}
+
+/// Runs everywhere: the split-K choice for VGG-19's deep layers at 512² on an H100/H200, the
+/// shapes the GPU check times (the unit tests of src/cuda/mod.rs pin the rest).
+#[test]
+fn conv_split_k_splits_conv4_and_conv5_at_512_on_132_sms() {
+    assert_eq!(cuda::conv_split_k(64 * 64, 512, 9 * 512, 132), (2, 72));
+    assert_eq!(cuda::conv_split_k(32 * 32, 512, 9 * 512, 132), (8, 18));
+    assert_eq!(cuda::conv_split_k(256 * 256, 128, 9 * 128, 132).0, 1, "conv2_x fills the GPU");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! stream, in order; the reductions (losses, dot, asum, amax) are two-stage and atomic-free, so
 //! the same inputs give the same bits on every run. Loss values come back as one f64 download.
 
-use crate::backend::{scales, AdamStep, Backend, ConvShape, OutOfDeviceMemory, PoolKind, PoolShape, Precision};
+use crate::backend::{relu_then_conv3x3_bwd_input, scales, AdamStep, Backend, ConvShape, OutOfDeviceMemory, PoolKind, PoolShape, Precision};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use cudarc::driver::sys::cudaError_enum;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError, LaunchArgs, LaunchConfig, PushKernelArg};
@@ -88,6 +88,17 @@ const MMA_SMEM_BYTES: u32 = 98304;
 /// (NS_MMA_BN_NARROW, NS_MMA_SMEM_BYTES_NARROW).
 const MMA_TILE_N_NARROW: usize = 64;
 const MMA_SMEM_BYTES_NARROW: u32 = 73728;
+/// Blocks of the 128 x 128 tf32 conv kernel that fit one H100/H200 SM (NS_MMA_MIN_BLOCKS): what
+/// conv_split_k fills.
+const MMA_BLOCKS_PER_SM: usize = 2;
+/// Split-K (conv_split_k): at most this many splits, each at least this many K slices of 32.
+const SPLIT_K_MAX: usize = 16;
+const SPLIT_K_MIN_SLICES: usize = 8;
+/// conv3x3_bwd_input_masked_n4 (conv1_1's input gradient): its output tile (NS_N4_TX x NS_N4_TY
+/// pixels per block of THREADS) and the most input channels it computes (NS_N4_MAX_C_IN).
+const N4_TILE_W: usize = 32;
+const N4_TILE_H: usize = 16;
+const N4_MAX_C_IN: usize = 4;
 
 /// Which GEMM main loop the convolution and Gram kernels run: `NEURAL_STYLE_CUDA_GEMM=wmma|mma`.
 ///   - `Wmma` (default): kernels/tile_mma.cuh, 64x64 tiles, 4 warps, WMMA (plain FFMA for fp32);
@@ -169,6 +180,12 @@ struct Kernels {
     /// With `Gemm::Mma`: the 128 x 64 conv kernels, for N <= 64 (`mma_conv_narrow`).
     conv3x3_fwd_narrow: Option<CudaFunction>,
     conv3x3_bwd_input_narrow: Option<CudaFunction>,
+    /// With `Gemm::Mma`: split-K conv kernels and their reduce (`conv_split_k`), and conv1_1's
+    /// input gradient with the ReLU mask folded in (c_in <= N4_MAX_C_IN).
+    conv3x3_fwd_splitk: Option<CudaFunction>,
+    conv3x3_bwd_input_splitk: Option<CudaFunction>,
+    conv3x3_splitk_reduce: Option<CudaFunction>,
+    conv3x3_bwd_input_masked_n4: Option<CudaFunction>,
     relu_bwd: CudaFunction,
     pool_fwd: CudaFunction,
     pool_bwd: CudaFunction,
@@ -223,6 +240,10 @@ impl Kernels {
             conv3x3_bwd_input: f(&conv, &format!("conv3x3_bwd_input_{p}"))?,
             conv3x3_fwd_narrow: None,
             conv3x3_bwd_input_narrow: None,
+            conv3x3_fwd_splitk: None,
+            conv3x3_bwd_input_splitk: None,
+            conv3x3_splitk_reduce: None,
+            conv3x3_bwd_input_masked_n4: None,
             relu_bwd: f(&relu, "relu_bwd")?,
             pool_fwd: f(&pool, "pool_fwd")?,
             pool_bwd: f(&pool, "pool_bwd")?,
@@ -257,6 +278,8 @@ impl Kernels {
             k.gram_reduce = f(&gram_mma, "gram_reduce_mma")?;
             let fwd_narrow = f(&conv_mma, &format!("conv3x3_fwd_mma_n64_{p}"))?;
             let bwd_narrow = f(&conv_mma, &format!("conv3x3_bwd_input_mma_n64_{p}"))?;
+            let fwd_splitk = f(&conv_mma, &format!("conv3x3_fwd_mma_splitk_{p}"))?;
+            let bwd_splitk = f(&conv_mma, &format!("conv3x3_bwd_input_mma_splitk_{p}"))?;
             for (func, name, bytes) in [
                 (&k.conv3x3_fwd, "conv3x3_fwd_mma", MMA_SMEM_BYTES),
                 (&k.conv3x3_bwd_input, "conv3x3_bwd_input_mma", MMA_SMEM_BYTES),
@@ -264,12 +287,18 @@ impl Kernels {
                 (&k.gram_bwd_acc, "gram_bwd_acc_mma", MMA_SMEM_BYTES),
                 (&fwd_narrow, "conv3x3_fwd_mma_n64", MMA_SMEM_BYTES_NARROW),
                 (&bwd_narrow, "conv3x3_bwd_input_mma_n64", MMA_SMEM_BYTES_NARROW),
+                (&fwd_splitk, "conv3x3_fwd_mma_splitk", MMA_SMEM_BYTES),
+                (&bwd_splitk, "conv3x3_bwd_input_mma_splitk", MMA_SMEM_BYTES),
             ] {
                 func.set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32)
                     .map_err(|e| anyhow!("allowing {name} {bytes} bytes of dynamic shared memory failed: {e}"))?;
             }
             k.conv3x3_fwd_narrow = Some(fwd_narrow);
             k.conv3x3_bwd_input_narrow = Some(bwd_narrow);
+            k.conv3x3_fwd_splitk = Some(fwd_splitk);
+            k.conv3x3_bwd_input_splitk = Some(bwd_splitk);
+            k.conv3x3_splitk_reduce = Some(f(&conv_mma, "conv3x3_splitk_reduce")?);
+            k.conv3x3_bwd_input_masked_n4 = Some(f(&conv_mma, "conv3x3_bwd_input_masked_n4")?);
         }
         Ok((k, image))
     }
@@ -293,6 +322,11 @@ pub struct CudaBackend {
     gram_partials: Mutex<CudaSlice<f32>>,
     /// (dg + dgᵀ) / (c hw) of gram_bwd_acc (c, c), grown on demand.
     gram_sym: Mutex<CudaSlice<f32>>,
+    /// Split-K partial products of the mma conv kernels (splits, m, n), grown on demand (at most
+    /// MMA_BLOCKS_PER_SM x SMs x 128² floats: 17 MB on an H200).
+    conv_partials: Mutex<CudaSlice<f32>>,
+    /// The GPU's SM count, which conv_split_k fills.
+    sm_count: usize,
     /// Device memory in use when the backend was ready, and the most seen since (bytes).
     baseline_used: u64,
     peak_used: AtomicU64,
@@ -360,6 +394,32 @@ pub fn conv_launch(gemm: Gemm, m: usize, n: usize) -> LaunchConfig {
     }
 }
 
+/// Split-K for an mma conv GEMM with an (m, n) output and K = k, on a GPU of `sms` SMs: (splits,
+/// chunk), chunk in K slices of 32, splits = ceil(slices / chunk), so no split is empty. The
+/// 128 x 128 grid of conv4_x at 512² (m = 4096, n = 512) is 128 blocks and conv5_1's (m = 1024)
+/// 32, where an H100/H200 holds MMA_BLOCKS_PER_SM x 132 = 264: splits = floor(264 / tiles) (the
+/// most that still run as one wave), at most SPLIT_K_MAX, each split at least SPLIT_K_MIN_SLICES
+/// slices (a shorter one spends more on its pipeline fill and its partial than it saves). 1 for
+/// narrow launches (n <= 64: the grids of conv1_x are large) and whenever the grid fills the GPU.
+/// splits x m x n (the workspace) stays within MMA_BLOCKS_PER_SM x sms x 128² floats.
+/// The split fixes the order of the partial sums, so a GPU's results depend on its SM count
+/// (and are the same bits on every run of it).
+pub fn conv_split_k(m: usize, n: usize, k: usize, sms: usize) -> (usize, usize) {
+    let slices = k.div_ceil(TILE_K).max(1);
+    if mma_conv_narrow(n) {
+        return (1, slices);
+    }
+    let tiles = (m.div_ceil(MMA_TILE) * n.div_ceil(MMA_TILE)).max(1);
+    let want = (MMA_BLOCKS_PER_SM * sms / tiles).clamp(1, SPLIT_K_MAX).min((slices / SPLIT_K_MIN_SLICES).max(1));
+    let chunk = slices.div_ceil(want);
+    (slices.div_ceil(chunk), chunk)
+}
+
+/// Blocks of conv3x3_bwd_input_masked_n4 on an h x w grid: one per N4_TILE_W x N4_TILE_H pixels.
+pub fn masked_n4_blocks(h: usize, w: usize) -> (u32, u32, u32) {
+    (w.div_ceil(N4_TILE_W).max(1) as u32, h.div_ceil(N4_TILE_H).max(1) as u32, 1)
+}
+
 /// Split of the Gram's K = hw into chunks (a multiple of the K slice), from (hw, c) only:
 /// enough blocks to fill a large GPU (~264 = 2 per SM of an H200), each at least 256 pixels.
 pub fn gram_split(hw: usize, c: usize) -> (usize, usize) {
@@ -403,6 +463,11 @@ impl CudaBackend {
         let result = stream.alloc_zeros::<f64>(1)?;
         let gram_partials = Mutex::new(stream.alloc_zeros::<f32>(1)?);
         let gram_sym = Mutex::new(stream.alloc_zeros::<f32>(1)?);
+        let conv_partials = Mutex::new(stream.alloc_zeros::<f32>(1)?);
+        let sm_count = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| anyhow!("reading GPU {ordinal}'s SM count failed: {e}"))?
+            .max(1) as usize;
         stream.synchronize()?;
         let baseline_used = Self::used_bytes(&ctx).unwrap_or(0);
         Ok(CudaBackend {
@@ -417,6 +482,8 @@ impl CudaBackend {
             result,
             gram_partials,
             gram_sym,
+            conv_partials,
+            sm_count,
             baseline_used,
             peak_used: AtomicU64::new(0),
             memory_at_start,
@@ -431,6 +498,11 @@ impl CudaBackend {
     /// The GEMM main loop the conv and Gram kernels run.
     pub fn gemm(&self) -> Gemm {
         self.gemm
+    }
+
+    /// The GPU's SM count (what conv_split_k fills).
+    pub fn sm_count(&self) -> usize {
+        self.sm_count
     }
 
     pub fn kernel_image(&self) -> KernelImage {
@@ -512,6 +584,39 @@ impl CudaBackend {
         }
     }
 
+    /// The split-K of an mma conv launch with an (m, n) output and K = k, when it splits.
+    fn conv_split(&self, m: usize, n: usize, k: usize) -> Option<(usize, usize)> {
+        let (splits, chunk) = conv_split_k(m, n, k, self.sm_count);
+        (self.gemm == Gemm::Mma && splits > 1).then_some((splits, chunk))
+    }
+
+    /// A split-K conv: `f` (conv3x3_*_mma_splitk_*) writes the (splits, m, n) partial products of
+    /// the GEMM over `a` (x or dy) and `wt` (w or w_flip) into the workspace, then
+    /// conv3x3_splitk_reduce adds them in split order into y, plus the bias and the ReLU when
+    /// given one (the forward pass).
+    #[allow(clippy::too_many_arguments)]
+    fn conv_split_launch(&self, name: &str, f: &CudaFunction, s: ConvShape, a: &CudaSlice<f32>, wt: &CudaSlice<f32>, bias: Option<&CudaSlice<f32>>, y: &mut CudaSlice<f32>, (splits, chunk): (usize, usize)) -> Result<()> {
+        let ConvShape { h, w: wd, c_in, c_out } = s;
+        let (m, n) = (h * wd, if bias.is_some() { c_out } else { c_in });
+        let reduce = self.k.conv3x3_splitk_reduce.as_ref().ok_or_else(|| anyhow!("conv3x3_splitk_reduce is not loaded"))?;
+        let (hh, ww, ci, co) = (i32_of(h, "h")?, i32_of(wd, "w")?, i32_of(c_in, "c_in")?, i32_of(c_out, "c_out")?);
+        let (chunk_i, splits_i, mn, n_i) = (i32_of(chunk, "chunk")?, i32_of(splits, "splits")?, i32_of(m * n, "m n")?, i32_of(n, "n")?);
+        let ws = self.scratch(&self.conv_partials, splits * m * n)?;
+        let mut l = self.stream.launch_builder(f);
+        l.arg(a).arg(wt).arg(&*ws).arg(&hh).arg(&ww).arg(&ci).arg(&co).arg(&chunk_i);
+        self.launch(&mut l, name, gemm_launch(Gemm::Mma, m, n, splits), || format!("{s:?}, {splits} splits of {chunk} K slices"))?;
+        // A null bias pointer: the backward pass has neither bias nor ReLU.
+        let (null, relu) = (0u64, bias.is_some() as i32);
+        let mut l = self.stream.launch_builder(reduce);
+        l.arg(&*ws);
+        match bias {
+            Some(b) => l.arg(b),
+            None => l.arg(&null),
+        };
+        l.arg(y).arg(&mn).arg(&n_i).arg(&splits_i).arg(&relu);
+        self.launch(&mut l, "conv3x3_splitk_reduce", grid_1d(m * n), || format!("({m}, {n}), {splits} splits"))
+    }
+
     fn gram_split(&self, hw: usize, c: usize) -> (usize, usize) {
         match self.gemm {
             Gemm::Wmma => gram_split(hw, c),
@@ -560,6 +665,9 @@ impl Backend for CudaBackend {
         ensure!(x.len() >= h * wd * c_in && w.len() >= 9 * c_in * c_out && b.len() >= c_out && y.len() >= h * wd * c_out, "conv3x3_fwd: buffer sizes do not match {s:?}");
         let (hh, ww, ci, co) = (i32_of(h, "h")?, i32_of(wd, "w")?, i32_of(c_in, "c_in")?, i32_of(c_out, "c_out")?);
         i32_of(h * wd * c_in.max(c_out), "activation size")?;
+        if let (Some(split), Some(f)) = (self.conv_split(h * wd, c_out, 9 * c_in), &self.k.conv3x3_fwd_splitk) {
+            return self.conv_split_launch("conv3x3_fwd_mma_splitk", f, s, x, w, Some(b), y, split);
+        }
         let f = self.conv_kernel(&self.k.conv3x3_fwd, &self.k.conv3x3_fwd_narrow, c_out);
         let mut l = self.stream.launch_builder(f);
         l.arg(x).arg(w).arg(b).arg(y).arg(&hh).arg(&ww).arg(&ci).arg(&co);
@@ -572,11 +680,28 @@ impl Backend for CudaBackend {
         let (hh, ww, ci, co) = (i32_of(h, "h")?, i32_of(wd, "w")?, i32_of(c_in, "c_in")?, i32_of(c_out, "c_out")?);
         i32_of(h * wd * c_in.max(c_out), "activation size")?;
         // The GEMM's N is the input's channel count.
+        if let (Some(split), Some(f)) = (self.conv_split(h * wd, c_in, 9 * c_out), &self.k.conv3x3_bwd_input_splitk) {
+            return self.conv_split_launch("conv3x3_bwd_input_mma_splitk", f, s, dy, w_flip, None, dx, split);
+        }
         let f = self.conv_kernel(&self.k.conv3x3_bwd_input, &self.k.conv3x3_bwd_input_narrow, c_in);
         let mut l = self.stream.launch_builder(f);
         l.arg(dy).arg(w_flip).arg(dx).arg(&hh).arg(&ww).arg(&ci).arg(&co);
         self.launch(&mut l, "conv3x3_bwd_input", conv_launch(self.gemm, h * wd, c_in), || format!("{s:?}"))?;
         Ok(())
+    }
+    fn conv3x3_bwd_input_masked(&self, s: ConvShape, y: &CudaSlice<f32>, dy: &mut CudaSlice<f32>, w: &CudaSlice<f32>, w_flip: &CudaSlice<f32>, dx: &mut CudaSlice<f32>) -> Result<()> {
+        // conv1_1 (c_in = 3) on the mma path: one memory-bound kernel that masks dy as it reads it.
+        let Some(f) = self.k.conv3x3_bwd_input_masked_n4.as_ref().filter(|_| s.c_in <= N4_MAX_C_IN) else {
+            return relu_then_conv3x3_bwd_input(self, s, y, dy, w, w_flip, dx);
+        };
+        let ConvShape { h, w: wd, c_in, c_out } = s;
+        ensure!(y.len() >= h * wd * c_out && dy.len() >= h * wd * c_out && w_flip.len() >= 9 * c_in * c_out && dx.len() >= h * wd * c_in, "conv3x3_bwd_input_masked: buffer sizes do not match {s:?}");
+        let (hh, ww, ci, co) = (i32_of(h, "h")?, i32_of(wd, "w")?, i32_of(c_in, "c_in")?, i32_of(c_out, "c_out")?);
+        i32_of(h * wd * c_in.max(c_out), "activation size")?;
+        let cfg = LaunchConfig { grid_dim: masked_n4_blocks(h, wd), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut l = self.stream.launch_builder(f);
+        l.arg(y).arg(&*dy).arg(w_flip).arg(dx).arg(&hh).arg(&ww).arg(&ci).arg(&co);
+        self.launch(&mut l, "conv3x3_bwd_input_masked_n4", cfg, || format!("{s:?}"))
     }
     fn relu_bwd(&self, y: &CudaSlice<f32>, dy: &mut CudaSlice<f32>) -> Result<()> {
         ensure!(y.len() == dy.len(), "relu_bwd: lengths differ");
@@ -863,6 +988,64 @@ mod tests {
         }
         assert_eq!(conv_launch(Gemm::Mma, 512 * 512, 64).grid_dim, (2048, 1, 1));
         assert_eq!(conv_launch(Gemm::Mma, 512 * 512, 128).grid_dim, (2048, 1, 1));
+    }
+
+    #[test]
+    fn special_shape_constants_match_the_kernels() {
+        let tile = include_str!("../../kernels/tile_mma_sync.cuh");
+        let conv = include_str!("../../kernels/conv3x3_mma.cu");
+        assert_eq!(define(tile, "NS_MMA_MIN_BLOCKS"), MMA_BLOCKS_PER_SM, "conv_split_k fills the blocks the tf32 kernel is built to co-host");
+        assert_eq!((define(conv, "NS_N4_TX"), define(conv, "NS_N4_TY")), (N4_TILE_W, N4_TILE_H));
+        assert_eq!(define(conv, "NS_N4_MAX_C_IN"), N4_MAX_C_IN);
+        assert_eq!(define(conv, "NS_N4_TX") * define(conv, "NS_N4_TY") / 2, THREADS as usize, "one thread per two output pixels");
+    }
+
+    #[test]
+    fn masked_n4_grid_covers_the_image() {
+        for (h, w) in [(1, 1), (16, 32), (17, 33), (512, 512), (384, 512), (1024, 768), (7, 1000)] {
+            let (x, y, z) = masked_n4_blocks(h, w);
+            let (x, y) = (x as usize, y as usize);
+            assert!(x * N4_TILE_W >= w && (x - 1) * N4_TILE_W < w, "w {w}: {x}");
+            assert!(y * N4_TILE_H >= h && (y - 1) * N4_TILE_H < h, "h {h}: {y}");
+            assert_eq!(z, 1);
+        }
+        assert_eq!(masked_n4_blocks(512, 512), (16, 32, 1));
+    }
+
+    #[test]
+    fn conv_split_k_fills_the_gpu_and_covers_k_once() {
+        for sms in [1, 46, 108, 132, 170] {
+            for (m, n) in [(1, 1), (169, 96), (1024, 512), (4096, 256), (4096, 512), (16384, 512), (65536, 64), (262_144, 64)] {
+                for k in [27, 288, 576, 2304, 4608] {
+                    let (splits, chunk) = conv_split_k(m, n, k, sms);
+                    let slices = k.div_ceil(TILE_K);
+                    // Every K slice in exactly one split, none empty.
+                    assert!(splits >= 1 && splits * chunk >= slices && (splits - 1) * chunk < slices, "{m} {n} {k} {sms}: {splits} x {chunk}");
+                    assert!(splits <= SPLIT_K_MAX);
+                    if splits > 1 {
+                        let tiles = m.div_ceil(MMA_TILE) * n.div_ceil(MMA_TILE);
+                        assert!(!mma_conv_narrow(n) && chunk >= SPLIT_K_MIN_SLICES, "{m} {n} {k} {sms}: {splits} x {chunk}");
+                        // One wave: never more blocks than the GPU holds at once; and a bounded workspace.
+                        assert!(tiles * splits <= MMA_BLOCKS_PER_SM * sms, "{m} {n} {k} {sms}: {tiles} tiles x {splits}");
+                        assert!(splits * m * n <= MMA_BLOCKS_PER_SM * sms * MMA_TILE * MMA_TILE, "{m} {n} {k} {sms}: workspace");
+                    }
+                }
+            }
+        }
+        // Pinned (the split fixes the order of the partial sums): VGG-19 at 512² on an H200 (132 SMs).
+        let h200 = |m, n, k| conv_split_k(m, n, k, 132);
+        assert_eq!(h200(64 * 64, 512, 9 * 256), (2, 36), "conv4_1 forward");
+        assert_eq!(h200(64 * 64, 512, 9 * 512), (2, 72), "conv4_2..4 forward and input gradient");
+        assert_eq!(h200(64 * 64, 256, 9 * 512), (4, 36), "conv4_1 input gradient");
+        assert_eq!(h200(32 * 32, 512, 9 * 512), (8, 18), "conv5_1 forward and input gradient");
+        assert_eq!(h200(128 * 128, 256, 9 * 256), (1, 72), "conv3_x: 256 tiles fill the GPU");
+        assert_eq!(h200(512 * 512, 64, 27), (1, 1), "conv1_1: narrow");
+        // At 1024² only conv5_1 splits; on an A100 (108 SMs) conv4_x at 512² does not.
+        assert_eq!(h200(64 * 64 * 4, 512, 9 * 512), (1, 144));
+        assert_eq!(conv_split_k(64 * 64, 512, 9 * 512, 108), (1, 144));
+        assert_eq!(conv_split_k(32 * 32, 512, 9 * 512, 108), (6, 24));
+        // Small K caps the split: 9 slices make one split of 9.
+        assert_eq!(h200(32 * 32, 512, 288), (1, 9));
     }
 
     #[test]

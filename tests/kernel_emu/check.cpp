@@ -352,6 +352,75 @@ int main() {
             }
     }
 
+    // ---- split-K conv on the mma.sync main loop: partial slices, then the fixed-order reduce -------
+    // Shapes: K slices not a multiple of the split (the last split shorter), partial M and N tiles,
+    // the scalar A loader (c_in 30: 4-byte copies in a split range), the padding halo, and conv4_x's own shape at 8x8.
+    struct SK { int h, w, ci, co, splits; };
+    for (SK s : {SK{13, 13, 64, 96, 3}, SK{7, 9, 30, 136, 2}, SK{11, 10, 40, 72, 5}, SK{8, 8, 512, 512, 4}}) {
+        auto x = randn((size_t)s.h * s.w * s.ci), wt = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.ci)));
+        auto b = randn(s.co, 0.1f), dy = randn((size_t)s.h * s.w * s.co), wf = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.co)));
+        auto y_ref = conv_ref(s.h, s.w, s.ci, s.co, x, wt, b.data(), true);
+        auto dx_ref = conv_ref(s.h, s.w, s.co, s.ci, dy, wf, nullptr, false);
+        const int m = s.h * s.w;
+        // The host's rule (conv_split_k): chunk = ceil(K slices / splits), splits = ceil(K slices / chunk).
+        auto split = [](int k, int want) {
+            const int tiles = (k + NS_MMA_BK - 1) / NS_MMA_BK, chunk = (tiles + want - 1) / want;
+            return std::pair{(tiles + chunk - 1) / chunk, chunk};
+        };
+        for (int p = 1; p < 3; p++) {
+            for (int bwd = 0; bwd < 2; bwd++) {
+                const int n = bwd ? s.ci : s.co;
+                const auto [splits, chunk] = split(9 * (bwd ? s.co : s.ci), s.splits);
+                std::vector<float> ws((size_t)splits * m * n, NAN), out = nans((size_t)m * n);
+                launch_mma_tiles(m, n, splits, [&] {
+                    if (!bwd && p == 1) conv3x3_fwd_mma_splitk_tf32(x.data(), wt.data(), ws.data(), s.h, s.w, s.ci, s.co, chunk);
+                    if (!bwd && p == 2) conv3x3_fwd_mma_splitk_bf16(x.data(), wt.data(), ws.data(), s.h, s.w, s.ci, s.co, chunk);
+                    if (bwd && p == 1) conv3x3_bwd_input_mma_splitk_tf32(dy.data(), wf.data(), ws.data(), s.h, s.w, s.ci, s.co, chunk);
+                    if (bwd && p == 2) conv3x3_bwd_input_mma_splitk_bf16(dy.data(), wf.data(), ws.data(), s.h, s.w, s.ci, s.co, chunk);
+                });
+                launch_1d((size_t)m * n, [&] { conv3x3_splitk_reduce(ws.data(), bwd ? nullptr : b.data(), out.data(), m * n, n, splits, !bwd); });
+                char buf[128];
+                std::snprintf(buf, sizeof buf, "conv3x3_%s_mma_splitk_%s %dx%d %d->%d (%d splits of %d)", bwd ? "bwd_input" : "fwd", names[p],
+                              s.h, s.w, s.ci, s.co, splits, chunk);
+                check(buf, out, bwd ? dx_ref : y_ref, tols[p]);
+            }
+        }
+    }
+    {
+        // The reduce alone, exactly: slices added in z order, then bias, then ReLU.
+        const int m = 37, n = 5, splits = 3;
+        auto ws = randn((size_t)splits * m * n), b = randn(n);
+        std::vector<double> ref((size_t)m * n);
+        for (int i = 0; i < m * n; i++) {
+            float v = ws[i];
+            for (int z = 1; z < splits; z++) v += ws[(size_t)z * m * n + i];
+            ref[i] = std::max(v + b[i % n], 0.0f);
+        }
+        auto out = nans((size_t)m * n);
+        launch_1d((size_t)m * n, [&] { conv3x3_splitk_reduce(ws.data(), b.data(), out.data(), m * n, n, splits, 1); });
+        check("conv3x3_splitk_reduce 37x5, 3 slices, bias + relu (bit-exact)", out, ref, 0.0);
+    }
+
+    // ---- conv1_1's input gradient with the ReLU mask folded in (N = c_in <= 4, FFMA) ----------------
+    // Against relu_bwd then the plain conv, in double. y has exact zeros and negatives (the mask),
+    // shapes cross the 16 x 32 block tile in both directions (the halo between blocks), a channel
+    // count that is not a multiple of the 8-channel pass or of 4 (the scalar loader), and c_in 1..4.
+    struct SN { int h, w, ci, co; };
+    for (SN s : {SN{7, 9, 3, 8}, SN{19, 37, 3, 64}, SN{17, 33, 4, 13}, SN{5, 6, 1, 20}, SN{33, 65, 2, 12}, SN{1, 1, 3, 64}}) {
+        auto y = randn((size_t)s.h * s.w * s.co), dy = randn((size_t)s.h * s.w * s.co);
+        for (auto& v : y) v = v < 0.2f ? (v < -0.5f ? v : 0.0f) : v;
+        auto wf = randn((size_t)9 * s.ci * s.co, std::sqrt(2.0f / (9 * s.co)));
+        std::vector<float> masked(dy.size());
+        for (size_t i = 0; i < dy.size(); i++) masked[i] = y[i] <= 0.0f ? 0.0f : dy[i];
+        auto dx_ref = conv_ref(s.h, s.w, s.co, s.ci, masked, wf, nullptr, false);
+        auto dx = nans(dx_ref.size());
+        emu_launch({(unsigned)((s.w + NS_N4_TX - 1) / NS_N4_TX), (unsigned)((s.h + NS_N4_TY - 1) / NS_N4_TY), 1}, NS_THREADS,
+                   [&] { conv3x3_bwd_input_masked_n4(y.data(), dy.data(), wf.data(), dx.data(), s.h, s.w, s.ci, s.co); });
+        char buf[128];
+        std::snprintf(buf, sizeof buf, "conv3x3_bwd_input_masked_n4 %dx%d %d->%d", s.h, s.w, s.ci, s.co);
+        check(buf, dx, dx_ref, 1e-5);
+    }
+
     // ---- conv3x3 -------------------------------------------------------------------------
     struct S { int h, w, ci, co; };
     for (S s : {S{7, 9, 3, 8}, S{13, 11, 16, 24}, S{9, 70, 64, 72}, S{5, 6, 40, 3}, S{1, 1, 130, 65}, S{7, 5, 12, 20}, S{5, 6, 4, 132}, S{3, 4, 68, 4}}) {
