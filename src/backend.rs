@@ -197,6 +197,12 @@ pub trait Backend {
     fn amax(&self, x: &Self::Buf) -> Result<f64>;
     /// y += alpha x.
     fn axpy(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf) -> Result<()>;
+    /// y += alpha x, then returns Σ y_i z_i: axpy then dot, as L-BFGS's two-loop recursion
+    /// takes them. A backend may do both in one pass over the vectors, with the same values.
+    fn axpy_dot(&self, alpha: f32, x: &Self::Buf, y: &mut Self::Buf, z: &Self::Buf) -> Result<f64> {
+        self.axpy(alpha, x, y)?;
+        self.dot(y, z)
+    }
     /// x *= alpha.
     fn scale(&self, alpha: f32, x: &mut Self::Buf) -> Result<()>;
     /// One Adam update of `param` from `grad`, with moment buffers m and v.

@@ -398,6 +398,11 @@ fn vector_ops_match_serial_references() {
         let mut y = b.clone();
         vector::axpy(-0.75, &a, &mut y);
         assert!(y.iter().zip(a.iter().zip(&b)).all(|(&y, (&a, &b))| y == b + -0.75 * a), "axpy n={n}");
+        // The fused pass: axpy then dot, to the bit.
+        let mut y_fused = b.clone();
+        let fused = vector::axpy_dot(-0.75, &a, &mut y_fused, &a);
+        assert_eq!(y_fused, y, "axpy_dot's axpy n={n}");
+        assert_eq!(fused.to_bits(), vector::dot(&y, &a).to_bits(), "axpy_dot's dot n={n}");
         let mut s = a.clone();
         vector::scale(1.5, &mut s);
         assert!(s.iter().zip(&a).all(|(&s, &a)| s == 1.5 * a), "scale n={n}");

@@ -207,6 +207,9 @@ impl Backend for CpuBackend {
         vector::axpy(alpha, x, y);
         Ok(())
     }
+    fn axpy_dot(&self, alpha: f32, x: &Vec<f32>, y: &mut Vec<f32>, z: &Vec<f32>) -> Result<f64> {
+        Ok(vector::axpy_dot(alpha, x, y, z))
+    }
     fn scale(&self, alpha: f32, x: &mut Vec<f32>) -> Result<()> {
         vector::scale(alpha, x);
         Ok(())

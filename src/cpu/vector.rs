@@ -31,6 +31,25 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     });
 }
 
+/// y += alpha x, then Σ y_i z_i, in one pass: the values of axpy then dot, summed in dot's order
+/// (chunk by chunk, in f64), so the result is the same to the bit.
+pub fn axpy_dot(alpha: f32, x: &[f32], y: &mut [f32], z: &[f32]) -> f64 {
+    assert!(x.len() == y.len() && z.len() == y.len());
+    let parts: Vec<f64> = y
+        .par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK).zip(z.par_chunks(CHUNK)))
+        .map(|(y, (x, z))| {
+            let mut sum = -0.0f64; // where f64's Sum starts (dot's .sum())
+            for ((y, &x), &z) in y.iter_mut().zip(x).zip(z) {
+                *y += alpha * x;
+                sum += *y as f64 * z as f64;
+            }
+            sum
+        })
+        .collect();
+    parts.iter().sum()
+}
+
 pub fn scale(alpha: f32, x: &mut [f32]) {
     x.par_chunks_mut(CHUNK).for_each(|x| x.iter_mut().for_each(|v| *v *= alpha));
 }

@@ -154,6 +154,8 @@ impl<B: Backend> Lbfgs<B> {
     fn direction(&mut self, backend: &B, g: &B::Buf) -> Result<f64> {
         let n = backend.len(g);
         self.iteration += 1;
+        // gᵀd, when the two-loop recursion computed it with its last step.
+        let mut gtd = None;
         if self.iteration == 1 {
             backend.copy(g, &mut self.d)?;
             backend.scale(-1.0, &mut self.d)?;
@@ -179,23 +181,45 @@ impl<B: Backend> Lbfgs<B> {
                 self.spare.push(y);
                 self.spare.push(s);
             }
-            // Two-loop recursion: d = -H g, computed in place in d.
+            // Two-loop recursion: d = -H g, computed in place in d. Each loop is
+            //   al[i] = ρ_i s_iᵀd, d -= al[i] y_i   (newest pair first), then d *= h_diag,
+            //   be_i = ρ_i y_iᵀd, d += (al[i] - be_i) s_i   (oldest first);
+            // each dot is taken in one pass with the axpy before it (axpy_dot: the vectors are
+            // read once, not twice; same values), and gᵀd with the last axpy.
             backend.copy(g, &mut self.d)?;
             backend.scale(-1.0, &mut self.d)?;
-            let mut al = vec![0.0f64; self.pairs.len()];
-            for (i, (y, s, ro)) in self.pairs.iter().enumerate().rev() {
-                al[i] = backend.dot(s, &self.d)? * ro;
-                backend.axpy(-al[i] as f32, y, &mut self.d)?;
+            let m = self.pairs.len();
+            let mut al = vec![0.0f64; m];
+            for i in (0..m).rev() {
+                let (_, s, ro) = &self.pairs[i];
+                al[i] = ro * match self.pairs.get(i + 1) {
+                    None => backend.dot(s, &self.d)?,
+                    Some((y_newer, _, _)) => backend.axpy_dot(-al[i + 1] as f32, y_newer, &mut self.d, s)?,
+                };
+            }
+            if let Some((y_oldest, _, _)) = self.pairs.front() {
+                backend.axpy(-al[0] as f32, y_oldest, &mut self.d)?;
             }
             backend.scale(self.h_diag as f32, &mut self.d)?;
-            for (i, (y, s, ro)) in self.pairs.iter().enumerate() {
-                let be_i = backend.dot(y, &self.d)? * ro;
-                backend.axpy((al[i] - be_i) as f32, s, &mut self.d)?;
+            let mut step_coef = 0.0f64; // al[i - 1] - be_{i - 1}, for the pair before i
+            for i in 0..m {
+                let (y, _, ro) = &self.pairs[i];
+                let be_i = ro * match i.checked_sub(1) {
+                    None => backend.dot(y, &self.d)?,
+                    Some(older) => backend.axpy_dot(step_coef as f32, &self.pairs[older].1, &mut self.d, y)?,
+                };
+                step_coef = al[i] - be_i;
+            }
+            if let Some((_, s_newest, _)) = self.pairs.back() {
+                gtd = Some(backend.axpy_dot(step_coef as f32, s_newest, &mut self.d, g)?);
             }
         }
         backend.copy(g, &mut self.prev_g)?;
         self.t = if self.iteration == 1 { (1.0f64).min(1.0 / backend.asum(g)?) * self.lr as f64 } else { self.lr as f64 };
-        backend.dot(g, &self.d)
+        match gtd {
+            Some(gtd) => Ok(gtd),
+            None => backend.dot(g, &self.d),
+        }
     }
 
     /// Runs L-BFGS from x for at most `max_evals` evaluations of `eval(x, g) -> loss` (which
