@@ -47,6 +47,7 @@
 use crate::backend::ConvShape;
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// Output tile side (m of F(m, r)).
 pub const TILE: usize = 4;
@@ -164,9 +165,9 @@ pub fn recover_weights(c_in: usize, c_out: usize, u: &[f32]) -> Vec<f32> {
 
 thread_local! {
     /// Per-thread V and M band buffers, reused across calls (no page faults in the hot loop).
-    static BANDS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static BANDS: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
     /// Per-thread U[ξ]ᵀ for the backward-input, reused across calls (see with_transposed_weights).
-    static TRANSPOSED_U: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static TRANSPOSED_U: RefCell<[Vec<f32>; 1]> = const { RefCell::new([Vec::new()]) };
 }
 
 /// A raw pointer that rayon tasks may share: every use writes a range no other task touches.
@@ -233,7 +234,7 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f3
     let kind = Simd::detect();
     // With more than one band, transposing U once costs less than gemm's gather in every band.
     let transpose_u = g.bands().nth(1).is_some();
-    with_transposed_weights(c_in, c_out, if transpose_u { Some(u) } else { None }, |u_t| with_band_buffers(g.band_tiles() * NXI * c_out, g.band_tiles() * NXI * c_in, |dm, dv| {
+    with_transposed_weights(c_in, c_out, transpose_u.then_some(u), |u_t| with_band_buffers(g.band_tiles() * NXI * c_out, g.band_tiles() * NXI * c_in, |dm, dv| {
         let dx_ptr = SharedMut(dx.as_mut_ptr());
         for (t0, nt) in g.bands() {
             // (1) dM[t] (36, c_out) = A dY Aᵀ for each tile of the band.
@@ -315,25 +316,30 @@ impl TileGrid {
     }
 }
 
-/// Runs f with the calling thread's two band buffers, grown to at least (len_a, len_b) floats
-/// and reused across calls (no page faults in the hot loop); a fresh pair if they are in use (a
-/// rayon worker that calls this may steal another such call while it waits on its own tasks).
-fn with_band_buffers(len_a: usize, len_b: usize, f: impl FnOnce(&mut [f32], &mut [f32])) {
-    BANDS.with(|cell| {
-        let mut fresh = (Vec::new(), Vec::new());
+/// Runs f with the calling thread's buffers in `key`, each grown to at least its length in
+/// `lens` and reused across calls (no page faults in the hot loop); fresh ones if they are in
+/// use (a rayon worker that calls this may steal another such call while it waits on its own
+/// tasks).
+fn with_reused<const N: usize, R>(key: &'static LocalKey<RefCell<[Vec<f32>; N]>>, lens: [usize; N], f: impl FnOnce(&mut [Vec<f32>; N]) -> R) -> R {
+    key.with(|cell| {
+        let mut fresh = std::array::from_fn(|_| Vec::new());
         let mut borrowed = cell.try_borrow_mut();
-        let (a, b) = match borrowed.as_deref_mut() {
-            Ok(pair) => pair,
+        let bufs = match borrowed.as_deref_mut() {
+            Ok(bufs) => bufs,
             Err(_) => &mut fresh,
         };
-        if a.len() < len_a {
-            a.resize(len_a, 0.0);
+        for (buf, &len) in bufs.iter_mut().zip(&lens) {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
         }
-        if b.len() < len_b {
-            b.resize(len_b, 0.0);
-        }
-        f(a, b)
+        f(bufs)
     })
+}
+
+/// Runs f with the calling thread's two band buffers, at least (len_a, len_b) floats (with_reused).
+fn with_band_buffers(len_a: usize, len_b: usize, f: impl FnOnce(&mut [f32], &mut [f32])) {
+    with_reused(&BANDS, [len_a, len_b], |[a, b]| f(a, b))
 }
 
 /// xi_gemms' right operands: 36 matrices (k, n), each `ld` floats from one stored row to the next.
@@ -394,23 +400,13 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32
 }
 
 /// Runs f with U[ξ]ᵀ (36, c_out, c_in) of u (36, c_in, c_out) if u is given (else None), in
-/// the calling thread's reused buffer (a fresh one if it is in use). The backward-input's GEMMs
-/// need U with c_in contiguous; read from u as it is, gemm gathers it one float at a time in
-/// every band.
+/// the calling thread's reused buffer (with_reused). The backward-input's GEMMs need U with
+/// c_in contiguous; read from u as it is, gemm gathers it one float at a time in every band.
 fn with_transposed_weights(c_in: usize, c_out: usize, u: Option<&[f32]>, f: impl FnOnce(Option<&[f32]>)) {
     let Some(u) = u else { return f(None) };
     let (n, ld) = (c_in * c_out, u_row_stride(c_out));
     assert!(u.len() >= transformed_len(c_in, c_out));
-    TRANSPOSED_U.with(|cell| {
-        let mut fresh = Vec::new();
-        let mut borrowed = cell.try_borrow_mut();
-        let u_t = match borrowed.as_deref_mut() {
-            Ok(buf) => buf,
-            Err(_) => &mut fresh,
-        };
-        if u_t.len() < NXI * n {
-            u_t.resize(NXI * n, 0.0);
-        }
+    with_reused(&TRANSPOSED_U, [NXI * n], |[u_t]| {
         u_t[..NXI * n].par_chunks_mut(n).zip(u.par_chunks(c_in * ld)).for_each(|(dst, src)| transpose(c_in, c_out, src, ld, dst));
         f(Some(&u_t[..NXI * n]))
     })
