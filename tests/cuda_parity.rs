@@ -38,8 +38,18 @@ fn report_skipped(why: &str) {
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED cuda_parity::{name}: {why}");
 }
 
+/// The real driver where the system has one, else the emulated stand-in (tests/cuda_driver_emu);
+/// NEURAL_STYLE_CUDA_DRIVER decides instead when set. Once per process, before any CUDA call.
+fn select_driver() {
+    let chosen = cuda::driver::select_with(cuda::driver::DriverChoice::emulated_unless_a_driver_is_installed);
+    if let Err(e) = chosen {
+        panic!("choosing the CUDA driver failed: {e:#}");
+    }
+}
+
 /// The GPU backend, or None after reporting (`report_skipped`) why the test is skipped.
 fn gpu(precision: Precision) -> Option<CudaBackend> {
+    select_driver();
     if let Err(e) = cuda::probe() {
         if std::env::var_os("NEURAL_STYLE_REQUIRE_GPU").is_some() {
             panic!("NEURAL_STYLE_REQUIRE_GPU is set but no GPU is usable: {e:#}");
@@ -666,6 +676,7 @@ fn lbfgs_100_iterations_reach_the_cpu_loss() {
 /// panics; with one, an ordinal past the last GPU is an error too.
 #[test]
 fn cuda_backend_new_is_a_clean_error_when_unusable() {
+    select_driver();
     let r = std::panic::catch_unwind(|| match cuda::probe() {
         Err(_) => CudaBackend::new(0, Precision::Tf32).err().map(|e| format!("{e:#}")),
         Ok(()) => CudaBackend::new(4096, Precision::Tf32).err().map(|e| format!("{e:#}")),

@@ -1,5 +1,6 @@
-// Emulated nvcuda::wmma for tests/kernel_emu: every thread of a warp holds the whole fragment
-// and computes the whole product; lane 0 alone stores. Checks WMMA's pointer (32-byte) and
+// Emulated nvcuda::wmma for tests/kernel_emu: every thread of a warp holds a whole fragment, and
+// lane 0 alone loads, multiplies and stores it (the other lanes' fragments are never read, so
+// they skip the work: 32x less of it). Every lane checks the pointers. Checks WMMA's pointer (32-byte) and
 // leading-dimension (16-byte multiple) rules, which a real GPU would punish silently.
 #pragma once
 #include <cassert>
@@ -28,8 +29,9 @@ struct fragment {
 
 inline void emu_check(const void* p, unsigned ld, size_t elem) {
     if (((uintptr_t)p) % 32 != 0 || (ld * elem) % 16 != 0) {
-        std::fprintf(stderr, "WMMA rule broken: pointer %p (must be 32-byte aligned), ld %u x %zu bytes (must be a multiple of 16)\n", p, ld, elem);
-        std::abort();
+        char buf[160];
+        std::snprintf(buf, sizeof buf, ": WMMA rule broken: pointer %p (must be 32-byte aligned), ld %u x %zu bytes (must be a multiple of 16)", p, ld, elem);
+        emu_kernel_fault(emu_where() + buf);
     }
 }
 
@@ -47,6 +49,7 @@ inline float __float_to_tf32(float f) {
 template <class Use, int M, int N, int K, class T, class L, class E>
 void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const E* p, unsigned ld) {
     emu_check(p, ld, sizeof(E));
+    if (threadIdx.x % 32 != 0) return;
     using F = fragment<Use, M, N, K, T, L>;
     for (int r = 0; r < F::R; r++)
         for (int c = 0; c < F::C; c++) {
@@ -57,12 +60,14 @@ void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const E* p, unsigned ld) 
 
 template <int M, int N, int K>
 void fill_fragment(fragment<accumulator, M, N, K, float>& f, float x) {
+    if (threadIdx.x % 32 != 0) return;
     for (auto& e : f.v) e = x;
 }
 
 template <int M, int N, int K, class TA, class LA, class TB, class LB>
 void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
               const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, float>& c) {
+    if (threadIdx.x % 32 != 0) return;
     float out[M * N];
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {

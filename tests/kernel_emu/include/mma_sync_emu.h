@@ -41,13 +41,12 @@ struct EmuWarpSlot {
     unsigned a[32][4], b[32][2];
     const unsigned char* addr[32];
 };
-inline EmuWarpSlot emu_warp_slots[32][2];  // [warp][phase % 2]
-inline thread_local unsigned emu_warp_phase = 0;
+inline thread_local EmuWarpSlot emu_warp_slots[32][2];  // [warp][phase % 2], per block in flight
 
 [[noreturn]] inline void emu_fail(const char* what, const void* p) {
-    std::fprintf(stderr, "thread %u of block (%u, %u, %u): %s (address %p)\n", threadIdx.x, blockIdx.x, blockIdx.y,
-                 blockIdx.z, what, p);
-    std::abort();
+    char addr[40];
+    std::snprintf(addr, sizeof addr, " (address %p)", p);
+    emu_kernel_fault(emu_where() + ": " + what + addr);
 }
 
 // Whether [p, p + bytes) lies in the block's dynamic shared memory (where the mma kernels keep
@@ -62,7 +61,7 @@ inline void emu_check_smem(const void* p, size_t bytes, size_t align, const char
 // Deposits this lane's operands, meets the warp, and returns the slot every lane reads.
 inline EmuWarpSlot& emu_exchange(int op, const unsigned* a, int na, const unsigned* b, int nb, const void* addr) {
     const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    EmuWarpSlot& s = emu_warp_slots[warp][emu_warp_phase++ % 2];
+    EmuWarpSlot& s = emu_warp_slots[warp][emu_lane->warp_phase++ % 2];
     s.op[lane] = op;
     for (int i = 0; i < na; i++) s.a[lane][i] = a[i];
     for (int i = 0; i < nb; i++) s.b[lane][i] = b[i];
