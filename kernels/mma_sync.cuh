@@ -11,8 +11,11 @@
 //   bf16 m16n8k16: A (16 x 16)      a0 = A[g][2t..2t+1]   a1 = A[g+8][2t..]   a2 = A[g][2t+8..]   a3 = A[g+8][2t+8..]
 //                  B (16 x 8)       b0 = B[2t..2t+1][g]   b1 = B[2t+8..2t+9][g]   (low half = lower k)
 //   f32 C/D (16 x 8, both):         d0 = D[g][2t]  d1 = D[g][2t+1]  d2 = D[g+8][2t]  d3 = D[g+8][2t+1]
-// tf32 operands are raw fp32 bit patterns: the tensor core reads only the top 19 bits (sign,
-// exponent, 10 mantissa bits), i.e. it truncates; the loader converts nothing.
+// tf32 operands are fp32 bit patterns of which the tensor core reads only the top 19 bits (sign,
+// exponent, 10 mantissa bits), i.e. it truncates. Truncation is biased toward zero and the bias
+// adds up over K (a style loss 5e-3 off, 50x the rounded WMMA path's error), so the main loop
+// rounds every fragment register with tf32_rna (cvt.rna.tf32.f32, as WMMA's __float_to_tf32)
+// before the mma; the loaders copy fp32 (cp.async cannot convert).
 //
 // ldmatrix.m8n8.x4.b16: lanes 8j..8j+7 give the addresses of the 8 rows (16 bytes each, 16-byte
 // aligned) of matrix j; lane L receives in r[j] the 32-bit word L % 4 of row L / 4 of matrix j.
@@ -36,6 +39,13 @@ namespace ns {
 // The 32-bit shared-window address of a pointer into shared memory, for the asm operands.
 __device__ __forceinline__ unsigned smem_u32(const void* p) {
     return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// An fp32's bits rounded to tf32: round to nearest, ties away from zero (Inf and NaN kept).
+__device__ __forceinline__ unsigned tf32_rna(unsigned x) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(__uint_as_float(x)));
+    return r;
 }
 
 // d (16 x 8 f32) += a (16 x 8 tf32) b (8 x 8 tf32).

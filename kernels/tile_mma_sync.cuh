@@ -97,7 +97,8 @@ __device__ __forceinline__ int warp_m() { return ((threadIdx.x / 32) % S::WARPS_
 template <class S>
 __device__ __forceinline__ int warp_n() { return ((threadIdx.x / 32) / S::WARPS_M) * 32; }
 
-// acc += A_slice B_slice for one stage (TILE_K = 4 k8 steps), tf32.
+// acc += A_slice B_slice for one stage (TILE_K = 4 k8 steps), tf32: each fragment register is
+// rounded to tf32 as it is read (the tensor core alone would truncate: mma_sync.cuh).
 template <class S, bool A_KCONTIG>
 __device__ __forceinline__ void mma_stage(Acc<S>& acc, const float* As, const float* Bs) {
     const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -111,19 +112,21 @@ __device__ __forceinline__ void mma_stage(Acc<S>& acc, const float* As, const fl
                 // Lanes 0-7: rows 0-7, k 0-3; 8-15: rows 8-15, k 0-3; 16-23: rows 0-7, k 4-7; 24-31: rows 8-15, k 4-7.
                 const int r = wm + 16 * i + (lane % 8) + 8 * ((lane / 8) % 2), k = kk + 4 * (lane / 16);
                 ldmatrix_x4(a[i], As + swz_mk(r, k));
+                #pragma unroll
+                for (int q = 0; q < 4; q++) a[i][q] = tf32_rna(a[i][q]);
             } else {
                 const int m = wm + 16 * i + g;
-                a[i][0] = lds_u32(As + swz_kn<TILE_M>(kk + t, m));
-                a[i][1] = lds_u32(As + swz_kn<TILE_M>(kk + t, m + 8));
-                a[i][2] = lds_u32(As + swz_kn<TILE_M>(kk + t + 4, m));
-                a[i][3] = lds_u32(As + swz_kn<TILE_M>(kk + t + 4, m + 8));
+                a[i][0] = tf32_rna(lds_u32(As + swz_kn<TILE_M>(kk + t, m)));
+                a[i][1] = tf32_rna(lds_u32(As + swz_kn<TILE_M>(kk + t, m + 8)));
+                a[i][2] = tf32_rna(lds_u32(As + swz_kn<TILE_M>(kk + t + 4, m)));
+                a[i][3] = tf32_rna(lds_u32(As + swz_kn<TILE_M>(kk + t + 4, m + 8)));
             }
         }
         #pragma unroll
         for (int j = 0; j < 4; j++) {
             const int n = wn + 8 * j + g;
-            b[j][0] = lds_u32(Bs + swz_kn<S::N_TILE>(kk + t, n));
-            b[j][1] = lds_u32(Bs + swz_kn<S::N_TILE>(kk + t + 4, n));
+            b[j][0] = tf32_rna(lds_u32(Bs + swz_kn<S::N_TILE>(kk + t, n)));
+            b[j][1] = tf32_rna(lds_u32(Bs + swz_kn<S::N_TILE>(kk + t + 4, n)));
         }
         #pragma unroll
         for (int i = 0; i < S::MI; i++)

@@ -72,6 +72,13 @@ inline EmuWarpSlot& emu_exchange(int op, const unsigned* a, int na, const unsign
     return s;
 }
 
+// cvt.rna.tf32.f32: round to nearest, ties away from zero (adding half an ulp of tf32 to the
+// magnitude carries into the kept bits); Inf and NaN unchanged.
+inline unsigned tf32_rna(unsigned x) {
+    if ((x & 0x7F800000u) == 0x7F800000u) return x;
+    return (x + 0x1000u) & 0xFFFFE000u;
+}
+
 inline double emu_tf32(unsigned bits) { return (double)__uint_as_float(bits & 0xFFFFE000u); }
 inline double emu_bf16(unsigned bits, int half) { return (double)__uint_as_float(half ? (bits & 0xFFFF0000u) : (bits << 16)); }
 
