@@ -94,7 +94,7 @@ impl std::str::FromStr for Precision {
 
 /// A device allocation that did not fit, so that the caller can say which size would.
 #[derive(Debug, thiserror::Error)]
-#[error("the GPU ran out of memory allocating {:.1} MiB ({:.2} GiB of {:.2} GiB free when the run began)", *.requested as f64 / (1u64 << 20) as f64, *.free_at_start as f64 / (1u64 << 30) as f64, *.total as f64 / (1u64 << 30) as f64)]
+#[error("the GPU ran out of memory allocating {} ({} of {} free when the run began)", crate::memory::human_bytes(*.requested), crate::memory::human_bytes(*.free_at_start), crate::memory::human_bytes(*.total))]
 pub struct OutOfDeviceMemory {
     pub requested: u64,
     /// Device memory free before the run allocated anything.

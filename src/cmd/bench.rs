@@ -22,7 +22,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     // Each timed evaluation is followed by an L-BFGS step (history 100).
     let pairs = (a.warmup + a.evals).min(100);
     for &s in &a.sizes {
-        super::check_memory(&vgg, &layers, (s, s), 2 * pairs + 2, device).map_err(|e| anyhow::anyhow!("--sizes {s}: {e}"))?;
+        super::check_memory(&vgg, &spec.content_layers, &spec.style_layers, (s, s), &[(s, s)], 2 * pairs + 2, device).map_err(|e| anyhow::anyhow!("--sizes {s}: {e}"))?;
     }
     match device {
         Device::Cpu => bench_on(&CpuBackend::new(), &vgg, &a),

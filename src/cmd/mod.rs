@@ -84,17 +84,27 @@ pub fn choose_device(device: DeviceArg, precision: Option<cli::PrecisionArg>) ->
             Ok(Device::Cpu)
         }
         DeviceArg::Cuda => match cuda::probe() {
-            Ok(()) => Ok(Device::Cuda(gpu_precision)),
+            Ok(()) => Ok(say_if_emulated(Device::Cuda(gpu_precision))),
             Err(e) => bail!("--device cuda: no usable GPU: {e:#}"),
         },
         DeviceArg::Auto => match cuda::probe() {
-            Ok(()) => Ok(Device::Cuda(gpu_precision)),
+            Ok(()) => Ok(say_if_emulated(Device::Cuda(gpu_precision))),
             Err(e) => {
                 eprintln!("using the CPU: no usable GPU ({:#})", e);
                 Ok(Device::Cpu)
             }
         },
     }
+}
+
+/// On the emulated CUDA driver (NEURAL_STYLE_CUDA_DRIVER), says so before anything else, once
+/// per process (a batch chooses its device once per frame): its timings mean nothing.
+fn say_if_emulated(device: Device) -> Device {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if let Some(note) = cuda::driver::emulated_note() {
+        SAID.call_once(|| eprintln!("note: {note}"));
+    }
+    device
 }
 
 /// The files a stylisation reads, each with the option that names it (--from-png included).
@@ -185,27 +195,53 @@ pub fn progress_bar(len: usize) -> Option<ProgressBar> {
 
 /// Bytes a run of `size` needs by `memory::run_floats`'s estimate; refuses a size that cannot fit
 /// in the device's memory (CPU: available memory; GPU: free device memory), naming the largest
-/// that would. `needed`: the layers used; `optimizer_vectors`: image-sized vectors it keeps.
-pub fn check_memory(vgg: &Vgg, needed: &[String], (w, h): (usize, usize), optimizer_vectors: usize, device: Device) -> Result<u64> {
+/// that would. `optimizer_vectors`: the image-sized vectors the optimiser keeps.
+pub fn check_memory(vgg: &Vgg, content_layers: &[String], style_layers: &[String], (w, h): (usize, usize), style_sizes: &[(usize, usize)], optimizer_vectors: usize, device: Device) -> Result<u64> {
+    let needed: Vec<String> = content_layers.iter().chain(style_layers).cloned().collect();
     let floats = match device {
-        Device::Cpu => neural_style::memory::run_floats_with_weights(vgg, needed, h, w, optimizer_vectors, neural_style::cpu::conv_weight_floats),
-        Device::Cuda(_) => neural_style::memory::run_floats_with_weights(vgg, needed, h, w, optimizer_vectors, |c_in, c_out| 2 * 9 * c_in * c_out),
+        Device::Cpu => neural_style::memory::run_floats_with_weights(vgg, &needed, h, w, optimizer_vectors, neural_style::cpu::conv_weight_floats),
+        Device::Cuda(_) => neural_style::memory::run_floats_with_weights(vgg, &needed, h, w, optimizer_vectors, |c_in, c_out| 2 * 9 * c_in * c_out),
     };
-    let (need, gib) = (floats.bytes(), |b: u64| b as f64 / (1u64 << 30) as f64);
+    // (Sizes here are (w, h); the estimate's are (h, w).)
+    let style_hw: Vec<(usize, usize)> = style_sizes.iter().map(|&(sw, sh)| (sh, sw)).collect();
+    let mut floats = floats.with_styles(vgg, content_layers, style_layers, (h, w), &style_hw);
+    if let Device::Cuda(precision) = device {
+        // The scratch grows to the largest launch, for x or for a style image.
+        let mut shapes = neural_style::memory::run_shapes(vgg, &needed, style_layers, h, w);
+        for &(sh, sw) in &style_hw {
+            let s = neural_style::memory::run_shapes(vgg, &needed, style_layers, sh, sw);
+            shapes.convs.extend(s.convs);
+            shapes.grams.extend(s.grams);
+        }
+        floats.scratch = neural_style::cuda::run_scratch_floats(0, precision, &shapes)?;
+    }
+    let need = floats.bytes();
     let (available, what) = match device {
         Device::Cpu => (neural_style::memory::available_bytes(), "available"),
         Device::Cuda(_) => (neural_style::cuda::free_memory(0).ok().map(|(free, _)| free), "free on the GPU"),
     };
     let Some(available) = available else { return Ok(need) };
     if need > available {
+        let (weights, size) = (4 * floats.weights, neural_style::memory::human_bytes);
+        // What does not shrink with the image: the weights, the Grams and (taken as fixed, which
+        // errs small) the scratch buffers.
+        let fixed = 4 * (floats.weights + floats.grams + floats.scratch);
+        let fits = if weights >= available {
+            format!("the model's weights alone need {}, so no size fits", size(weights))
+        } else if fixed >= available {
+            format!("the weights, Grams and scratch alone need {}, so no size fits", size(fixed))
+        } else {
+            let side = neural_style::memory::largest_side(w.max(h), need - fixed, available - fixed);
+            format!("the largest size that fits is about {side} pixels on the longer side")
+        };
         bail!(
-            "a {w}x{h} run needs about {:.1} GiB (layer outputs and their gradients {:.1} GiB, image and optimiser vectors {:.1} GiB, weights {:.1} GiB), more than the {:.1} GiB {what}: the largest size that fits is about {} pixels on the longer side",
-            gib(need),
-            gib(4 * 3 * floats.activations),
-            gib(4 * floats.image_vectors),
-            gib(4 * floats.weights),
-            gib(available),
-            neural_style::memory::largest_side(w.max(h), need - 4 * floats.weights, available.saturating_sub(4 * floats.weights))
+            "a {w}x{h} run needs about {} (layer outputs and their gradients {}, image and optimiser vectors {}, weights {}, Grams and scratch {}), more than the {} {what}: {fits}",
+            size(need),
+            size(4 * floats.feature_floats()),
+            size(4 * floats.image_vectors),
+            size(weights),
+            size(4 * (floats.grams + floats.scratch)),
+            size(available),
         );
     }
     Ok(need)

@@ -198,7 +198,8 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     let (dc, ds, dt) = default_weights(convention);
 
     // Memory first, from the target size alone: resizing to a size that cannot fit would abort.
-    let memory_need = check_run_memory(&vgg, &content_layers, &style_layers, target, &a, history.min(iterations), device)?;
+    let style_sizes: Vec<(usize, usize)> = styles.iter().map(|(_, size, _)| *size).collect();
+    let memory_need = check_run_memory(&vgg, &content_layers, &style_layers, target, &style_sizes, &a, history.min(iterations), device)?;
 
     // Sizes: resize, then check each input survives the poolings of the deepest layer used.
     let content = image_io::resize_exact(content, target);
@@ -291,14 +292,14 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
 }
 
 /// Bytes a run of this size needs (`cmd::check_memory`), counting the optimiser's vectors.
-fn check_run_memory(vgg: &Vgg, content_layers: &[String], style_layers: &[String], size: (usize, usize), a: &StyleArgs, pairs: usize, device: Device) -> Result<u64> {
+#[allow(clippy::too_many_arguments)]
+fn check_run_memory(vgg: &Vgg, content_layers: &[String], style_layers: &[String], size: (usize, usize), style_sizes: &[(usize, usize)], a: &StyleArgs, pairs: usize, device: Device) -> Result<u64> {
     let optimizer_vectors = match a.optimizer {
         // Two per curvature pair, the direction and the previous gradient, and the line search's five.
         OptimizerArg::Lbfgs => 2 * pairs + 2 + if a.lbfgs_line_search == LineSearchArg::StrongWolfe { 5 } else { 0 },
         OptimizerArg::Adam => 2,
     };
-    let needed: Vec<String> = content_layers.iter().chain(style_layers).cloned().collect();
-    super::check_memory(vgg, &needed, size, optimizer_vectors, device)
+    super::check_memory(vgg, content_layers, style_layers, size, style_sizes, optimizer_vectors, device)
 }
 
 /// The message for a run that ran out of GPU memory although the estimate fitted (other
@@ -312,8 +313,8 @@ fn out_of_device_memory(plan: &Plan, oom: &OutOfDeviceMemory) -> anyhow::Error {
     // The estimate missed by at least this much: scale it so that it explains the failure.
     let fits = neural_style::memory::largest_side(w.max(h), plan.memory_need.max(oom.free_at_start + 1), oom.free_at_start);
     anyhow!(
-        "{oom} during a {w}x{h} run in {precision} (estimated need {:.2} GiB): try --image-size {fits} or smaller; every precision keeps f32 buffers, so --precision does not change the memory needed",
-        plan.memory_need as f64 / (1u64 << 30) as f64
+        "{oom} during a {w}x{h} run in {precision} (estimated need {}): try --image-size {fits} or smaller; every precision keeps f32 buffers, so --precision does not change the memory needed",
+        neural_style::memory::human_bytes(plan.memory_need)
     )
 }
 
@@ -584,7 +585,8 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
             "width": out.w, "height": out.h, "evaluations": out.evaluations, "ms_per_evaluation": ms_per_eval,
             "gflop_per_evaluation": out.flops_per_evaluation as f64 / 1e9,
             "final": out.loss, "output": plan.output.display().to_string(),
-            "peak_rss_bytes": neural_style::memory::peak_rss_bytes(),
+            "peak_rss_bytes": neural_style::memory::peak_rss_bytes(), "peak_device_bytes": backend.peak_bytes(),
+            "estimated_bytes": plan.memory_need,
         });
         writeln!(log, "{summary}")?;
         log.flush()?;

@@ -110,7 +110,8 @@ fn load(path: &Path) -> Result<()> {
     use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
     // SAFETY: the stand-in's initialisers only set up its own statics.
     let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_GLOBAL) }
-        .map_err(|e| anyhow!("{ENV}: loading the emulated CUDA driver {} failed: {e}", path.display()))?;
+        // (libloading's message is "dlopen failed"; dlerror's text is its source, kept by `context`.)
+        .map_err(|e| anyhow::Error::new(e).context(format!("{ENV}: loading the emulated CUDA driver {} failed", path.display())))?;
     // SAFETY: only the symbol's presence is checked; it is not called.
     if unsafe { lib.get::<unsafe extern "C" fn() -> *const std::ffi::c_char>(MARKER) }.is_err() {
         bail!("{ENV}: {} is not the neural-style emulated CUDA driver (it lacks neural_style_emulated_driver)", path.display());

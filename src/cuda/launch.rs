@@ -3,6 +3,7 @@
 //! of every launch, as plain functions of the shape that the unit tests below check without a GPU.
 
 use super::Gemm;
+use crate::backend::ConvShape;
 use cudarc::driver::LaunchConfig;
 
 /// Threads per block of the elementwise and reduction kernels (NS_THREADS in kernels/common.cuh).
@@ -136,6 +137,26 @@ fn gram_split_tiles(hw: usize, c: usize, tile: usize) -> (usize, usize) {
 /// The launch arithmetic, checked without a GPU: the constants against the kernels' own
 /// #defines, each grid against the elements it must cover, and gram_split's chunks (which fix
 /// the GPU Gram's summation order, so its values are pinned).
+/// The floats the backend's three scratch buffers reach over a run of these convs and Grams
+/// (`(pixels, channels)` each), for the memory estimate (memory::RunFloats::scratch): each
+/// buffer grows to its largest launch. The conv split-K partials (mma only, as
+/// `CudaBackend::conv_split` decides: forward N = c_out, input gradient N = c_in), the Gram's
+/// split-K partials, and its symmetrised gradient (c x c).
+pub fn scratch_floats(gemm: Gemm, sms: usize, convs: &[ConvShape], grams: &[(usize, usize)]) -> u64 {
+    let conv_split = |m: usize, n: usize, k: usize| match conv_split_k(m, n, k, sms) {
+        (splits, _) if gemm == Gemm::Mma && splits > 1 => splits * m * n,
+        _ => 0,
+    };
+    let conv = convs.iter().map(|s| conv_split(s.h * s.w, s.c_out, 9 * s.c_in).max(conv_split(s.h * s.w, s.c_in, 9 * s.c_out))).max().unwrap_or(0);
+    let gram_splits = |hw, c| match gemm {
+        Gemm::Wmma => gram_split(hw, c).0,
+        Gemm::Mma => gram_split_mma(hw, c).0,
+    };
+    let partials = grams.iter().map(|&(hw, c)| gram_splits(hw, c) * c * c).max().unwrap_or(0);
+    let sym = grams.iter().map(|&(_, c)| c * c).max().unwrap_or(0);
+    (conv + partials + sym) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,3 +364,4 @@ mod tests {
         assert_eq!(gram_split(64 * 48, 512), (8, 384));
     }
 }
+

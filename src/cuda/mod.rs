@@ -26,13 +26,29 @@ use load::Kernels;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use launch::{blocks_1d, conv_launch, conv_split_k, gemm_launch, gram_split, gram_split_mma, masked_n4_blocks, mma_conv_narrow, mma_tile_blocks, reduce_blocks, tile_blocks};
+pub use launch::{blocks_1d, conv_launch, conv_split_k, gemm_launch, gram_split, gram_split_mma, masked_n4_blocks, mma_conv_narrow, mma_tile_blocks, reduce_blocks, scratch_floats, tile_blocks};
 pub use load::{kernels, pick_image, KernelImage};
 pub use kernels::{KernelImages, KERNELS_BUILT, KERNELS_BUILT_WITH};
 
 /// (free, total) bytes of GPU `ordinal`'s memory now.
 pub fn free_memory(ordinal: usize) -> Result<(u64, u64)> {
     context_memory(&open_context(ordinal)?, ordinal)
+}
+
+/// The scratch floats (`launch::scratch_floats`) a run of these shapes in `precision` reaches on
+/// GPU `ordinal`, with the GEMM loop NEURAL_STYLE_CUDA_GEMM chooses and that GPU's SM count.
+pub fn run_scratch_floats(ordinal: usize, precision: Precision, shapes: &crate::memory::RunShapes) -> Result<u64> {
+    let gemm = Gemm::from_env()?.for_precision(precision);
+    let sms = sm_count(&open_context(ordinal)?, ordinal)?;
+    Ok(scratch_floats(gemm, sms, &shapes.convs, &shapes.grams))
+}
+
+/// The SM count of the GPU behind `ctx`.
+fn sm_count(ctx: &Arc<CudaContext>, ordinal: usize) -> Result<usize> {
+    let n = ctx
+        .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .map_err(|e| anyhow!("reading GPU {ordinal}'s SM count failed: {e}"))?;
+    Ok(n.max(1) as usize)
 }
 
 /// GPU `ordinal`'s (primary) context; a clean error, never a panic, when the driver refuses.
@@ -189,10 +205,7 @@ impl CudaBackend {
         let gram_partials = Mutex::new(stream.alloc_zeros::<f32>(1)?);
         let gram_sym = Mutex::new(stream.alloc_zeros::<f32>(1)?);
         let conv_partials = Mutex::new(stream.alloc_zeros::<f32>(1)?);
-        let sm_count = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-            .map_err(|e| anyhow!("reading GPU {ordinal}'s SM count failed: {e}"))?
-            .max(1) as usize;
+        let sm_count = sm_count(&ctx, ordinal)?;
         stream.synchronize()?;
         let baseline_used = Self::used_bytes(&ctx).unwrap_or(0);
         Ok(CudaBackend {
@@ -250,6 +263,8 @@ impl CudaBackend {
     fn scratch<'a>(&self, slot: &'a Mutex<CudaSlice<f32>>, len: usize) -> Result<std::sync::MutexGuard<'a, CudaSlice<f32>>> {
         let mut guard = slot.lock().map_err(|_| anyhow!("scratch lock poisoned"))?;
         if guard.len() < len {
+            // The old contents are not needed: free them first, so the peak is the larger buffer alone.
+            *guard = self.stream.alloc_zeros::<f32>(1)?;
             *guard = self.stream.alloc_zeros::<f32>(len).map_err(|e| self.allocation_error(e, len))?;
             self.note_allocation();
         }
