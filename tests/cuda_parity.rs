@@ -636,6 +636,35 @@ fn whole_objective_evaluation_matches_cpu() {
     }
 }
 
+/// The mma.sync loop's tf32 path on full VGG-19 widths (64..256 channels, where it takes the
+/// tensor-core tiles rather than the narrow-shape fallbacks). Its operands must be rounded to
+/// tf32 (cvt.rna) before the mma: fed raw fp32, the tensor core truncates them, and the loss
+/// drifted 4e-3..1.5e-2 from the CPU here, where wmma's rounded operands stay within 1e-4.
+#[test]
+fn tf32_mma_rounds_its_operands_like_wmma() {
+    if gpu(Precision::Tf32).is_none() {
+        return;
+    }
+    let be = CudaBackend::with_gemm(0, Precision::Tf32, cuda::Gemm::Mma).unwrap();
+    let cpu = CpuBackend::new();
+    let vgg = neural_style::model::random::random_vgg19(5);
+    let mut rng = Rng::new(19);
+    let (h, w) = (24, 32);
+    let content = Image { h, w, data: rng.normal_vec(h * w * 3, 50.0) };
+    let style = Image { h, w, data: rng.normal_vec(h * w * 3, 50.0) };
+    let x = rng.normal_vec(h * w * 3, 50.0);
+    for style_layer in ["relu1_1", "relu2_1", "relu3_1"] {
+        let spec = ObjectiveSpec { content_layers: vec!["relu2_2".into()], style_layers: vec![style_layer.into()], tv_weight: 0.0, ..spec() };
+        let mut obj_cpu = Objective::new(&cpu, &vgg, spec.clone(), &content, &[(style.clone(), 1.0)]).unwrap();
+        let mut obj_gpu = Objective::new(&be, &vgg, spec, &content, &[(style.clone(), 1.0)]).unwrap();
+        let mut g_cpu = vec![0.0; x.len()];
+        let l_cpu = obj_cpu.evaluate(&x, &mut g_cpu).unwrap();
+        let mut gg = nan_buf(&be, x.len());
+        let l_gpu = obj_gpu.evaluate(&be.upload(&x).unwrap(), &mut gg).unwrap();
+        assert_close_scalar(&format!("tf32_mma_loss Tf32 style_{style_layer}"), l_gpu.total, l_cpu.total, 1e-3);
+    }
+}
+
 fn lbfgs_job(iterations: usize) -> Job {
     let mut rng = Rng::new(17);
     let (h, w) = (48, 40);
