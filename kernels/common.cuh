@@ -6,7 +6,7 @@
 // bits on every run and every GPU.
 #pragma once
 
-// Threads per block of every elementwise and reduction kernel.  src/cuda/mod.rs mirrors it.
+// Threads per block of every elementwise and reduction kernel.  src/cuda/launch.rs mirrors it.
 #define NS_THREADS 256
 // Upper bound on the blocks of a reduction's first stage (= the partials buffer's length).
 #define NS_MAX_PARTIALS 1024

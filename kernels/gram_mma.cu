@@ -5,7 +5,7 @@
 //   f (hw, c)  ->  partials (splits, c, c), z-th = Σ_{p in chunk z} f[p][i] f[p][j]  (i-tile <= j-tile)
 //   gram_reduce_mma: g (c, c) = (Σ_z partials[z]) * scale, in double, z in order (the lower
 //   tiles read their mirror). The split (splits, chunk) comes from gram_split_mma in
-//   src/cuda/mod.rs: a function of (hw, c) only, so the sums are deterministic.
+//   src/cuda/launch.rs: a function of (hw, c) only, so the sums are deterministic.
 //
 //   df (hw, c) += f (hw, c) sym (c, c),  sym = (dg + dgᵀ) / (c hw) from gram.cu's gram_bwd_sym.
 //

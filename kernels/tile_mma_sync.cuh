@@ -44,7 +44,7 @@
 // 2 x 256 threads x 128 registers fill an H100/H200 SM (an A100 holds 1: 164 KiB of shared memory).
 #define NS_MMA_MIN_BLOCKS 2
 // NS_MMA_STAGES * (NS_MMA_BM * NS_MMA_BK + NS_MMA_BK * BN) * 4 bytes for BN = NS_MMA_BN and
-// NS_MMA_BN_NARROW (src/cuda/mod.rs mirrors both).
+// NS_MMA_BN_NARROW (src/cuda/launch.rs mirrors both).
 #define NS_MMA_SMEM_BYTES 98304
 #define NS_MMA_SMEM_BYTES_NARROW 73728
 

@@ -51,25 +51,33 @@ impl RunFloats {
     }
 }
 
-/// The layer outputs of an h x w image up to the deepest of `needed`: (all of them, the last one's).
-fn layer_outputs(vgg: &Vgg, needed: &[String], h: usize, w: usize) -> (u64, u64) {
-    let (mut lh, mut lw) = (h as u64, w as u64);
-    let (mut c, mut all, mut last) = (3u64, 0u64, 0u64);
-    let mut remaining: Vec<&String> = needed.iter().collect();
+/// Walks `vgg` on an h x w image up to the deepest layer of `needed`, calling `visit` with each
+/// layer and the (height, width) of its output.
+fn walk_until(vgg: &Vgg, needed: &[&String], h: usize, w: usize, mut visit: impl FnMut(&Layer, usize, usize)) {
+    let (mut lh, mut lw) = (h, w);
+    let mut remaining = needed.to_vec();
     for l in &vgg.layers {
         if remaining.is_empty() {
             break;
         }
         match l {
             Layer::Pool => (lh, lw) = (lh / 2, lw / 2),
-            Layer::Conv(conv) => {
-                c = conv.c_out as u64;
-                remaining.retain(|n| **n != conv.name);
-            }
+            Layer::Conv(conv) => remaining.retain(|n| **n != conv.name),
         }
-        last = lh * lw * c;
-        all += last;
+        visit(l, lh, lw);
     }
+}
+
+/// The layer outputs of an h x w image up to the deepest of `needed`: (all of them, the last one's).
+fn layer_outputs(vgg: &Vgg, needed: &[String], h: usize, w: usize) -> (u64, u64) {
+    let (mut c, mut all, mut last) = (3u64, 0u64, 0u64);
+    walk_until(vgg, &needed.iter().collect::<Vec<_>>(), h, w, |l, lh, lw| {
+        if let Layer::Conv(conv) = l {
+            c = conv.c_out as u64;
+        }
+        last = (lh * lw) as u64 * c;
+        all += last;
+    });
     (all, last)
 }
 
@@ -82,24 +90,16 @@ pub struct RunShapes {
 }
 
 pub fn run_shapes(vgg: &Vgg, needed: &[String], style_layers: &[String], h: usize, w: usize) -> RunShapes {
-    let (mut lh, mut lw) = (h, w);
     let mut shapes = RunShapes::default();
-    let mut remaining: Vec<&String> = needed.iter().chain(style_layers).collect();
-    for l in &vgg.layers {
-        if remaining.is_empty() {
-            break;
-        }
-        match l {
-            Layer::Pool => (lh, lw) = (lh / 2, lw / 2),
-            Layer::Conv(conv) => {
-                shapes.convs.push(ConvShape { h: lh, w: lw, c_in: conv.c_in, c_out: conv.c_out });
-                if style_layers.contains(&conv.name) {
-                    shapes.grams.push((lh * lw, conv.c_out));
-                }
-                remaining.retain(|n| **n != conv.name);
+    // A conv keeps its input's size (3x3, padding 1), so its output's (h, w) is its input's.
+    walk_until(vgg, &needed.iter().chain(style_layers).collect::<Vec<_>>(), h, w, |l, lh, lw| {
+        if let Layer::Conv(conv) = l {
+            shapes.convs.push(ConvShape { h: lh, w: lw, c_in: conv.c_in, c_out: conv.c_out });
+            if style_layers.contains(&conv.name) {
+                shapes.grams.push((lh * lw, conv.c_out));
             }
         }
-    }
+    });
     shapes
 }
 

@@ -4,7 +4,7 @@
 //! `cargo test` shows it) and passes when `cuda::probe()` says no GPU (set
 //! NEURAL_STYLE_REQUIRE_GPU=1 to make that a failure, as scripts/gpu_check.sh does). The launch
 //! arithmetic (grids, splits, the scales the kernels are given) is checked without a GPU by the
-//! unit tests of src/cuda/mod.rs and src/backend/scales.rs.
+//! unit tests of src/cuda/launch.rs and src/backend/scales.rs.
 //! Outputs that an op overwrites are poisoned with NaN before the launch; NaN never passes.
 //!
 //! Tolerances (max |gpu - cpu| / max |cpu|): fp32 1e-5, tf32 3e-3, bf16 2e-2 for the convolution
@@ -15,7 +15,7 @@ use neural_style::backend::{AdamStep, Backend, ConvShape, PoolKind, PoolShape, P
 use neural_style::cuda::{self, CudaBackend};
 use neural_style::model::random::random_vgg;
 use neural_style::rng::Rng;
-use neural_style::{CpuBackend, Image, Init, Job, Objective, ObjectiveSpec, Optimizer};
+use neural_style::{CpuBackend, Image, Init, Job, LossParts, Objective, ObjectiveSpec, Optimizer};
 
 const PRECISIONS: [Precision; 3] = [Precision::Fp32, Precision::Tf32, Precision::Bf16];
 
@@ -554,13 +554,25 @@ fn spec() -> ObjectiveSpec {
     neural_style::bench::default_spec()
 }
 
+/// One evaluation of the objective (`content`, one `style` of weight 1) at `x`, on the CPU and
+/// on `be` (its gradient buffer poisoned first): ((loss, gradient) on the CPU, the same on `be`).
+fn evaluate_on_both(be: &CudaBackend, vgg: &neural_style::Vgg, spec: ObjectiveSpec, content: &Image, style: &Image, x: &[f32]) -> ((LossParts, Vec<f32>), (LossParts, Vec<f32>)) {
+    let cpu = CpuBackend::new();
+    let mut obj_cpu = Objective::new(&cpu, vgg, spec.clone(), content, &[(style.clone(), 1.0)]).unwrap();
+    let mut obj_gpu = Objective::new(be, vgg, spec, content, &[(style.clone(), 1.0)]).unwrap();
+    let mut g_cpu = vec![0.0; x.len()];
+    let l_cpu = obj_cpu.evaluate(&x.to_vec(), &mut g_cpu).unwrap();
+    let mut gg = nan_buf(be, x.len());
+    let l_gpu = obj_gpu.evaluate(&be.upload(x).unwrap(), &mut gg).unwrap();
+    ((l_cpu, g_cpu), (l_gpu, be.download(&gg).unwrap()))
+}
+
 /// The objective's options on the GPU: the Keras example's terms (sum content, unnormalised
 /// Grams over 4·3²·(H·W)², TV^1.25) and jcjohnson's normalised gradients, in fp32 (their
 /// arithmetic, not the tensor cores, is what is new here).
 #[test]
 fn objective_options_match_cpu() {
     let Some(be) = gpu(Precision::Fp32) else { return };
-    let cpu = CpuBackend::new();
     let mut rng = Rng::new(18);
     let (h, w) = (37, 42);
     let content = Image { h, w, data: rng.normal_vec(h * w * 3, 1.0) };
@@ -575,17 +587,11 @@ fn objective_options_match_cpu() {
     };
     let normalized = ObjectiveSpec { normalize_gradients: true, pooling: PoolKind::Avg, ..spec() };
     for (name, spec) in [("keras", keras), ("normalized", normalized)] {
-        let vgg = narrow_vgg();
-        let mut obj_cpu = Objective::new(&cpu, &vgg, spec.clone(), &content, &[(style.clone(), 1.0)]).unwrap();
-        let mut obj_gpu = Objective::new(&be, &vgg, spec, &content, &[(style.clone(), 1.0)]).unwrap();
-        let mut g_cpu = vec![0.0; x.len()];
-        let l_cpu = obj_cpu.evaluate(&x, &mut g_cpu).unwrap();
-        let mut gg = nan_buf(&be, x.len());
-        let l_gpu = obj_gpu.evaluate(&be.upload(&x).unwrap(), &mut gg).unwrap();
+        let ((l_cpu, g_cpu), (l_gpu, g_gpu)) = evaluate_on_both(&be, &narrow_vgg(), spec, &content, &style, &x);
         for (part, a, b) in [("total", l_gpu.total, l_cpu.total), ("content", l_gpu.content, l_cpu.content), ("style", l_gpu.style, l_cpu.style), ("tv", l_gpu.tv, l_cpu.tv)] {
             assert_close_scalar(&format!("options_{name}_{part}_loss Fp32"), a, b, 1e-5);
         }
-        assert_close(&format!("options_{name}_gradient Fp32"), &be.download(&gg).unwrap(), &g_cpu, 1e-5);
+        assert_close(&format!("options_{name}_gradient Fp32"), &g_gpu, &g_cpu, 1e-5);
     }
 }
 
@@ -646,7 +652,6 @@ fn tf32_mma_rounds_its_operands_like_wmma() {
         return;
     }
     let be = CudaBackend::with_gemm(0, Precision::Tf32, cuda::Gemm::Mma).unwrap();
-    let cpu = CpuBackend::new();
     let vgg = neural_style::model::random::random_vgg19(5);
     let mut rng = Rng::new(19);
     let (h, w) = (24, 32);
@@ -655,12 +660,7 @@ fn tf32_mma_rounds_its_operands_like_wmma() {
     let x = rng.normal_vec(h * w * 3, 50.0);
     for style_layer in ["relu1_1", "relu2_1", "relu3_1"] {
         let spec = ObjectiveSpec { content_layers: vec!["relu2_2".into()], style_layers: vec![style_layer.into()], tv_weight: 0.0, ..spec() };
-        let mut obj_cpu = Objective::new(&cpu, &vgg, spec.clone(), &content, &[(style.clone(), 1.0)]).unwrap();
-        let mut obj_gpu = Objective::new(&be, &vgg, spec, &content, &[(style.clone(), 1.0)]).unwrap();
-        let mut g_cpu = vec![0.0; x.len()];
-        let l_cpu = obj_cpu.evaluate(&x, &mut g_cpu).unwrap();
-        let mut gg = nan_buf(&be, x.len());
-        let l_gpu = obj_gpu.evaluate(&be.upload(&x).unwrap(), &mut gg).unwrap();
+        let ((l_cpu, _), (l_gpu, _)) = evaluate_on_both(&be, &vgg, spec, &content, &style, &x);
         assert_close_scalar(&format!("tf32_mma_loss Tf32 style_{style_layer}"), l_gpu.total, l_cpu.total, 1e-3);
     }
 }
@@ -820,7 +820,7 @@ fn loader_picks_the_matching_cubin_else_the_ptx() {
 }
 
 /// Runs everywhere: the split-K choice for VGG-19's deep layers at 512² on an H100/H200, the
-/// shapes the GPU check times (the unit tests of src/cuda/mod.rs pin the rest).
+/// shapes the GPU check times (the unit tests of src/cuda/launch.rs pin the rest).
 #[test]
 fn conv_split_k_splits_conv4_and_conv5_at_512_on_132_sms() {
     assert_eq!(cuda::conv_split_k(64 * 64, 512, 9 * 512, 132), (2, 72));

@@ -1,6 +1,6 @@
 //! The host-side arithmetic of the ops: the scale factors a loss or Gram kernel is handed and
 //! the way a reduction's sum becomes the loss value, and Adam's bias corrections. The CPU
-//! backend (src/cpu/) and the CUDA backend's launch code (src/cuda/mod.rs) both call these, so
+//! backend (src/cpu/) and the CUDA backend's launch code (src/cuda/gram.rs, loss.rs, vector.rs) both call these, so
 //! the CPU tests (tests/cpu_ops.rs, tests/golden.rs against PyTorch, the unit tests below) check
 //! the numbers the GPU is given even on a machine without one.
 //!

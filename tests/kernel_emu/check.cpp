@@ -69,7 +69,7 @@ static std::vector<double> conv_ref(int h, int w, int ci, int co, const std::vec
     return y;
 }
 
-static std::pair<int, int> gram_split(int hw, int c, int tile = 64) {  // mirrors src/cuda/mod.rs (gram_split, gram_split_mma)
+static std::pair<int, int> gram_split(int hw, int c, int tile = 64) {  // mirrors src/cuda/launch.rs (gram_split, gram_split_mma)
     auto cdiv = [](long a, long b) { return (a + b - 1) / b; };
     long nt = std::max(1L, cdiv(c, tile));
     long pairs = nt * (nt + 1) / 2;
