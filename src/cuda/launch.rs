@@ -134,9 +134,6 @@ fn gram_split_tiles(hw: usize, c: usize, tile: usize) -> (usize, usize) {
     (hw.div_ceil(chunk).max(1), chunk)
 }
 
-/// The launch arithmetic, checked without a GPU: the constants against the kernels' own
-/// #defines, each grid against the elements it must cover, and gram_split's chunks (which fix
-/// the GPU Gram's summation order, so its values are pinned).
 /// The floats the backend's three scratch buffers reach over a run of these convs and Grams
 /// (`(pixels, channels)` each), for the memory estimate (memory::RunFloats::scratch): each
 /// buffer grows to its largest launch. The conv split-K partials (mma only, as
@@ -157,6 +154,9 @@ pub fn scratch_floats(gemm: Gemm, sms: usize, convs: &[ConvShape], grams: &[(usi
     (conv + partials + sym) as u64
 }
 
+/// The launch arithmetic, checked without a GPU: the constants against the kernels' own
+/// #defines, each grid against the elements it must cover, and gram_split's chunks (which fix
+/// the GPU Gram's summation order, so its values are pinned).
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,4 +364,3 @@ mod tests {
         assert_eq!(gram_split(64 * 48, 512), (8, 384));
     }
 }
-
