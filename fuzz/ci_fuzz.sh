@@ -18,7 +18,7 @@ unset NEURAL_STYLE_REQUIRE_KERNELS
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cargo +nightly fuzz build -s none -a
-for t in model_pth_zip model_pth_legacy model_safetensors image; do
+for t in model_pth_zip model_pth_legacy model_safetensors image resume_state png_settings; do
     mkdir -p "$work/$t"
     if cargo +nightly fuzz run -s none -a "$t" "$work/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -max_len=1048576 -timeout=10 -print_final_stats=1 >"$work/$t.log" 2>&1; then

@@ -72,7 +72,8 @@ pub fn list_inputs(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
             files.sort_by(|p, q| natural_cmp(&p.file_name().unwrap().to_string_lossy(), &q.file_name().unwrap().to_string_lossy()));
             out.extend(files);
         } else {
-            ensure!(a.is_file(), "{}: no such file or folder", a.display());
+            ensure!(a.exists(), "{}: no such file or folder", a.display());
+            ensure!(a.is_file(), "{}: not a regular file (a FIFO, socket or device): give image files or folders", a.display());
             out.push(a.clone());
         }
     }
@@ -101,8 +102,10 @@ impl Shard {
     /// is `[b(i), b(i+1))`, `b` never decreases, `b(0) = 0` and `b(count) = n`, so every item
     /// lies in exactly one block. Sizes differ by at most one; with more shards than items
     /// some blocks are empty.
+    /// (The products are taken in u128: `index * n` overflows usize for counts near 2^64.)
     pub fn range(&self, n: usize) -> Range<usize> {
-        (self.index * n / self.count)..((self.index + 1) * n / self.count)
+        let bound = |i: usize| (i as u128 * n as u128 / self.count as u128) as usize; // <= n
+        bound(self.index)..bound(self.index + 1)
     }
 }
 
@@ -173,23 +176,11 @@ pub fn shard_from_env(var: impl Fn(&str) -> Option<String>, shard_count: Option<
 /// pattern holding `{stem}` (the input's name without extension) and/or `{index}` (its 0-based
 /// position in the whole, unsharded list, zero-padded to 6 digits), e.g. `out/{index}.jpg`.
 pub fn output_paths(inputs: &[PathBuf], output: &Path, ext: &str) -> Result<Vec<PathBuf>> {
-    let pattern = output.to_string_lossy();
-    let is_pattern = pattern.contains("{stem}") || pattern.contains("{index}");
+    let is_pattern = is_pattern(output);
     if !is_pattern && is_image(output) && !output.is_dir() {
         bail!("{}: the output must be a folder or a pattern with {{stem}} or {{index}} (e.g. out/{{stem}}.png)", output.display());
     }
-    let outs: Vec<PathBuf> = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            if is_pattern {
-                PathBuf::from(pattern.replace("{stem}", &stem).replace("{index}", &format!("{i:06}")))
-            } else {
-                output.join(format!("{stem}.{ext}"))
-            }
-        })
-        .collect();
+    let outs = substituted(inputs, output, ext)?;
     let mut seen: HashMap<&Path, &Path> = HashMap::new();
     for (o, i) in outs.iter().zip(inputs) {
         if let Some(prev) = seen.insert(o, i) {
@@ -203,6 +194,64 @@ pub fn output_paths(inputs: &[PathBuf], output: &Path, ext: &str) -> Result<Vec<
         }
     }
     Ok(outs)
+}
+
+/// Whether `output` is a pattern (holds `{stem}` or `{index}`) rather than a folder.
+fn is_pattern(output: &Path) -> bool {
+    let s = output.to_string_lossy();
+    s.contains("{stem}") || s.contains("{index}")
+}
+
+/// Each input's output path (see `output_paths`), before any check between them. An input
+/// whose name would take the output out of the pattern's folder (a stem `..`, `.` or empty,
+/// e.g. the input `...png`) is refused.
+fn substituted(inputs: &[PathBuf], output: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+    let (pattern, is_pattern) = (output.to_string_lossy(), is_pattern(output));
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            // A stem holds no separator (it is part of one file name), so only these three can
+            // make a component that leaves its folder or vanishes.
+            if matches!(stem.as_str(), "" | "." | "..") {
+                bail!("{:?}: the input's name without its extension is {stem:?}, which cannot name an output file (rename the input)", p);
+            }
+            Ok(if is_pattern {
+                PathBuf::from(pattern.replace("{stem}", &stem).replace("{index}", &format!("{i:06}")))
+            } else {
+                output.join(format!("{stem}.{ext}"))
+            })
+        })
+        .collect()
+}
+
+/// The inputs less the results an earlier run of the same batch wrote among them (an output
+/// folder that is also an input folder: a rerun lists `f0.png` beside `f0.jpg`). An input is
+/// taken for an earlier result when `listed(input)` (it came from a folder listing, not from the
+/// command line), it has the outputs' extension, and it is the output of another input once
+/// such results are set aside. Returns (frames, earlier results).
+pub fn without_earlier_results(inputs: &[PathBuf], output: &Path, ext: &str, listed: impl Fn(&Path) -> bool) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let out_ext = if is_pattern(output) { output.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()) } else { Some(ext.to_ascii_lowercase()) };
+    let has_out_ext = |p: &Path| out_ext.is_some() && p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()) == out_ext;
+    // Start with every candidate set aside, then return each one that no remaining frame writes,
+    // until none changes (each pass returns at least one, so at most `inputs.len()` passes).
+    let mut aside: Vec<bool> = inputs.iter().map(|p| listed(p) && has_out_ext(p)).collect();
+    loop {
+        let frames: Vec<PathBuf> = inputs.iter().zip(&aside).filter(|(_, a)| !**a).map(|(p, _)| p.clone()).collect();
+        let written: std::collections::HashSet<PathBuf> = substituted(&frames, output, ext)?.iter().map(|o| canonical(o)).collect();
+        let mut changed = false;
+        for (p, a) in inputs.iter().zip(aside.iter_mut()) {
+            if *a && !written.contains(&canonical(p)) {
+                *a = false;
+                changed = true;
+            }
+        }
+        if !changed {
+            let earlier = inputs.iter().zip(&aside).filter(|(_, a)| **a).map(|(p, _)| p.clone()).collect();
+            return Ok((frames, earlier));
+        }
+    }
 }
 
 /// The canonical path, also for a file that does not exist yet (its folder canonicalised).

@@ -71,7 +71,7 @@ pub fn run_evaluations<B: Backend>(backend: &B, vgg: &Vgg, size: usize, warmup: 
     let mut x = backend.upload(&Rng::new(3).normal_vec(n, 0.001))?;
     let mut g = backend.zeros(n)?;
     let mut lbfgs = Lbfgs::new(backend, n, 100, 1.0)?;
-    let mut times_ms = Vec::with_capacity(evals);
+    let mut times_ms = Vec::new();
     let mut final_loss = 0.0;
     for k in 0..warmup + evals {
         let t = Instant::now();

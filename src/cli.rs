@@ -186,6 +186,20 @@ fn file_name(s: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(s))
 }
 
+/// A whole number for an `i64` flag (the program checks its range): one too large for 64 bits,
+/// or not whole, is refused naming the range rather than with Rust's parse error.
+fn whole_number(s: &str) -> Result<i64, String> {
+    match s.trim().parse::<i128>() {
+        Ok(v) => i64::try_from(v).map_err(|_| format!("{s} is out of range: the largest accepted is {} (2^63 - 1)", i64::MAX)),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// A `bench --sizes` entry: a size in pixels.
+fn size_value(s: &str) -> Result<usize, String> {
+    s.trim().parse::<usize>().map_err(|_| format!("'{s}' is not a size: give image sizes as whole numbers of pixels, e.g. 256,512"))
+}
+
 /// Stylisation options (the top-level form). Numbers are parsed as signed/floating values and
 /// range-checked by the program, so that `-1` gets a message about the range, not about syntax.
 #[derive(Args, Debug, Serialize)]
@@ -204,7 +218,7 @@ pub struct StyleArgs {
     #[arg(long, value_name = "FILE", default_value = "out.png")]
     pub output_image: PathBuf,
     /// Longer side of the generated image, in pixels (style images are scaled to it too).
-    #[arg(long, value_name = "PIXELS", default_value_t = 512, allow_negative_numbers = true)]
+    #[arg(long, value_name = "PIXELS", default_value_t = 512, allow_negative_numbers = true, value_parser = whole_number)]
     pub image_size: i64,
     /// Content weight [default: 1 for torchvision inputs, 5 for Caffe inputs].
     #[arg(long, value_name = "W", allow_negative_numbers = true)]
@@ -216,7 +230,7 @@ pub struct StyleArgs {
     #[arg(long, value_name = "W", allow_negative_numbers = true)]
     pub tv_weight: Option<f32>,
     /// Iterations (one loss-and-gradient evaluation each).
-    #[arg(long, value_name = "N", default_value_t = 1000, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 1000, allow_negative_numbers = true, value_parser = whole_number)]
     pub num_iterations: i64,
     /// Starting image.
     #[arg(long, value_enum, default_value_t = InitArg::Image)]
@@ -230,13 +244,13 @@ pub struct StyleArgs {
     #[arg(long, value_name = "LR", default_value_t = 1e1, allow_negative_numbers = true)]
     pub learning_rate: f32,
     /// L-BFGS history length.
-    #[arg(long, value_name = "M", default_value_t = 100, allow_negative_numbers = true)]
+    #[arg(long, value_name = "M", default_value_t = 100, allow_negative_numbers = true, value_parser = whole_number)]
     pub lbfgs_num_correction: i64,
     /// Print the losses every N iterations when stderr is not a terminal (0: never).
-    #[arg(long, value_name = "N", default_value_t = 50, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 50, allow_negative_numbers = true, value_parser = whole_number)]
     pub print_iter: i64,
     /// Save the image every N iterations as <stem>_<N>.<ext> (0: never).
-    #[arg(long, value_name = "N", default_value_t = 100, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 100, allow_negative_numbers = true, value_parser = whole_number)]
     pub save_iter: i64,
     #[arg(long, value_enum, default_value_t = PoolingArg::Max)]
     pub pooling: PoolingArg,
@@ -253,7 +267,7 @@ pub struct StyleArgs {
     #[arg(long, value_name = "FILE")]
     pub from_png: Option<PathBuf>,
     /// Height of the generated image in pixels, instead of --image-size's longer side.
-    #[arg(long, value_name = "PIXELS", allow_negative_numbers = true)]
+    #[arg(long, value_name = "PIXELS", allow_negative_numbers = true, value_parser = whole_number)]
     pub image_height: Option<i64>,
     /// Style images are resized so their longer side is S x the generated image's longer side.
     #[arg(long, value_name = "S", default_value_t = 1.0, allow_negative_numbers = true)]
@@ -280,10 +294,10 @@ pub struct StyleArgs {
     #[arg(long, value_enum, default_value_t = LineSearchArg::None)]
     pub lbfgs_line_search: LineSearchArg,
     /// Restart L-BFGS with a fresh history every N evaluations (0: never).
-    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = whole_number)]
     pub lbfgs_round: i64,
     /// Seed of the random init and of the embedded model's weights.
-    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = whole_number)]
     pub seed: i64,
     /// VGG weights file (.pth or .safetensors) [default: $NEURAL_STYLE_MODEL, then torch.hub's vgg19-dcbb9e9d.pth, then the embedded model].
     #[arg(long, value_name = "PATH")]
@@ -300,13 +314,13 @@ pub struct StyleArgs {
     #[arg(long, value_name = "FILE")]
     pub log_json: Option<PathBuf>,
     /// Multi-scale: sizes (longer side) of the scales, smallest first, comma-separated, e.g. 256,512,1024; each scale starts from the previous result resized up, and the last size is the output's (it replaces --image-size). With --scale-factor: the number of scales.
-    #[arg(long, value_name = "SIZES|N", value_delimiter = ',', allow_negative_numbers = true)]
+    #[arg(long, value_name = "SIZES|N", value_delimiter = ',', allow_negative_numbers = true, value_parser = whole_number)]
     pub scales: Option<Vec<i64>>,
     /// With --scales N: each scale is F times the previous one, the last being --image-size.
     #[arg(long, value_name = "F", allow_negative_numbers = true)]
     pub scale_factor: Option<f64>,
     /// Iterations at each scale, comma-separated, one per scale [default: --num-iterations at each].
-    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', allow_negative_numbers = true)]
+    #[arg(long, value_name = "N[,N...]", value_delimiter = ',', allow_negative_numbers = true, value_parser = whole_number)]
     pub scale_iterations: Option<Vec<i64>>,
     /// Draw the loss curves (total, content, style, tv; log-scale y) against the iteration as an 800x500 PNG.
     #[arg(long, value_name = "FILE.png")]
@@ -329,7 +343,7 @@ pub struct FetchArgs {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Image sizes (longer side), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "256,512")]
+    #[arg(long, value_delimiter = ',', default_value = "256,512", allow_negative_numbers = true, value_parser = size_value)]
     pub sizes: Vec<usize>,
     /// Timed evaluations per size.
     #[arg(long, default_value_t = 10)]
@@ -364,7 +378,7 @@ pub struct SheetArgs {
     #[command(flatten)]
     pub style: StyleArgs,
     /// Style | result pairs per row of the sheet.
-    #[arg(long, value_name = "N", default_value_t = 3, allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", default_value_t = 3, allow_negative_numbers = true, value_parser = whole_number)]
     pub pairs_per_row: i64,
 }
 

@@ -23,7 +23,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// sha256 of a file, as lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut f = crate::image_io::open_input(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -74,7 +74,17 @@ pub fn fetch(url: &str, dest: &Path, show_progress: bool) -> Result<()> {
 /// The download itself, into a temp file beside `dest` that is renamed over it once verified
 /// and removed on any failure.
 fn download(url: &str, name: &str, dest: &Path, expected: Option<&str>, show_progress: bool) -> Result<()> {
-    let mut response = ureq::get(url).call().map_err(|e| anyhow!("download of {url} failed: {e}"))?;
+    // The temp file first: a --dest that cannot be written is found before the download.
+    let tmp = crate::image_io::temp_path_for(dest);
+    let file = fs::File::create(&tmp).map_err(|e| anyhow!("{}: --dest cannot be written there ({e}; tried to create {})", dest.display(), tmp.display()))?;
+    let mut response = match ureq::get(url).call() {
+        Ok(r) => r,
+        Err(e) => {
+            drop(file);
+            let _ = fs::remove_file(&tmp);
+            bail!("download of {url} failed: {e}");
+        }
+    };
     let total = response.body().content_length();
     let bar = if show_progress { ProgressBar::new(total.unwrap_or(0)) } else { ProgressBar::hidden() };
     bar.set_style(
@@ -84,10 +94,9 @@ fn download(url: &str, name: &str, dest: &Path, expected: Option<&str>, show_pro
     );
     bar.set_message(name.to_string());
 
-    let tmp = crate::image_io::temp_path_for(dest);
     let result = (|| -> Result<String> {
         let mut reader = response.body_mut().as_reader();
-        let mut out = BufWriter::new(fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?);
+        let mut out = BufWriter::new(file);
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
         let mut got = 0u64;

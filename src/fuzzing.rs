@@ -69,3 +69,90 @@ pub fn image(data: &[u8]) -> Result<crate::image_io::Rgb8> {
     assert_eq!(img.data.len(), img.w * img.h * 3, "buffer length");
     Ok(img)
 }
+
+/// A `--resume` state file (`resume::from_bytes`, which checks everything the file alone tells),
+/// then `RunState::validate` against its own header under each optimiser's settings (as
+/// `--resume` checks it against the run's; refusals are expected, a panic is a finding). A state
+/// that loads must hold what the optimisers rely on, and write back to the same state.
+pub fn resume_state(data: &[u8]) -> Result<(crate::resume::Header, crate::resume::RunState)> {
+    use crate::optim::lbfgs::LineSearch;
+    use crate::resume::{self, OptimizerState};
+    use crate::stylize::Optimizer;
+    let (header, state) = resume::from_bytes(data)?;
+    for optimizer in [
+        Optimizer::Lbfgs { history: 5, line_search: LineSearch::None, round: 0 },
+        Optimizer::Lbfgs { history: 100, line_search: LineSearch::StrongWolfe, round: 7 },
+        Optimizer::Adam { learning_rate: 10.0 },
+    ] {
+        let _ = state.validate(&header, Some(&optimizer));
+    }
+    let n = header.width * header.height * 3;
+    assert_eq!(state.x.len(), n, "x's length");
+    assert!(state.history.len() < header.iterations, "a state of a finished run");
+    assert!(state.x.iter().all(|v| v.is_finite()), "a non-finite x");
+    assert!(state.history.iter().all(|(l, t)| l.total.is_finite() && *t <= state.elapsed), "history");
+    match &state.optimizer {
+        OptimizerState::Lbfgs { round_start, within } => {
+            let made = round_start + within.as_ref().map_or(0, |r| r.minimized.evaluations);
+            assert_eq!(made, state.history.len(), "L-BFGS counters");
+            if let Some(r) = within {
+                assert!(r.optimizer.h_diag > 0.0 && r.optimizer.h_diag.is_finite(), "h_diag");
+                assert!(r.optimizer.pairs.iter().all(|(y, s, rho)| y.len() == n && s.len() == n && *rho > 0.0), "pairs");
+            }
+        }
+        OptimizerState::Adam(a) => {
+            assert_eq!(a.t as usize, state.history.len(), "Adam's t");
+            assert!(a.v.iter().all(|v| *v >= 0.0), "Adam's v");
+        }
+    }
+    let (h2, s2) = resume::from_bytes(&resume::to_bytes(&header, &state)?).expect("a loaded state writes back to a loadable file");
+    // The same state, times to within their f64 seconds' rounding (nanoseconds past 2^53 ns).
+    let close = |a: std::time::Duration, b: std::time::Duration| a.abs_diff(b).as_secs_f64() <= 1e-6;
+    assert!(h2 == header && s2.x == state.x && s2.optimizer == state.optimizer, "a loaded state writes back to the same state");
+    assert!(close(s2.elapsed, state.elapsed), "elapsed changed on the way back");
+    assert!(s2.history.len() == state.history.len() && s2.history.iter().zip(&state.history).all(|(a, b)| a.0 == b.0 && close(a.1, b.1)), "history changed on the way back");
+    Ok((header, state))
+}
+
+/// The main command's flags of each kind, as the PNG settings reader sees them (a sample:
+/// `src/cmd/settings.rs`' tests check that each is the binary's flag of that kind).
+pub const SETTINGS_FLAGS: [crate::settings_record::Flag<'static>; 9] = {
+    use crate::settings_record::{Flag, FlagKind};
+    [
+        Flag { id: "content_image", long: "content-image", kind: FlagKind::Value },
+        Flag { id: "style_image", long: "style-image", kind: FlagKind::List },
+        Flag { id: "style_blend_weights", long: "style-blend-weights", kind: FlagKind::List },
+        Flag { id: "image_size", long: "image-size", kind: FlagKind::Value },
+        Flag { id: "num_iterations", long: "num-iterations", kind: FlagKind::Value },
+        Flag { id: "style_weight", long: "style-weight", kind: FlagKind::Value },
+        Flag { id: "optimizer", long: "optimizer", kind: FlagKind::Value },
+        Flag { id: "original_colors", long: "original-colors", kind: FlagKind::Switch },
+        Flag { id: "output_image", long: "output-image", kind: FlagKind::Value },
+    ]
+};
+
+/// A PNG given to `--from-png`: its settings record found (only that text chunk inflated, at
+/// most `settings_record::MAX_RECORD_BYTES`), parsed and turned into flags
+/// (`settings_record::read`, with `SETTINGS_FLAGS`). Ok(None): no record.
+pub fn png_settings(data: &[u8]) -> Result<Option<crate::settings_record::Recorded>> {
+    use crate::settings_record::{self, FlagKind, NOT_RECORDED};
+    let Some((_, recorded)) = settings_record::read(Cursor::new(data), &SETTINGS_FLAGS)? else { return Ok(None) };
+    for f in &recorded.flags {
+        let flag = SETTINGS_FLAGS.iter().find(|k| k.id == f.id).expect("a flag of the table");
+        assert!(!NOT_RECORDED.contains(&flag.id), "{}: an output flag taken from a PNG", f.id);
+        let head = format!("--{}", flag.long);
+        match (flag.kind, &f.values) {
+            (FlagKind::Switch, None) => assert_eq!(f.token, head),
+            (FlagKind::Value, Some(v)) => {
+                assert_eq!(v.len(), 1, "{}: one value", f.id);
+                assert_eq!(f.token, format!("{head}={}", v[0]), "{}: one token", f.id);
+            }
+            (FlagKind::List, Some(v)) => {
+                assert!(!v.is_empty() && v.iter().all(|e| !e.contains(',')), "{}: list entries", f.id);
+                assert_eq!(f.token, format!("{head}={}", v.join(",")), "{}: one token", f.id);
+            }
+            (kind, values) => panic!("{}: a {kind:?} flag with values {values:?}", f.id),
+        }
+    }
+    Ok(Some(recorded))
+}

@@ -10,7 +10,7 @@ use image::imageops::FilterType;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// An 8-bit RGB image, row-major `(h, w, 3)`.
@@ -69,8 +69,47 @@ pub fn load(path: &Path) -> Result<Rgb8> {
 /// follows the size needed rather than the file's. Returns the image and its source size
 /// (upright), from which the caller computes its target exactly as for a full decode.
 pub fn load_for(path: &Path, keep: impl FnOnce((usize, usize)) -> (usize, usize)) -> Result<(Rgb8, (usize, usize))> {
-    let bytes = fs::read(path).map_err(|e| anyhow!("{}: cannot open: {}", path.display(), io_reason(&e)))?;
+    let bytes = read_input(path, MAX_IMAGE_FILE_BYTES)?;
     decode(&bytes, &path.display().to_string(), keep)
+}
+
+/// The largest image file read (1 GiB): a PNG of the 2^30 pixels `decode` accepts compresses
+/// far below it; anything larger is not an image this program can use.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 1 << 30;
+
+/// Opens an input file, refusing what is not a regular file once links are followed: a FIFO
+/// would block the open (or the read) for ever, and a device such as /dev/zero never ends.
+/// Errors name `path`.
+pub fn open_input(path: &Path) -> Result<fs::File> {
+    open_regular(path).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// `open_input` with errors that do not name the path (for callers that prefix it themselves).
+pub fn open_regular(path: &Path) -> Result<fs::File> {
+    let meta = fs::metadata(path).map_err(|e| anyhow!("cannot open: {}", io_reason(&e)))?;
+    if meta.is_dir() {
+        bail!("a folder, not a file");
+    }
+    if !meta.is_file() {
+        bail!("not a regular file (a FIFO, socket or device): give a file");
+    }
+    fs::File::open(path).map_err(|e| anyhow!("cannot open: {}", io_reason(&e)))
+}
+
+/// The bytes of the input file `path` (see `open_input`), refusing one of more than `limit`
+/// bytes before reading it (and, should it grow meanwhile, after reading `limit + 1`).
+pub fn read_input(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file = open_input(path)?;
+    let too_large = || anyhow!("{}: the file is larger than the {} this program reads", path.display(), crate::memory::human_bytes(limit));
+    if file.metadata().map(|m| m.len()).unwrap_or(0) > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| anyhow!("{}: cannot read: {}", path.display(), io_reason(&e)))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// `load_for` on bytes already read; `name` names the image in errors.
@@ -275,7 +314,7 @@ pub fn save_with_text(img: &Rgb8, path: &Path, texts: &[(&str, &str)]) -> Result
 
 /// The text chunks (tEXt, zTXt and iTXt) of a PNG file, as (keyword, text).
 pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
-    let file = fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let file = open_input(path)?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_ignore_text_chunk(false);
     let reader = decoder.read_info().with_context(|| format!("{}: not a readable PNG", path.display()))?;

@@ -34,6 +34,7 @@ pub mod preprocess;
 pub mod procedural;
 pub mod resume;
 pub mod rng;
+pub mod settings_record;
 pub mod stylize;
 pub mod text;
 

@@ -52,8 +52,9 @@ fn main() -> ExitCode {
                 eprintln!("{i}");
                 return ExitCode::from(neural_style::interrupt::exit_code(i.signal));
             }
-            // anyhow's "{:#}" joins the context chain with ": " on one line.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            // anyhow's "{:#}" joins the context chain with ": " on one line; a control character
+            // (a newline in a file name, an escape sequence) is shown escaped, as {:?} would.
+            eprintln!("error: {}", escape_controls(&format!("{e:#}")));
             if e.downcast_ref::<cmd::UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -61,6 +62,12 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `msg` with its control characters escaped (`\n`, `\t`, `\u{1b}`), so that the message stays
+/// one line and a file name cannot rewrite the terminal.
+fn escape_controls(msg: &str) -> String {
+    msg.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// clap's messages span several lines (usage, hints); keep them to one.

@@ -14,14 +14,15 @@
 
 use crate::objective::LossParts;
 use crate::optim::adam::AdamState;
-use crate::optim::lbfgs::{LbfgsState, Minimized};
+use crate::optim::lbfgs::{LbfgsState, LineSearch, Minimized};
+use crate::stylize::Optimizer;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -209,40 +210,102 @@ pub fn to_bytes(header: &Header, state: &RunState) -> Result<Vec<u8>> {
     Ok(safetensors::serialize(views, Some(meta))?)
 }
 
+/// The longest time a state may record, in seconds (100 years): no run takes longer, and past
+/// ~5.8e11 years `Duration` could not even hold it (`from_secs_f64` panics there).
+pub const MAX_SECONDS: f64 = 100.0 * 365.25 * 86400.0;
+
+/// The largest |value| of a saved image (L-BFGS; Adam's bound adds 10 lr t, see
+/// [`RunState::validate`]). Preprocessed pixels lie in -123.7..151.1 (Caffe: 0..255 less the
+/// ImageNet mean) or -2.2..2.7 (torchvision: 0..1 less the mean, over the std). The optimiser is
+/// unconstrained, so a run may step outside those, but deprocessing clips everything past them to
+/// 0 or 255: a value beyond ±1e4 (40 times the wider range) saves as the same pixel ±255 does and
+/// carries no image. The content and total-variation terms pull x back and the style term grows
+/// as |x|⁴, so no run comes near it; a state past it is damaged or crafted (1e30 overflows the
+/// loss at the first evaluation, and the run would then stop with "wrote the last finite image").
+pub const MAX_PIXEL: f32 = 1e4;
+
+/// The largest 1 / yᵀs of an L-BFGS curvature pair: a pair is kept only when yᵀs > 1e-10.
+const MAX_RHO: f64 = 1e10;
+
+/// x's length for `header`'s size (width x height x 3), or why the size is not an image's.
+fn image_values(header: &Header) -> Result<usize> {
+    header
+        .width
+        .checked_mul(header.height)
+        .and_then(|p| p.checked_mul(3))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| anyhow!("the recorded size {}x{} is not an image's", header.width, header.height))
+}
+
+/// A number as messages show it: 1e300, not its 301 digits.
+fn show(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A run time of the file as a `Duration`, refused unless finite and within 0..MAX_SECONDS.
+fn seconds(what: &str, s: f64) -> Result<Duration> {
+    ensure!(s.is_finite() && (0.0..=MAX_SECONDS).contains(&s), "{what} is {} s: not a time a run took (0 s to 100 years)", show(s));
+    Duration::try_from_secs_f64(s).map_err(|e| anyhow!("{what} is {} s: {e}", show(s)))
+}
+
+/// Ok when every value of `v` is finite and within ±`bound`, and there are `n` of them.
+fn check_values(name: &str, v: &[f32], n: usize, bound: f32) -> Result<()> {
+    ensure!(v.len() == n, "{name} has {} values, not the image's {n}", v.len());
+    if let Some((k, x)) = v.iter().enumerate().find(|(_, x)| !(x.abs() <= bound)) {
+        if x.is_finite() {
+            bail!("{name}[{k}] is {x:e}, outside ±{bound:e}");
+        }
+        bail!("{name}[{k}] is {x} (a state holds only finite values)");
+    }
+    Ok(())
+}
+
 /// A state from `to_bytes`' bytes, with its header; every vector has `n` values where `n` is x's.
+/// Everything the file alone can tell is checked (`RunState::validate` with its own header):
+/// a damaged or crafted file is refused with one line naming the field at fault.
 pub fn from_bytes(bytes: &[u8]) -> Result<(Header, RunState)> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a state file ({e})"))?;
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("not a state file ({e})"))?;
     let text = meta.metadata().as_ref().and_then(|m| m.get(META_KEY)).ok_or_else(|| anyhow!("not a neural-style state file (no {META_KEY} record)"))?;
     let record: Record = serde_json::from_str(text).map_err(|e| anyhow!("a damaged state record ({e})"))?;
     ensure!(record.format == FORMAT, "a state file of format {} (this program reads format {FORMAT})", record.format);
-    let tensor = |name: &str, dtype: Dtype| -> Result<Vec<u8>> {
+    let Record { header, evaluations, state: layout, .. } = record;
+    let n = image_values(&header)?;
+    // The tensors read, to refuse any other.
+    let read = std::cell::RefCell::new(HashSet::new());
+    let tensor = |name: &str, dtype: Dtype, dims: usize| -> Result<Vec<u8>> {
         let t = st.tensor(name).map_err(|_| anyhow!("a damaged state file: no {name}"))?;
         ensure!(t.dtype() == dtype, "a damaged state file: {name} is {:?}", t.dtype());
+        ensure!(t.shape().len() == dims, "a damaged state file: {name} has shape {:?}", t.shape());
+        read.borrow_mut().insert(name.to_string());
         Ok(t.data().to_vec())
     };
-    let f32s = |name: &str| -> Result<Vec<f32>> { Ok(tensor(name, Dtype::F32)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()) };
-    let f64s = |name: &str| -> Result<Vec<f64>> { Ok(tensor(name, Dtype::F64)?.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()) };
+    let f32s = |name: &str| -> Result<Vec<f32>> { Ok(tensor(name, Dtype::F32, 1)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()) };
+    let f64s = |name: &str, dims: usize| -> Result<Vec<f64>> { Ok(tensor(name, Dtype::F64, dims)?.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()) };
     let x = f32s("x")?;
-    let n = x.len();
+    ensure!(x.len() == n, "x (the image) has {} values, not the {n} of the recorded {}x{} image", x.len(), header.width, header.height);
     let sized = |name: &str| -> Result<Vec<f32>> {
         let v = f32s(name)?;
         ensure!(v.len() == n, "a damaged state file: {name} has {} values, x {n}", v.len());
         Ok(v)
     };
-    let optimizer = match record.state {
+    let optimizer = match layout {
         Layout::Lbfgs { round_start, within } => {
             let within = match within {
                 None => None,
                 Some(r) => {
-                    let rho = f64s("lbfgs.rho")?;
+                    let rho = f64s("lbfgs.rho", 1)?;
                     ensure!(rho.len() == r.pairs, "a damaged state file: {} rho values for {} pairs", rho.len(), r.pairs);
                     let mut pairs = Vec::with_capacity(r.pairs);
                     for (k, rho) in rho.into_iter().enumerate() {
                         pairs.push((sized(&format!("lbfgs.y.{k:04}"))?, sized(&format!("lbfgs.s.{k:04}"))?, rho));
                     }
-                    let scalars = f64s("lbfgs.scalars")?;
-                    let &[h_diag, t, f] = scalars.as_slice() else { bail!("a damaged state file: lbfgs.scalars") };
+                    let scalars = f64s("lbfgs.scalars", 1)?;
+                    let &[h_diag, t, f] = scalars.as_slice() else { bail!("a damaged state file: lbfgs.scalars holds {} values, not 3", scalars.len()) };
                     Some(LbfgsRound {
                         optimizer: LbfgsState { pairs, h_diag, d: sized("lbfgs.d")?, prev_g: sized("lbfgs.prev_g")?, t, iteration: r.iteration },
                         minimized: Minimized { evaluations: r.evaluations, final_evaluation: r.final_evaluation, f, stopped: true },
@@ -254,14 +317,151 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Header, RunState)> {
         }
         Layout::Adam { t } => OptimizerState::Adam(AdamState { m: sized("adam.m")?, v: sized("adam.v")?, t }),
     };
-    let history_raw = f64s("history")?;
-    ensure!(history_raw.len() == 5 * record.evaluations, "a damaged state file: the loss history does not hold {} evaluations", record.evaluations);
-    let history = history_raw
-        .chunks_exact(5)
-        .map(|c| (LossParts { total: c[0], content: c[1], style: c[2], tv: c[3] }, Duration::from_secs_f64(c[4].max(0.0))))
-        .collect();
-    let elapsed = Duration::from_secs_f64(f64s("elapsed")?.first().copied().unwrap_or(0.0).max(0.0));
-    Ok((record.header, RunState { x, history, elapsed, optimizer }))
+    let history_raw = f64s("history", 2)?;
+    ensure!(
+        evaluations.checked_mul(5) == Some(history_raw.len()),
+        "a damaged state file: the loss history does not hold {evaluations} evaluations"
+    );
+    let mut history = Vec::with_capacity(evaluations);
+    for (k, c) in history_raw.chunks_exact(5).enumerate() {
+        let t = seconds(&format!("history[{k}]'s time (of evaluation {})", k + 1), c[4])?;
+        history.push((LossParts { total: c[0], content: c[1], style: c[2], tv: c[3] }, t));
+    }
+    let elapsed = f64s("elapsed", 1)?;
+    let &[elapsed] = elapsed.as_slice() else { bail!("a damaged state file: elapsed holds {} values, not 1", elapsed.len()) };
+    let elapsed = seconds("elapsed (the run time so far)", elapsed)?;
+    let read = read.into_inner();
+    if let Some(other) = st.names().into_iter().find(|name| !read.contains(*name)) {
+        bail!("a damaged state file: it holds a tensor {other:?} that this state has no place for");
+    }
+    let state = RunState { x, history, elapsed, optimizer };
+    state.validate(&header, None)?;
+    Ok((header, state))
+}
+
+impl RunState {
+    /// Checks the state against the run `header` names (its size and iteration budget) and, given
+    /// the run's optimiser settings, against those too (L-BFGS's history size, rounds and line
+    /// search; Adam's learning rate), with the optimiser's invariants: every value finite and in
+    /// range, every counter consistent with the others and with the evaluations made. A state
+    /// `optimize_from` saved always passes; anything else is refused with one line naming the
+    /// field. `from_bytes` calls it with the file's own header and no settings; `--resume` calls
+    /// it again with the run's.
+    pub fn validate(&self, header: &Header, optimizer: Option<&Optimizer>) -> Result<()> {
+        let n = image_values(header)?;
+        let made = self.history.len();
+        // A run saves its state only while evaluations are left to make (the stop is asked for
+        // before an evaluation), so a state never holds the whole budget.
+        ensure!(
+            made < header.iterations,
+            "the state holds {made} evaluations of a {}-iteration run: a run that has made them all leaves no state",
+            header.iterations
+        );
+        let mut last = Duration::ZERO;
+        for (k, (loss, t)) in self.history.iter().enumerate() {
+            for (what, v) in [("total", loss.total), ("content", loss.content), ("style", loss.style), ("tv", loss.tv)] {
+                ensure!(v.is_finite(), "history[{k}] (evaluation {}) has a {what} loss of {v} (a run stops at a non-finite loss)", k + 1);
+            }
+            ensure!(
+                *t >= last,
+                "history[{k}]'s time (of evaluation {}) is {} s, before the previous evaluation's {} s",
+                k + 1,
+                t.as_secs_f64(),
+                last.as_secs_f64()
+            );
+            last = *t;
+        }
+        ensure!(self.elapsed.as_secs_f64() <= MAX_SECONDS, "elapsed (the run time so far) is {} s: more than 100 years", self.elapsed.as_secs_f64());
+        ensure!(
+            self.elapsed >= last,
+            "elapsed (the run time so far) is {} s, less than the last evaluation's time {} s",
+            self.elapsed.as_secs_f64(),
+            last.as_secs_f64()
+        );
+        match &self.optimizer {
+            OptimizerState::Lbfgs { round_start, within } => {
+                check_values("x (the image)", &self.x, n, MAX_PIXEL)?;
+                let in_round = within.as_ref().map_or(0, |r| r.minimized.evaluations);
+                ensure!(
+                    round_start.checked_add(in_round) == Some(made),
+                    "round_start {round_start} and the round's {in_round} evaluations do not add up to the history's {made}"
+                );
+                if let Some(r) = within {
+                    let (o, m) = (&r.optimizer, &r.minimized);
+                    ensure!(m.evaluations >= 1, "the L-BFGS round under way has made no evaluation (a round starts with one)");
+                    if let Some(k) = m.final_evaluation {
+                        ensure!(k < m.evaluations, "final_evaluation {k} is not one of the round's {} evaluations", m.evaluations);
+                    }
+                    ensure!(o.iteration <= m.evaluations, "iteration {} (directions computed) is more than the round's {} evaluations", o.iteration, m.evaluations);
+                    ensure!(
+                        o.pairs.len() < o.iteration.max(1),
+                        "{} curvature pairs after {} directions (at most one per direction after the first)",
+                        o.pairs.len(),
+                        o.iteration
+                    );
+                    // f is the loss of the evaluation at x (strong Wolfe), else of the last one.
+                    let at = round_start + m.final_evaluation.unwrap_or(m.evaluations - 1);
+                    let loss = self.history[at].0.total;
+                    ensure!(m.f.to_bits() == loss.to_bits(), "lbfgs.scalars' f ({}) is not the loss of evaluation {} ({loss})", show(m.f), at + 1);
+                    ensure!(o.h_diag.is_finite() && o.h_diag > 0.0, "lbfgs.scalars' h_diag is {} (yᵀs / yᵀy of a kept pair, or 1: finite and positive)", show(o.h_diag));
+                    ensure!(o.t.is_finite() && o.t >= 0.0, "lbfgs.scalars' t (the step length) is {} (a step: finite, 0 or more)", show(o.t));
+                    check_values("g (the gradient)", &r.g, n, f32::MAX)?;
+                    check_values("lbfgs.d", &o.d, n, f32::MAX)?;
+                    check_values("lbfgs.prev_g", &o.prev_g, n, f32::MAX)?;
+                    for (k, (y, s, rho)) in o.pairs.iter().enumerate() {
+                        check_values(&format!("lbfgs.y.{k:04}"), y, n, f32::MAX)?;
+                        check_values(&format!("lbfgs.s.{k:04}"), s, n, f32::MAX)?;
+                        ensure!(*rho > 0.0 && *rho <= MAX_RHO, "lbfgs.rho[{k}] is {} (1 / yᵀs of a kept pair, yᵀs > 1e-10: in (0, 1e10])", show(*rho));
+                    }
+                }
+                match optimizer {
+                    None => {}
+                    Some(Optimizer::Adam { .. }) => bail!("the state is L-BFGS's; this run uses Adam"),
+                    Some(&Optimizer::Lbfgs { history, line_search, round }) => {
+                        // Rounds of `round` evaluations (0: one round of the whole budget) start
+                        // after whole rounds only.
+                        let round = if round == 0 { header.iterations } else { round };
+                        ensure!(round_start % round == 0, "round_start {round_start} is not a multiple of the round length {round} (--lbfgs-round; the whole run when 0)");
+                        if let Some(r) = within {
+                            let (o, m) = (&r.optimizer, &r.minimized);
+                            let history = history.max(1);
+                            ensure!(o.pairs.len() <= history, "{} curvature pairs, more than --lbfgs-num-correction {history}", o.pairs.len());
+                            let budget = round.min(header.iterations - round_start);
+                            ensure!(m.evaluations < budget, "the L-BFGS round under way made {} evaluations, not fewer than its {budget}", m.evaluations);
+                            match line_search {
+                                // Every evaluation is followed by a step, and a stop comes after one.
+                                LineSearch::None => ensure!(
+                                    m.final_evaluation.is_none() && o.iteration == m.evaluations,
+                                    "iteration {} and final_evaluation {:?} are not those of a fixed-step round stopped after {} evaluations",
+                                    o.iteration,
+                                    m.final_evaluation,
+                                    m.evaluations
+                                ),
+                                // x is always an evaluated point.
+                                LineSearch::StrongWolfe => ensure!(m.final_evaluation.is_some(), "final_evaluation is missing (a strong-Wolfe round ends on an evaluated point)"),
+                            }
+                        }
+                    }
+                }
+            }
+            OptimizerState::Adam(a) => {
+                ensure!(a.t as usize == made, "adam t (steps taken) is {}, not the history's {made} evaluations", a.t);
+                check_values("adam.m", &a.m, n, f32::MAX)?;
+                check_values("adam.v", &a.v, n, f32::MAX)?;
+                if let Some(k) = a.v.iter().position(|v| *v < 0.0) {
+                    bail!("adam.v[{k}] is {} (a mean of squares: 0 or more)", a.v[k]);
+                }
+                // Adam moves a value by at most about 3.2 lr per step ((1 - β1) / √(1 - β2)).
+                let bound = match optimizer {
+                    None => f32::MAX,
+                    Some(Optimizer::Lbfgs { .. }) => bail!("the state is Adam's; this run uses L-BFGS"),
+                    Some(&Optimizer::Adam { learning_rate }) => MAX_PIXEL + 10.0 * learning_rate * a.t as f32,
+                };
+                check_values("x (the image)", &self.x, n, bound)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes the state file atomically (temp file beside it, renamed into place).
@@ -271,6 +471,8 @@ pub fn save(path: &Path, header: &Header, state: &RunState) -> Result<()> {
 
 /// Reads a state file written by `save`.
 pub fn load(path: &Path) -> Result<(Header, RunState)> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    crate::image_io::open_input(path)?.read_to_end(&mut bytes).with_context(|| format!("{}: cannot read", path.display()))?;
     from_bytes(&bytes).with_context(|| path.display().to_string())
 }

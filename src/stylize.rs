@@ -165,7 +165,7 @@ pub fn optimize_from<B: Backend>(
     // Every evaluation's loss, in order, with the run time it ended at: the run's result is the
     // loss at the final image.
     let mut losses: Vec<(LossParts, Duration)> = from.map(|s| s.history.clone()).unwrap_or_default();
-    losses.reserve(job.iterations - losses.len());
+    // (Not reserved from the iteration count, which may be far more than will ever run.)
     let done_before = losses.len();
     // The last image whose loss and gradient were finite (the start until one was).
     let mut good = backend.zeros(n)?;
@@ -211,8 +211,8 @@ pub fn optimize_from<B: Backend>(
             let (mut done, mut within) = match from.map(|s| &s.optimizer) {
                 None => (0, None),
                 Some(OptimizerState::Lbfgs { round_start, within }) => {
-                    let made = *round_start + within.as_ref().map_or(0, |r| r.minimized.evaluations);
-                    ensure!(made == done_before, "the saved L-BFGS state does not match its loss history");
+                    let made = round_start.checked_add(within.as_ref().map_or(0, |r| r.minimized.evaluations));
+                    ensure!(made == Some(done_before), "the saved L-BFGS state does not match its loss history");
                     (*round_start, within.as_ref())
                 }
                 Some(OptimizerState::Adam(_)) => bail!("the saved state is Adam's; this run uses L-BFGS"),
@@ -222,6 +222,8 @@ pub fn optimize_from<B: Backend>(
                 // A round under way goes on; a new one starts from x with a fresh history.
                 let (mut lbfgs, resumed) = match within.take() {
                     Some(r) => {
+                        // A round that made its whole budget has ended: going on would never stop.
+                        ensure!(r.minimized.evaluations < budget, "the saved L-BFGS round made {} evaluations, not fewer than its {budget}", r.minimized.evaluations);
                         g = backend.upload(&r.g)?;
                         (Lbfgs::import(backend, n, history, 1.0, &r.optimizer)?, Some(r.minimized))
                     }

@@ -414,3 +414,36 @@ fn corrupted_bytes_never_panic() {
         eprintln!("{f}: {ok} loaded, {failed} refused");
     }
 }
+
+/// Issue 19 item 15: one byte flipped in a conv's storage (stored, so the zip reader inflates
+/// nothing and only the CRC-32 can tell) is refused naming the file and the entry; the same
+/// byte flipped in data.pkl's last opcode-free byte too. Before, the corrupted weights loaded.
+#[test]
+fn a_zip_entry_whose_crc_does_not_match_is_refused() {
+    let src = std::fs::read(fixture("narrow_vgg19_zip.pth")).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&src)).unwrap();
+    let names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tried = 0;
+    for name in names.iter().filter(|n| n.contains("/data/")).take(3) {
+        let e = zip.by_name(name).unwrap();
+        assert_eq!(e.compression(), zip::CompressionMethod::Stored, "{name}");
+        let (start, size) = (e.data_start().unwrap() as usize, e.size() as usize);
+        drop(e);
+        // The last byte: past the part a tensor may read, if the storage is larger than it.
+        for at in [start, start + size - 1] {
+            let mut bytes = src.clone();
+            bytes[at] ^= 0x40;
+            let p = dir.path().join("flipped.pth");
+            std::fs::write(&p, &bytes).unwrap();
+            let e = expect_error(&p, &["CRC-32 does not match"]);
+            assert!(e.contains(name.as_str()), "does not name the entry {name}: {e}");
+            tried += 1;
+        }
+    }
+    assert_eq!(tried, 6);
+    // The unchanged file still loads.
+    let p = dir.path().join("intact.pth");
+    std::fs::write(&p, &src).unwrap();
+    load_file(&p).unwrap();
+}

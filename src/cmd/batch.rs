@@ -10,7 +10,7 @@ use super::Device;
 use crate::cli::BatchArgs;
 use anyhow::{ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use neural_style::batch::{list_inputs, output_paths, parse_shard, shard_from_env, steps, Step};
+use neural_style::batch::{list_inputs, output_paths, parse_shard, shard_from_env, steps, without_earlier_results, Step};
 use neural_style::image_io::{self, Rgb8};
 use neural_style::multiscale::{resize_image, scales_from, MultiScale};
 use neural_style::{cuda, Backend, CpuBackend, Image, Init, Job, Progress};
@@ -39,20 +39,30 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
         }
         None => shard_from_env(|k| std::env::var(k).ok(), a.shard_count)?,
     };
-    let inputs = list_inputs(&a.inputs)?;
+    // A rerun whose output folder is an input folder lists the results it wrote there: they are
+    // not frames (items named on the command line always are).
+    let named: Vec<PathBuf> = a.inputs.iter().filter(|p| p.is_file()).filter_map(|p| p.canonicalize().ok()).collect();
+    let (inputs, earlier) = without_earlier_results(&list_inputs(&a.inputs)?, &a.output, &ext, |p| p.canonicalize().map_or(true, |c| !named.contains(&c)))?;
+    if !earlier.is_empty() {
+        eprintln!("batch: {} file(s) in the input folders are this batch's earlier results, not frames ({:?}{})", earlier.len(), earlier[0], if earlier.len() > 1 { ", ..." } else { "" });
+    }
     let inputs_all = inputs.clone();
     let outputs = output_paths(&inputs, &a.output, &ext)?;
     for o in &outputs {
         image_io::out_format(o)?;
     }
+    // No frame's output may be an input (a frame, a style image, the model): one that exists
+    // would be taken for a finished frame, so this comes before any frame is skipped.
+    let mut inputs_read = super::input_paths(&style);
+    inputs_read.extend(inputs_all.iter().map(|p| ("batch input", p.clone())));
+    let all: Vec<(&str, PathBuf)> = outputs.iter().map(|o| ("--output", o.clone())).collect();
+    check_not_inputs(&all, &inputs_read)?;
     let range = shard.range(inputs.len());
-    eprintln!(
-        "batch: shard {shard} (from {source}) takes inputs {}..{} of {} ({} frames)",
-        range.start + 1,
-        range.end,
-        inputs.len(),
-        range.len()
-    );
+    if range.is_empty() {
+        eprintln!("batch: shard {shard} (from {source}) takes none of the {} inputs", inputs.len());
+    } else {
+        eprintln!("batch: shard {shard} (from {source}) takes inputs {}..{} of {} ({} frames)", range.start + 1, range.end, inputs.len(), range.len());
+    }
     let frames: Vec<Frame> = inputs[range.clone()]
         .iter()
         .zip(&outputs[range.clone()])
@@ -66,18 +76,13 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
     // `plan` checks every style option with the first frame to run as the content image. Its
     // output path only has to pass the format check in an existing folder: nothing is written
     // there (the frames' outputs come from `outputs`, their folders are made below).
-    let mut inputs = super::input_paths(&style);
-    inputs.extend(inputs_all.iter().map(|p| ("batch input", p.clone())));
     style.content_image = Some(first.input.clone());
     style.output_image = PathBuf::from(format!("batch-frame.{ext}"));
     style.save_iter = 0;
     let temporal = a.temporal_init;
     let plan = plan_with(style, false)?;
-    // No frame's output may be an input (a frame, a style image, the model): one that exists
-    // would be taken for a finished frame. The outputs to write need writable folders; missing
-    // folders are made only once the existing ones passed.
-    let all: Vec<(&str, PathBuf)> = outputs.iter().map(|o| ("--output", o.clone())).collect();
-    check_not_inputs(&all, &inputs)?;
+    // The outputs to write need writable folders; missing folders are made only once the
+    // existing ones passed.
     let (ready, missing): (Vec<_>, Vec<_>) = frames
         .iter()
         .filter(|f| f.step == Step::Run)

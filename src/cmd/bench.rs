@@ -10,6 +10,7 @@ use neural_style::{cuda, Backend, CpuBackend};
 pub fn bench(a: BenchArgs) -> Result<()> {
     ensure!(!a.sizes.is_empty(), "--sizes must list at least one size");
     ensure!(a.evals > 0, "--evals must be at least 1");
+    ensure!(a.evals <= super::MAX_ITERATIONS && a.warmup <= super::MAX_ITERATIONS, "--evals and --warmup must be at most {} each", super::MAX_ITERATIONS);
     let vgg = source::load(&source::resolve(None, 0))?;
     let spec = neural_style::bench::default_spec();
     let layers: Vec<String> = spec.content_layers.iter().chain(&spec.style_layers).cloned().collect();

@@ -22,15 +22,24 @@ pub fn make_examples(a: MakeExamplesArgs) -> Result<()> {
     Ok(())
 }
 
+/// The longest side of a figure panel, in pixels.
+const MAX_FIGURE_SIDE: usize = 2048;
+
 /// content | style | result at the result's height, 4 white pixels apart, as DIR/figure.png.
+/// The figure is at most `MAX_FIGURE_SIDE` high, and each panel at most that wide: the panels
+/// are scaled to the result's height, so a result of 1x10000 would otherwise make a 2.4 GB
+/// figure out of a 125-byte PNG.
 fn make_figure(dir: &Path, result: &Path) -> Result<()> {
-    let result = image_io::load(result)?;
+    let bounded = |(w, h): (usize, usize)| image_io::fit_size(w, h, MAX_FIGURE_SIDE.min(w.max(h)));
+    let (result, source) = image_io::load_for(result, bounded)?;
+    let result = image_io::resize_exact(result, bounded(source));
     let h = result.h;
     let scale_to_h = |img: Rgb8| {
-        let w = ((img.w as f64 * h as f64 / img.h as f64).round() as usize).max(1);
+        let w = ((img.w as f64 * h as f64 / img.h as f64).round() as usize).clamp(1, MAX_FIGURE_SIDE);
         image_io::resize_exact(img, (w, h))
     };
-    let panels = [scale_to_h(image_io::load(&dir.join("content.png"))?), scale_to_h(image_io::load(&dir.join("style.png"))?), result];
+    let load = |name: &str| image_io::load_for(&dir.join(name), bounded).map(|(img, _)| img);
+    let panels = [scale_to_h(load("content.png")?), scale_to_h(load("style.png")?), result];
     let gap = 4;
     let w: usize = panels.iter().map(|p| p.w).sum::<usize>() + gap * (panels.len() - 1);
     let mut data = vec![255u8; w * h * 3];

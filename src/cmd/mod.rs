@@ -50,6 +50,17 @@ pub fn positive(name: &str, v: i64) -> Result<usize> {
     Ok(v as usize)
 }
 
+/// The most iterations a run may ask for: far beyond any real run (a billion evaluations take
+/// days even at 64 px), while the loss history of that many still fits in memory.
+pub const MAX_ITERATIONS: usize = 1_000_000_000;
+
+/// An iteration count (`--num-iterations`, `--scale-iterations`): 1 to `MAX_ITERATIONS`.
+pub fn iteration_count(name: &str, v: i64) -> Result<usize> {
+    let n = positive(name, v)?;
+    ensure!(n <= MAX_ITERATIONS, "--{name} must be at most {MAX_ITERATIONS} (got {v})");
+    Ok(n)
+}
+
 pub fn non_negative(name: &str, v: i64) -> Result<usize> {
     ensure!(v >= 0, "--{name} must be 0 or more (got {v})");
     Ok(v as usize)
@@ -168,6 +179,61 @@ pub fn check_writable(outputs: &[(&str, PathBuf)]) -> Result<()> {
             std::fs::File::create(&probe).map_err(|e| anyhow!("{}: the {flag} folder is not writable ({e})", dir.display()))?;
             let _ = std::fs::remove_file(&probe);
         }
+    }
+    Ok(())
+}
+
+/// Bytes an RGB image of `w` x `h` can take on disk at most, as this program writes it: a PNG
+/// that does not compress (its bytes, a filter byte per row, chunk and zlib framing) with the
+/// settings record (a few KB); a JPEG takes less.
+pub fn image_file_bound(w: usize, h: usize) -> u64 {
+    (w as u64 * h as u64 * 3) + h as u64 + (16 << 10)
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `dir` (None where that
+/// cannot be told).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a statvfs the call fills in.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Each output folder's file system has room for what the run will write there (`needs`:
+/// flag, path, bytes at most), summed per file system, so that a full disk is found before the
+/// run rather than after it. Where the free space cannot be told, nothing is refused: the
+/// writes are atomic (a failed one leaves the previous file), so a disk that fills during the
+/// run loses only the newest file.
+pub fn check_free_space(needs: &[(&str, PathBuf, u64)]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut per_device: Vec<(u64, PathBuf, u64, Vec<&str>)> = Vec::new(); // (device, folder, bytes, flags)
+    for (flag, path, bytes) in needs.iter().filter(|(_, _, b)| *b > 0) {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let Ok(meta) = std::fs::metadata(dir) else { continue };
+        match per_device.iter_mut().find(|(dev, ..)| *dev == meta.dev()) {
+            Some((_, _, total, flags)) => {
+                *total = total.saturating_add(*bytes);
+                if !flags.contains(flag) {
+                    flags.push(flag);
+                }
+            }
+            None => per_device.push((meta.dev(), dir.to_path_buf(), *bytes, vec![flag])),
+        }
+    }
+    for (_, dir, need, flags) in per_device {
+        let Some(free) = free_bytes(&dir) else { continue };
+        ensure!(
+            need <= free,
+            "{:?}: the file system has {} free, and {} may need up to {}: free some space or write elsewhere",
+            dir,
+            neural_style::memory::human_bytes(free),
+            flags.join(", "),
+            neural_style::memory::human_bytes(need)
+        );
     }
     Ok(())
 }

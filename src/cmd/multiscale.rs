@@ -40,7 +40,7 @@ pub fn parse(a: Flags, image_size: usize, iterations: usize) -> Result<(Option<V
         None => vec![iterations; sizes.len()],
         Some(v) => {
             ensure!(v.len() == sizes.len(), "--scale-iterations has {} values for {} scales", v.len(), sizes.len());
-            v.iter().map(|&n| positive("scale-iterations", n)).collect::<Result<Vec<_>>>()?
+            v.iter().map(|&n| super::iteration_count("scale-iterations", n)).collect::<Result<Vec<_>>>()?
         }
     };
     let last = *sizes.last().expect("at least one scale");

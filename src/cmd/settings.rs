@@ -9,20 +9,17 @@
 
 use super::presets;
 use crate::cli::{Cli, StyleArgs};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches};
-use neural_style::image_io;
+use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::Path;
 
 /// PNG text keyword of the recorded settings (JSON: version, model sha256, args).
-pub const SETTINGS_KEY: &str = "neural-style:settings";
-/// Flags that say where results go or how progress is shown, not what the image is: never
-/// recorded, never taken from a PNG.
-const NOT_RECORDED: [&str; 8] = ["output_image", "log_json", "print_iter", "save_iter", "from_png", "preset", "plot", "resume"];
+pub use neural_style::settings_record::SETTINGS_KEY;
+use neural_style::settings_record::{self, Flag, FlagKind, NOT_RECORDED};
 /// Flags naming input files: recorded as absolute paths.
 const INPUT_PATHS: [&str; 4] = ["content_image", "style_image", "init_image", "model"];
 
@@ -47,10 +44,15 @@ pub fn resolve_in(args: StyleArgs, matches: &ArgMatches, argv: &[OsString], sub:
     if let Some(png) = &args.from_png {
         layered.extend(recorded_flags(png)?);
     }
+    let from_png = layered.len();
+    // Recorded flags a preset replaces are dropped.
+    let mut recorded_used = vec![true; from_png];
     if let Some(preset) = args.preset {
         for (long, value) in presets::flags(preset) {
             let id = id_of(long)?;
-            layered.retain(|(i, _)| *i != id); // the preset is above the PNG
+            if let Some(i) = layered[..from_png].iter().position(|(i, _)| *i == id) {
+                recorded_used[i] = false; // the preset is above the PNG
+            }
             let mut tokens = vec![format!("--{long}")];
             if !value.is_empty() {
                 tokens.push(value.to_string());
@@ -63,10 +65,17 @@ pub fn resolve_in(args: StyleArgs, matches: &ArgMatches, argv: &[OsString], sub:
     let mut full: Vec<OsString> = argv.iter().take(head).cloned().collect();
     // batch takes its content images as arguments: a recorded one is not carried over.
     let batch_owned = |id: &str| sub == Some("batch") && ["content_image", "init_image"].contains(&id);
-    for (id, tokens) in layered {
-        if !explicit.contains(&id) && !overridden_by_explicit(&id, &explicit) && !batch_owned(&id) {
+    let mut used_inputs = Vec::new();
+    for (k, (id, tokens)) in layered.into_iter().enumerate() {
+        if recorded_used.get(k) != Some(&false) && !explicit.contains(&id) && !overridden_by_explicit(&id, &explicit) && !batch_owned(&id) {
+            if k < from_png {
+                used_inputs.push((id.clone(), tokens.clone()));
+            }
             full.extend(tokens.into_iter().map(OsString::from));
         }
+    }
+    if let Some(png) = &args.from_png {
+        check_recorded_inputs(png, &used_inputs)?;
     }
     full.extend(argv.iter().skip(head).cloned());
     let matches = Cli::command().try_get_matches_from(&full).map_err(|e| anyhow!("{}", first_line(&e.to_string())))?;
@@ -109,49 +118,90 @@ fn id_of(long: &str) -> Result<String> {
         .ok_or_else(|| anyhow!("internal: no flag --{long}"))
 }
 
-/// The settings JSON recorded in `png` (see `record`).
-fn recorded_settings(png: &Path) -> Result<Value> {
-    let texts = image_io::read_png_text(png).context("--from-png")?;
-    let text = texts
-        .iter()
-        .find(|(k, _)| k == SETTINGS_KEY)
-        .map(|(_, t)| t)
-        .ok_or_else(|| anyhow!("--from-png {}: no settings recorded in this PNG (it was not written by neural-style)", png.display()))?;
-    serde_json::from_str(text).with_context(|| format!("--from-png {}: the recorded settings are not valid JSON", png.display()))
+/// The recorded settings and flags of `png` (see `record`), each error one line naming the PNG.
+fn read_record(png: &Path) -> Result<(Value, settings_record::Recorded)> {
+    let at = || format!("{}: --from-png", png.display());
+    // A FIFO or device is refused rather than read (it would block or never end).
+    let file = neural_style::image_io::open_input(png).with_context(at)?;
+    let known = style_flags();
+    let flags: Vec<Flag> = known.iter().map(|(id, long, kind)| Flag { id, long, kind: *kind }).collect();
+    match settings_record::read(std::io::BufReader::new(file), &flags).with_context(at)? {
+        Some(r) => Ok(r),
+        None => bail!("{}: no settings recorded in this PNG (it was not written by neural-style)", at()),
+    }
 }
 
-/// The settings recorded in `png` as flags: (id, tokens) per recorded flag.
+/// The main command's flags as the settings reader sees them: (id, long name, kind).
+fn style_flags() -> Vec<(String, String, FlagKind)> {
+    Cli::command()
+        .get_arguments()
+        .filter_map(|a| {
+            let kind = match a.get_action() {
+                ArgAction::SetTrue => FlagKind::Switch,
+                ArgAction::Set | ArgAction::Append if a.get_value_delimiter().is_some() => FlagKind::List,
+                ArgAction::Set | ArgAction::Append => FlagKind::Value,
+                _ => return None,
+            };
+            Some((a.get_id().to_string(), a.get_long()?.to_string(), kind))
+        })
+        .collect()
+}
+
+/// The settings recorded in `png` as flags: (id, tokens) per recorded flag, each checked alone
+/// by the command line's parser first, so that a value it refuses is named with the PNG and the
+/// record's key. Keys that are no flag are ignored with a warning naming them.
 fn recorded_flags(png: &Path) -> Result<Vec<(String, Vec<String>)>> {
-    let settings = recorded_settings(png)?;
-    let Some(recorded) = settings.get("args").and_then(Value::as_object) else {
-        bail!("--from-png {}: the recorded settings have no \"args\"", png.display());
-    };
+    let (_, recorded) = read_record(png)?;
+    for (key, why) in &recorded.ignored {
+        eprintln!("warning: {}: --from-png: ignored the recorded {key:?} ({why})", png.display());
+    }
     let mut out = Vec::new();
-    for arg in Cli::command().get_arguments() {
-        let id = arg.get_id().to_string();
-        let (Some(long), Some(value)) = (arg.get_long(), recorded.get(&id)) else { continue };
-        if NOT_RECORDED.contains(&id.as_str()) {
-            continue;
+    for f in recorded.flags {
+        if let Err(e) = Cli::command().try_get_matches_from(["neural-style", f.token.as_str()]) {
+            let long = f.token.split('=').next().unwrap_or_default();
+            bail!("{}: --from-png: the recorded {} {} is not accepted by {long}: {}", png.display(), f.id, f.shown, first_line(&e.to_string()));
         }
-        let flag = format!("--{long}");
-        let tokens = match value {
-            Value::Null | Value::Bool(false) => continue,
-            Value::Bool(true) => vec![flag],
-            Value::Array(items) => vec![flag, items.iter().map(scalar).collect::<Result<Vec<_>>>()?.join(",")],
-            v => vec![flag, scalar(v)?],
-        };
-        out.push((id, tokens));
+        if let Err(e) = check_recorded_range(&f.id, f.values.as_deref().unwrap_or_default()) {
+            bail!("{}: --from-png: the recorded {} {} is out of range: {e}", png.display(), f.id, f.shown);
+        }
+        out.push((f.id, vec![f.token]));
     }
     Ok(out)
 }
 
-fn scalar(v: &Value) -> Result<String> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
-        other => bail!("unexpected recorded value {other}"),
+/// The range checks `plan` makes of a number flag, on a recorded value alone (which the
+/// parser accepted), so that one out of range is named with the PNG and its key (`plan` names
+/// only the flag).
+fn check_recorded_range(id: &str, values: &[String]) -> Result<()> {
+    let long = id.replace('_', "-");
+    for v in values {
+        let int = || v.trim().parse::<i64>().map_err(|e| anyhow!("{e}"));
+        match id {
+            "num_iterations" | "scale_iterations" => drop(super::iteration_count(&long, int()?)?),
+            "image_size" | "image_height" | "lbfgs_num_correction" | "scales" => drop(super::positive(&long, int()?)?),
+            "seed" | "lbfgs_round" => drop(super::non_negative(&long, int()?)?),
+            "content_weight" | "style_weight" | "tv_weight" | "style_blend_weights" => super::check_weight(&long, v.trim().parse::<f32>()?)?,
+            _ => {}
+        }
     }
+    Ok(())
+}
+
+/// The recorded input files of `flags` (from `recorded_flags`) that are used must exist: the
+/// PNG may come from another machine.
+fn check_recorded_inputs(png: &Path, flags: &[(String, Vec<String>)]) -> Result<()> {
+    for (id, tokens) in flags {
+        if !INPUT_PATHS.contains(&id.as_str()) {
+            continue;
+        }
+        let Some((_, value)) = tokens[0].split_once('=') else { continue };
+        // A list's entries (style images); no recorded path holds a comma (see settings_record).
+        let paths: Vec<&str> = if id == "style_image" { value.split(',').collect() } else { vec![value] };
+        for p in paths {
+            ensure!(Path::new(p).exists(), "{}: --from-png: the recorded {id} {p:?} names no file (give --{} to use another)", png.display(), id.replace('_', "-"));
+        }
+    }
+    Ok(())
 }
 
 /// The settings that decide the image: every flag of `args` but the output-only ones, with input
@@ -193,5 +243,25 @@ fn absolute_paths(v: Value) -> Value {
 
 /// The model hash recorded in `png`, if any (to warn when a rerun uses other weights).
 pub fn recorded_model_sha256(png: &Path) -> Option<String> {
-    recorded_settings(png).ok()?.get("model_sha256")?.as_str().map(str::to_string)
+    read_record(png).ok()?.0.get("model_sha256")?.as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The fuzz target's sample of flags (`neural_style::fuzzing::SETTINGS_FLAGS`) is this
+    /// command's, each of the kind the reader gives it here.
+    #[test]
+    fn the_fuzz_targets_flags_are_the_commands() {
+        let flags = super::style_flags();
+        for f in neural_style::fuzzing::SETTINGS_FLAGS {
+            assert!(flags.iter().any(|(id, long, kind)| id == f.id && long == f.long && *kind == f.kind), "{f:?} is not a flag of the command");
+        }
+        let kind = |id: &str| flags.iter().find(|f| f.0 == id).map(|f| f.2);
+        use neural_style::settings_record::FlagKind;
+        assert_eq!(kind("normalize_gradients"), Some(FlagKind::Switch));
+        assert_eq!(kind("style_layers"), Some(FlagKind::List));
+        assert_eq!(kind("scales"), Some(FlagKind::List));
+        assert_eq!(kind("tv_power"), Some(FlagKind::Value));
+        assert_eq!(kind("help"), None);
+    }
 }

@@ -160,6 +160,18 @@ pub fn grid(mut a: GridArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStr
     let style_weight = a.style.style_weight.is_some();
     let plan = plan("grid", a.style, &[("--style-weight (each column sets it from --content-weight and --ratios)", style_weight)])?;
     ensure!(plan.spec.content_weight > 0.0, "--content-weight must be above 0 for a grid (the ratios divide it)");
+    let alpha = plan.spec.content_weight as f64;
+    for &r in &a.ratios {
+        // The column's style weight is an f32: it must neither overflow nor round to 0.
+        let beta = alpha / r;
+        ensure!(
+            beta <= f32::MAX as f64 && (beta as f32) > 0.0,
+            "--ratios: {r:e} gives a style weight of {beta:.3e} (--content-weight {alpha} / {r:e}), {}: use ratios from {:.1e} to {:.1e}",
+            if beta > 1.0 { "more than an f32 holds" } else { "which rounds to 0 in f32" },
+            alpha / f32::MAX as f64,
+            alpha / f32::MIN_POSITIVE as f64
+        );
+    }
     ensure!(!plan.spec.style_layers.is_empty(), "--style-layers is empty: the grid's rows are its prefixes");
     let sheet = match plan.device {
         Device::Cpu => run_grid(&CpuBackend::new(), &plan, &a.ratios),

@@ -74,16 +74,39 @@ pub fn plan(a: StyleArgs) -> Result<Plan> {
     plan_with(a, true)
 }
 
-/// Every file a run of `a` writes, with the flag that names it: the output, the --save-iter
-/// snapshots of every iteration that can take one, --log-json and --plot.
-pub fn output_paths(a: &StyleArgs, iterations: usize, save_iter: usize) -> Vec<(&'static str, PathBuf)> {
+/// The files a run of `a` writes that could clash with `others` (the inputs, the state file),
+/// with the flag that names each: the output, --log-json, --plot, and of the --save-iter
+/// snapshots (`<stem>_<N>.<ext>` for every N that will be written) the first one and each that
+/// has the name of one of `others` or of those outputs. Not every snapshot: a billion
+/// iterations with --save-iter 1 would make a billion paths.
+pub fn output_paths(a: &StyleArgs, iterations: usize, save_iter: usize, others: &[PathBuf]) -> Vec<(&'static str, PathBuf)> {
     let mut v = vec![("--output-image", a.output_image.clone())];
-    if save_iter > 0 {
-        v.extend((save_iter..iterations).step_by(save_iter).map(|n| ("--save-iter", image_io::iteration_path(&a.output_image, n))));
-    }
     v.extend(a.log_json.clone().map(|p| ("--log-json", p)));
     v.extend(a.plot.clone().map(|p| ("--plot", p)));
+    if save_iter > 0 && save_iter < iterations {
+        let written = |n: usize| n >= save_iter && n < iterations && n % save_iter == 0;
+        let mut snapshots = vec![save_iter];
+        let names = others.iter().chain(v.iter().map(|(_, p)| p));
+        snapshots.extend(names.filter_map(|p| snapshot_number(&a.output_image, p)).filter(|&n| written(n)));
+        snapshots.sort_unstable();
+        snapshots.dedup();
+        v.extend(snapshots.into_iter().map(|n| ("--save-iter", image_io::iteration_path(&a.output_image, n))));
+    }
     v
+}
+
+/// N where the file name of `p` is the one `image_io::iteration_path(output, N)` gives (the
+/// folders are compared by `check_not_inputs`, once links are resolved).
+fn snapshot_number(output: &Path, p: &Path) -> Option<usize> {
+    let name = p.file_name()?.to_str()?;
+    let stem = output.file_stem()?.to_str()?;
+    let rest = name.strip_prefix(stem)?.strip_prefix('_')?;
+    let digits = match output.extension() {
+        Some(ext) => rest.strip_suffix(ext.to_str()?)?.strip_suffix('.')?,
+        None => rest,
+    };
+    let n: usize = digits.parse().ok().filter(|_| digits.bytes().all(|b| b.is_ascii_digit()))?;
+    (image_io::iteration_path(output, n).file_name()? == p.file_name()?).then_some(n)
 }
 
 /// `plan`, checking the files it will write (`check_paths`) or not (batch checks its own).
@@ -100,7 +123,7 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
         ensure!(p.is_finite() && p >= 1.0, "--tv-power must be a number >= 1 (got {p}): below 1 its gradient is unbounded where neighbours are equal");
     }
     let round = non_negative("lbfgs-round", a.lbfgs_round)?;
-    let iterations = positive("num-iterations", a.num_iterations)?;
+    let iterations = super::iteration_count("num-iterations", a.num_iterations)?;
     let (scales, image_size, iterations) = super::multiscale::parse(
         super::multiscale::Flags { scales: &a.scales, scale_factor: a.scale_factor, scale_iterations: &a.scale_iterations },
         image_size,
@@ -147,8 +170,9 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     }
     if check_paths {
         // The state file an interruption would write, unless it is the one --resume reads.
-        let mut outputs = output_paths(&a, iterations, save_iter);
         let mut inputs = input_paths(&a);
+        let others: Vec<PathBuf> = inputs.iter().map(|(_, p)| p.clone()).chain(a.resume.clone()).chain([state.clone()]).collect();
+        let mut outputs = output_paths(&a, iterations, save_iter, &others);
         match &a.resume {
             Some(r) if fs::canonicalize(r).ok() == fs::canonicalize(&state).ok() => {}
             Some(r) => {
@@ -170,6 +194,15 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     };
     let (content, content_source) = image_io::load_for(&content_path, content_size)?;
     let target = content_size(content_source);
+    if check_paths {
+        // Every snapshot and the result at the output's size, the JSON log's lines, the plot.
+        let image = super::image_file_bound(target.0, target.1);
+        let snapshots = if save_iter == 0 { 0 } else { (iterations.saturating_sub(1) / save_iter) as u64 };
+        let mut needs = vec![("--output-image", a.output_image.clone(), image), ("--save-iter", a.output_image.clone(), snapshots.saturating_mul(image))];
+        needs.extend(a.log_json.clone().map(|p| ("--log-json", p, 512 * (iterations as u64 + 2))));
+        needs.extend(a.plot.clone().map(|p| ("--plot", p, super::image_file_bound(800, 500))));
+        super::check_free_space(&needs)?;
+    }
     let style_side = ((target.0.max(target.1) as f64 * a.style_scale as f64).round() as usize).max(1);
     let style_size = |(w, h): (usize, usize)| match a.style_resize {
         StyleResizeArg::LongerSide => image_io::fit_size(w, h, style_side),
@@ -419,7 +452,10 @@ fn resume_header(plan: &Plan, job: &Job) -> Header {
 fn load_state(plan: &Plan, job: &Job) -> Result<Option<resume::RunState>> {
     let Some(path) = &plan.resume else { return Ok(None) };
     let (header, state) = resume::load(path).context("--resume")?;
-    header.check(&resume_header(plan, job)).with_context(|| format!("--resume {}", path.display()))?;
+    let expected = resume_header(plan, job);
+    header.check(&expected).with_context(|| format!("--resume {}", path.display()))?;
+    // Every value and counter against this run's size, budget and optimiser settings.
+    state.validate(&expected, Some(&job.optimizer)).with_context(|| format!("--resume {}", path.display()))?;
     Ok(Some(state))
 }
 

@@ -5,7 +5,6 @@
 use super::{pth, safetensors_file, Vgg};
 use anyhow::{anyhow, bail, ensure, Result};
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::Path;
 
@@ -91,7 +90,7 @@ pub(crate) fn one_line(path: &Path, e: anyhow::Error) -> anyhow::Error {
 /// Reads the feature tensors of any supported file.
 pub fn read_features(path: &Path) -> Result<Vec<RawTensor>> {
     let read = || -> Result<Vec<RawTensor>> {
-        let mut file = File::open(path).map_err(|e| anyhow!("cannot open ({e})"))?;
+        let mut file = crate::image_io::open_regular(path)?;
         let mut head = Vec::with_capacity(9);
         (&mut file).take(9).read_to_end(&mut head)?;
         let format = detect(&head)?;

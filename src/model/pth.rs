@@ -59,8 +59,10 @@ pub fn load_zip<R: Read + Seek>(file: R, want: &dyn Fn(&str) -> bool) -> Result<
         ensure!(s.trim() == "little", "tensors are stored {}-endian; only little-endian files are supported", s.trim());
     }
     let state = {
-        let entry = zip.by_name(&pkl_name).map_err(|e| anyhow!("cannot read {pkl_name} ({e})"))?;
-        pickle::load(&mut BufReader::new(entry)).with_context(|| format!("in {pkl_name}"))?
+        let mut entry = BufReader::new(zip.by_name(&pkl_name).map_err(|e| anyhow!("cannot read {pkl_name} ({e})"))?);
+        let state = pickle::load(&mut entry).with_context(|| format!("in {pkl_name}"))?;
+        read_to_end_checked(&mut entry, &pkl_name)?;
+        state
     };
     let (tensors, _) = wanted_tensors(&state, want)?;
     let mut out = Vec::new();
@@ -73,9 +75,24 @@ pub fn load_zip<R: Read + Seek>(file: R, want: &dyn Fn(&str) -> bool) -> Result<
             io::ErrorKind::UnexpectedEof => anyhow!("{name}: storage {entry_name} is truncated"),
             _ => anyhow!("{name}: cannot read storage {entry_name} ({e})"),
         })?;
+        // The zip reader checks an entry's CRC-32 only once it is read to its end: read the
+        // rest, so that a flipped byte anywhere in the storage is found.
+        read_to_end_checked(&mut entry, &entry_name)?;
         out.push(RawTensor { name, shape: t.shape, data });
     }
     Ok(out)
+}
+
+/// Reads what is left of the zip entry `r` (named `entry_name`), so that the zip reader compares
+/// the entry's CRC-32 with the one its header records (it does so at the entry's end).
+fn read_to_end_checked(r: &mut impl Read, entry_name: &str) -> Result<()> {
+    io::copy(r, &mut io::sink()).map(drop).map_err(|e| {
+        if e.to_string().to_ascii_lowercase().contains("checksum") {
+            anyhow!("{entry_name}: the entry's CRC-32 does not match (the file is damaged: download it again)")
+        } else {
+            anyhow!("{entry_name}: cannot read ({e})")
+        }
+    })
 }
 
 /// `len` bytes of `dtype` elements from `r`, converted to f32 a megabyte at a time: the values

@@ -1,0 +1,10 @@
+//! `cargo +nightly fuzz run resume_state`: see README.md, "Fuzzing". The body is
+//! `neural_style::fuzzing::resume_state`, which tests/fuzz_corpus.rs replays on stable.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // Err is the expected answer to bad bytes; a panic, abort, timeout or OOM is a finding.
+    let _ = neural_style::fuzzing::resume_state(data);
+});
