@@ -395,7 +395,7 @@ fn png_seeds() -> Vec<(String, Vec<u8>)> {
         ("ztxt".into(), png_with(&[(b"zTXt", [KEY.as_bytes(), b"\0\0", &zlib_stored(full.as_bytes())].concat())])),
         ("text".into(), png_with(&[(b"tEXt", [KEY.as_bytes(), b"\0", full.as_bytes()].concat())])),
         ("no_record".into(), png_with(&[(b"tEXt", b"Comment\0hello".to_vec())])),
-        ("other_chunks_first".into(), png_with(&[(b"zTXt", [&b"Comment\0\0"[..], &zlib_bomb(20_000)].concat()), (b"iTXt", [KEY.as_bytes(), b"\0\0\0\0\0", full.as_bytes()].concat())])),
+        ("other_chunks_first".into(), png_with(&[(b"zTXt", [&b"Comment\0\0"[..], &zlib_bomb(9_000)].concat()), (b"iTXt", [KEY.as_bytes(), b"\0\0\0\0\0", full.as_bytes()].concat())])),
         ("unknown_keys".into(), itxt(&merged(json!({"a": 1, "output_image": "/etc/passwd", "log_json": "x"})))),
         ("flag_like_values".into(), itxt(&merged(json!({"content_image": "--model=/etc/passwd", "style_image": ["--help"]})))),
         ("nulls".into(), itxt(&merged(json!({"style_image": [], "image_size": null, "original_colors": true})))),
