@@ -80,6 +80,9 @@ fn resize_axis(img: ArrayView3<f32>, axis: Axis, n_out: usize) -> Array3<f32> {
 pub fn geometric_sizes(n: usize, factor: f64, last: usize) -> Result<Vec<usize>> {
     ensure!(n >= 1, "--scales must name at least one scale");
     ensure!(factor.is_finite() && factor > 1.0, "--scale-factor must be a number above 1 (got {factor})");
+    // Increasing sizes of at least 1 ending at `last`: at most `last` of them (checked before
+    // the list is made: `--scales 1000000000000` would otherwise allocate terabytes).
+    ensure!(n <= last, "--scales {n}: {n} increasing sizes cannot end at {last} pixels (at most {last} scales)");
     let sizes: Vec<usize> = (0..n).map(|k| (last as f64 / factor.powi((n - 1 - k) as i32)).round() as usize).collect();
     check_increasing(&sizes)?;
     Ok(sizes)
@@ -242,6 +245,7 @@ mod tests {
         assert_eq!(geometric_sizes(2, 1.5, 48).unwrap(), vec![32, 48]);
         assert!(geometric_sizes(3, 1.0, 64).is_err());
         assert!(geometric_sizes(12, 2.0, 64).is_err(), "sizes would round to 0");
+        assert!(geometric_sizes(usize::MAX, 1.5, 64).unwrap_err().to_string().contains("at most 64 scales"), "checked before the list is made");
         assert!(check_increasing(&[64, 64]).is_err());
         assert!(check_increasing(&[128, 64]).is_err());
     }

@@ -258,3 +258,42 @@ fn outputs_that_cannot_fit_on_the_disk_are_refused_up_front() {
     refused(&o, &["the file system has", "free", "--save-iter"]);
     assert_eq!(files_in(env.dir.path()), ["c.png", "s.png"]);
 }
+
+// ---- found by this round's own attack: sizes that overflow before the memory check ----------
+
+/// `--style-scale 1e30` made style images of usize::MAX pixels a side, and the size arithmetic
+/// wrapped past the memory check: "memory allocation of 1649267441280 bytes failed" (an abort).
+/// `--scales 1000000000000 --scale-factor 2` made a list of 10^12 sizes first. Each is refused,
+/// naming its flag, under the 1.5 GB cap.
+#[test]
+fn sizes_past_any_memory_are_refused_before_the_arithmetic_overflows() {
+    let env = Env::new();
+    let (c, s) = (env.png("c.png", 32, 24), env.png("s.png", 24, 24));
+    let (c, s) = (c.to_str().unwrap(), s.to_str().unwrap());
+    let base = ["--content-image", c, "--style-image", s, "--num-iterations", "1", "--device", "cpu", "--output-image", "out.png"];
+    for (args, needles) in [
+        (vec!["--style-scale", "1e30"], vec!["--style-scale", "more than the 1048576"]),
+        (vec!["--style-scale", "40000"], vec!["--style-scale", "more than the 1048576"]),
+        (vec!["--image-size", "1048577"], vec!["--image-size must be at most 1048576"]),
+        (vec!["--image-size", "32", "--image-height", "99999999999"], vec!["--image-height must be at most 1048576"]),
+        (vec!["--scales", "1000000000000", "--scale-factor", "2", "--image-size", "64"], vec!["--scales 1000000000000", "at most 64 scales"]),
+        (vec!["--scales", "32,48", "--scale-iterations", "999999999,999999999"], vec!["add up to more than 1000000000"]),
+    ] {
+        let o = capped(&env, &[&base[..], &args[..]].concat());
+        refused(&o, &needles);
+    }
+    // A 4000x1 PNG at --image-height 1000 would be 4,000,000 pixels wide.
+    let wide = env.png("wide.png", 4000, 1);
+    let o = capped(&env, &["--content-image", wide.to_str().unwrap(), "--style-image", s, "--image-height", "1000", "--device", "cpu"]);
+    refused(&o, &["wide.png", "4000000x1000", "--image-height 1000"]);
+    assert_eq!(files_in(env.dir.path()), ["c.png", "s.png", "wide.png"]);
+}
+
+/// A device as an output (`--log-json /dev/null`) is named as such, not as a folder.
+#[test]
+fn a_device_as_an_output_is_named_as_one() {
+    let env = Env::new();
+    let (c, s) = (env.png("c.png", 32, 24), env.png("s.png", 24, 24));
+    let o = env.cmd().args(["--content-image", c.to_str().unwrap(), "--style-image", s.to_str().unwrap(), "--log-json", "/dev/null"]).args(TINY).output().unwrap();
+    refused(&o, &["/dev/null", "--log-json names a FIFO, socket or device"]);
+}

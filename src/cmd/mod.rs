@@ -61,6 +61,17 @@ pub fn iteration_count(name: &str, v: i64) -> Result<usize> {
     Ok(n)
 }
 
+/// The longest side of any image a run works on (2^20 pixels): far beyond what any memory
+/// holds (the memory check refuses much less), it keeps the size arithmetic from overflowing.
+pub const MAX_SIDE: usize = 1 << 20;
+
+/// A size in pixels (`--image-size`, `--image-height`, `--scales`): 1 to `MAX_SIDE`.
+pub fn image_side(name: &str, v: i64) -> Result<usize> {
+    let n = positive(name, v)?;
+    ensure!(n <= MAX_SIDE, "--{name} must be at most {MAX_SIDE} pixels (got {v})");
+    Ok(n)
+}
+
 pub fn non_negative(name: &str, v: i64) -> Result<usize> {
     ensure!(v >= 0, "--{name} must be 0 or more (got {v})");
     Ok(v as usize)
@@ -170,7 +181,8 @@ pub fn check_writable(outputs: &[(&str, PathBuf)]) -> Result<()> {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         ensure!(dir.is_dir(), "{}: the {flag} folder does not exist", dir.display());
         if let Ok(m) = std::fs::metadata(path) {
-            ensure!(m.is_file(), "{}: {flag} names a folder, not a file", path.display());
+            ensure!(!m.is_dir(), "{}: {flag} names a folder, not a file", path.display());
+            ensure!(m.is_file(), "{}: {flag} names a FIFO, socket or device, not a regular file", path.display());
             ensure!(!m.permissions().readonly(), "{}: {flag} is a read-only file", path.display());
         }
         if probed.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())) {

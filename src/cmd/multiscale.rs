@@ -31,7 +31,7 @@ pub fn parse(a: Flags, image_size: usize, iterations: usize) -> Result<(Option<V
             geometric_sizes(positive("scales", scales[0])?, f, image_size)?
         }
         None => {
-            let sizes = scales.iter().map(|&s| positive("scales", s)).collect::<Result<Vec<_>>>()?;
+            let sizes = scales.iter().map(|&s| super::image_side("scales", s)).collect::<Result<Vec<_>>>()?;
             check_increasing(&sizes)?;
             sizes
         }
@@ -44,7 +44,8 @@ pub fn parse(a: Flags, image_size: usize, iterations: usize) -> Result<(Option<V
         }
     };
     let last = *sizes.last().expect("at least one scale");
-    let total = iters.iter().sum();
+    let total = iters.iter().try_fold(0usize, |t, &n| t.checked_add(n)).filter(|&t| t <= super::MAX_ITERATIONS);
+    let total = total.ok_or_else(|| anyhow::anyhow!("the scales' iterations add up to more than {} (--scale-iterations, or --num-iterations at each scale)", super::MAX_ITERATIONS))?;
     Ok((Some(sizes.into_iter().zip(iters).collect()), last, total))
 }
 

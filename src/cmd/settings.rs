@@ -122,7 +122,7 @@ fn id_of(long: &str) -> Result<String> {
 fn read_record(png: &Path) -> Result<(Value, settings_record::Recorded)> {
     let at = || format!("{}: --from-png", png.display());
     // A FIFO or device is refused rather than read (it would block or never end).
-    let file = neural_style::image_io::open_input(png).with_context(at)?;
+    let file = neural_style::image_io::open_regular(png).with_context(at)?;
     let known = style_flags();
     let flags: Vec<Flag> = known.iter().map(|(id, long, kind)| Flag { id, long, kind: *kind }).collect();
     match settings_record::read(std::io::BufReader::new(file), &flags).with_context(at)? {
@@ -178,7 +178,8 @@ fn check_recorded_range(id: &str, values: &[String]) -> Result<()> {
         let int = || v.trim().parse::<i64>().map_err(|e| anyhow!("{e}"));
         match id {
             "num_iterations" | "scale_iterations" => drop(super::iteration_count(&long, int()?)?),
-            "image_size" | "image_height" | "lbfgs_num_correction" | "scales" => drop(super::positive(&long, int()?)?),
+            "image_size" | "image_height" | "scales" => drop(super::image_side(&long, int()?)?),
+            "lbfgs_num_correction" => drop(super::positive(&long, int()?)?),
             "seed" | "lbfgs_round" => drop(super::non_negative(&long, int()?)?),
             "content_weight" | "style_weight" | "tv_weight" | "style_blend_weights" => super::check_weight(&long, v.trim().parse::<f32>()?)?,
             _ => {}

@@ -116,8 +116,8 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     let content_path = a.content_image.clone().ok_or_else(|| anyhow!("--content-image is required"))?;
     ensure!(!a.style_image.is_empty(), "--style-image is required");
     let seed = non_negative("seed", a.seed)? as u64;
-    let image_size = positive("image-size", a.image_size)?;
-    let image_height = a.image_height.map(|h| positive("image-height", h)).transpose()?;
+    let image_size = super::image_side("image-size", a.image_size)?;
+    let image_height = a.image_height.map(|h| super::image_side("image-height", h)).transpose()?;
     ensure!(a.style_scale.is_finite() && a.style_scale > 0.0, "--style-scale must be a positive number (got {})", a.style_scale);
     if let Some(p) = a.tv_power {
         ensure!(p.is_finite() && p >= 1.0, "--tv-power must be a number >= 1 (got {p}): below 1 its gradient is unbounded where neighbours are equal");
@@ -194,16 +194,28 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     };
     let (content, content_source) = image_io::load_for(&content_path, content_size)?;
     let target = content_size(content_source);
-    if check_paths {
-        // Every snapshot and the result at the output's size, the JSON log's lines, the plot.
-        let image = super::image_file_bound(target.0, target.1);
-        let snapshots = if save_iter == 0 { 0 } else { (iterations.saturating_sub(1) / save_iter) as u64 };
-        let mut needs = vec![("--output-image", a.output_image.clone(), image), ("--save-iter", a.output_image.clone(), snapshots.saturating_mul(image))];
-        needs.extend(a.log_json.clone().map(|p| ("--log-json", p, 512 * (iterations as u64 + 2))));
-        needs.extend(a.plot.clone().map(|p| ("--plot", p, super::image_file_bound(800, 500))));
-        super::check_free_space(&needs)?;
-    }
-    let style_side = ((target.0.max(target.1) as f64 * a.style_scale as f64).round() as usize).max(1);
+    // A very wide image at --image-height N, or --style-scale S, may ask for sides the flags
+    // alone do not show.
+    ensure!(
+        target.0.max(target.1) <= super::MAX_SIDE,
+        "{}: a {}x{} image at --image-height {} would be {}x{} pixels, more than the {} a side this program works on",
+        content_path.display(),
+        content_source.0,
+        content_source.1,
+        image_height.unwrap_or(image_size),
+        target.0,
+        target.1,
+        super::MAX_SIDE
+    );
+    let style_side = (target.0.max(target.1) as f64 * a.style_scale as f64).round();
+    ensure!(
+        style_side <= super::MAX_SIDE as f64,
+        "--style-scale {} makes style images {} pixels on the longer side, more than the {} this program works on",
+        a.style_scale,
+        if style_side < 1e12 { format!("{style_side:.0}") } else { format!("{style_side:.3e}") },
+        super::MAX_SIDE
+    );
+    let style_side = (style_side as usize).max(1);
     let style_size = |(w, h): (usize, usize)| match a.style_resize {
         StyleResizeArg::LongerSide => image_io::fit_size(w, h, style_side),
         StyleResizeArg::MatchContent => target,
@@ -233,6 +245,16 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     // Memory first, from the target size alone: resizing to a size that cannot fit would abort.
     let style_sizes: Vec<(usize, usize)> = styles.iter().map(|(_, size, _)| *size).collect();
     let memory_need = check_run_memory(&vgg, &content_layers, &style_layers, target, &style_sizes, &a, history.min(iterations), device)?;
+    if check_paths {
+        // (After the memory check: a size too large for memory is that message, not this one.)
+        // Every snapshot and the result at the output's size, the JSON log's lines, the plot.
+        let image = super::image_file_bound(target.0, target.1);
+        let snapshots = if save_iter == 0 { 0 } else { (iterations.saturating_sub(1) / save_iter) as u64 };
+        let mut needs = vec![("--output-image", a.output_image.clone(), image), ("--save-iter", a.output_image.clone(), snapshots.saturating_mul(image))];
+        needs.extend(a.log_json.clone().map(|p| ("--log-json", p, 512 * (iterations as u64 + 2))));
+        needs.extend(a.plot.clone().map(|p| ("--plot", p, super::image_file_bound(800, 500))));
+        super::check_free_space(&needs)?;
+    }
 
     // Sizes: resize, then check each input survives the poolings of the deepest layer used.
     let content = image_io::resize_exact(content, target);
