@@ -4,6 +4,9 @@
 //! targets' bodies, on stable Rust: each input must give Ok or Err, never a panic. Fuzzing itself
 //! needs nightly and cargo-fuzz; see README.md, "Fuzzing".
 
+mod common;
+
+use common::png_chunks::{png_with_chunks, zlib_bomb, zlib_stored};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -310,65 +313,9 @@ fn resume_seeds() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// zlib stream of `data` in stored blocks.
-fn zlib_stored(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x78, 0x01];
-    let chunks: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(65535).collect() };
-    for (i, c) in chunks.iter().enumerate() {
-        out.push((i + 1 == chunks.len()) as u8);
-        out.extend((c.len() as u16).to_le_bytes());
-        out.extend((!(c.len() as u16)).to_le_bytes());
-        out.extend(*c);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in data {
-        a = (a + x as u32) % 65521;
-        b = (b + a) % 65521;
-    }
-    out.extend(((b << 16) | a).to_be_bytes());
-    out
-}
-
-/// A zlib stream (one fixed-Huffman block) that inflates to 1 + 258 k spaces.
-fn zlib_bomb(k: usize) -> Vec<u8> {
-    let (mut out, mut acc, mut n) = (vec![0x78u8, 0x01], 0u64, 0u32);
-    let mut put = |v: u64, bits: u32, out: &mut Vec<u8>| {
-        acc |= v << n;
-        n += bits;
-        while n >= 8 {
-            out.push(acc as u8);
-            acc >>= 8;
-            n -= 8;
-        }
-    };
-    let rev = |code: u64, bits: u32| (0..bits).fold(0, |r, i| r | (((code >> i) & 1) << (bits - 1 - i)));
-    put(0b011, 3, &mut out); // BFINAL, fixed Huffman
-    put(rev(0x30 + 0x20, 8), 8, &mut out); // ' '
-    for _ in 0..k {
-        put(rev(0b1100_0101, 8), 8, &mut out); // length 258
-        put(0, 5, &mut out); // distance 1
-    }
-    put(0, 7, &mut out); // end of block
-    put(0, 7, &mut out); // pad (at most 7 bits reach the output)
-    let total = 1 + 258 * k as u128;
-    let a = (1 + 32 * total) % 65521;
-    let s = (total + 32 * total * (total + 1) / 2) % 65521;
-    out.extend((((s << 16) | a) as u32).to_be_bytes());
-    out
-}
-
 /// A 2x2 PNG with `chunks` (type, body) before its image data.
 fn png_with(chunks: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let mut enc = png::Encoder::new(&mut bytes, 2, 2);
-    enc.set_color(png::ColorType::Rgb);
-    let mut w = enc.write_header().unwrap();
-    for (kind, body) in chunks {
-        w.write_chunk(png::chunk::ChunkType(**kind), body).unwrap();
-    }
-    w.write_image_data(&[200u8; 12]).unwrap();
-    w.finish().unwrap();
-    bytes
+    png_with_chunks(2, 2, chunks)
 }
 
 fn png_seeds() -> Vec<(String, Vec<u8>)> {

@@ -211,7 +211,7 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     ensure!(
         style_side <= super::MAX_SIDE as f64,
         "--style-scale {} makes style images {} pixels on the longer side, more than the {} this program works on",
-        a.style_scale,
+        if a.style_scale < 1e6 { format!("{}", a.style_scale) } else { format!("{:e}", a.style_scale) },
         if style_side < 1e12 { format!("{style_side:.0}") } else { format!("{style_side:.3e}") },
         super::MAX_SIDE
     );

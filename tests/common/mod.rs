@@ -2,6 +2,8 @@
 //! a command with the model variables cleared (a user's cache cannot leak in), tiny PNGs.
 #![allow(dead_code)] // each test file uses a part
 
+pub mod png_chunks;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
