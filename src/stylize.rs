@@ -5,6 +5,7 @@ use crate::model::Vgg;
 use crate::objective::{Image, LossParts, Objective, ObjectiveSpec};
 use crate::optim::lbfgs::LineSearch;
 use crate::optim::{Adam, Lbfgs};
+use crate::preprocess::Convention;
 use crate::resume::{LbfgsRound, OptimizerState, RunState};
 use crate::rng::Rng;
 use anyhow::{bail, ensure, Result};
@@ -103,6 +104,17 @@ pub type Observer<'a> = dyn FnMut(&Progress, Option<&[f32]>) -> Result<()> + 'a;
 pub fn stylize<B: Backend>(backend: &B, vgg: &Vgg, job: &Job, observer: &mut Observer) -> Result<Output> {
     let mut objective = Objective::new(backend, vgg, job.spec.clone(), &job.content, &job.styles)?;
     optimize(backend, &mut objective, job, observer)
+}
+
+/// The objective at an 8-bit RGB image (h, w, 3) as it is written to a file, rather than at the
+/// optimiser's float image: saving clamps every value to the pixel range and rounds it, which
+/// can raise the loss several times over (issue 20), so the loss a user is told is this one.
+pub fn loss_of_saved<B: Backend>(backend: &B, objective: &mut Objective<B>, convention: Convention, rgb: &[u8]) -> Result<LossParts> {
+    let n = objective.height() * objective.width() * 3;
+    ensure!(rgb.len() == n, "the saved image has {} values, the objective's {n}", rgb.len());
+    let x = backend.upload(&convention.preprocess(rgb))?;
+    let mut g = backend.zeros(n)?;
+    objective.evaluate(&x, &mut g)
 }
 
 /// How `optimize_from` ended: the run finished, or it stopped early on request and can go on.

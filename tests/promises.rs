@@ -310,11 +310,12 @@ fn log_json_lines_have_exactly_the_readme_keys() {
     // flattened here as final.total etc.; the README lists them in the same object).
     let iter_keys = sorted(readme_keys("iteration"));
     let mut summary_keys = readme_keys("summary");
-    let final_at = summary_keys.iter().position(|k| k == "final").unwrap();
-    for k in ["total", "content", "style", "tv"] {
-        let at = summary_keys.iter().position(|x| x == k).unwrap_or_else(|| panic!("README's summary lacks final.{k}"));
-        assert!(at > final_at);
-        summary_keys[at] = format!("final.{k}");
+    for object in ["final", "final_optimizer"] {
+        let at = summary_keys.iter().position(|k| k == object).unwrap_or_else(|| panic!("README's summary lacks {object}"));
+        for (i, k) in ["total", "content", "style", "tv"].iter().enumerate() {
+            assert_eq!(summary_keys.get(at + 1 + i).map(String::as_str), Some(*k), "README's summary: {object}.{k}");
+            summary_keys[at + 1 + i] = format!("{object}.{k}");
+        }
     }
     let summary_keys = sorted(summary_keys);
     for (i, line) in lines[..2].iter().enumerate() {
@@ -339,13 +340,48 @@ fn log_json_lines_have_exactly_the_readme_keys() {
     assert_eq!((s["width"].as_u64(), s["height"].as_u64()), (Some(32), Some(24)));
     assert_eq!(s["evaluations"], 2);
     assert!(s["ms_per_evaluation"].as_f64().unwrap() > 0.0 && s["gflop_per_evaluation"].as_f64().unwrap() > 0.0, "{s}");
-    assert_eq!(s["final"]["total"], lines[1]["total"], "the final loss is the last evaluation's");
+    assert_eq!(s["final_optimizer"]["total"], lines[1]["total"], "the optimiser's final loss is the last evaluation's");
+    assert!(s["final"]["total"].as_f64().is_some_and(f64::is_finite), "{s}");
     assert!(s["output"].as_str().unwrap().ends_with("out.png"), "{s}");
     // VmHWM on Linux, null elsewhere.
     if cfg!(target_os = "linux") {
         assert!(s["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{s}");
     } else {
         assert!(s["peak_rss_bytes"].is_null(), "{s}");
+    }
+}
+
+// ---- the final loss is the saved image's ------------------------------------------------------
+
+/// The final loss reported (the line, `final` of --log-json, the plot's last point) is the
+/// objective at the PNG written: a second run that starts from that PNG measures exactly it at
+/// its first evaluation. The optimiser's float loss is reported beside it where they differ.
+/// Caffe inputs with a high learning rate push values far outside the pixel range, so the two
+/// differ by far more than rounding (issue 20: saving clamps).
+#[test]
+fn the_final_loss_is_that_of_the_image_written() {
+    let env = CliEnv::new();
+    for (case, iterations, extra) in [
+        ("lbfgs", "6", &[][..]),
+        ("adam far outside the pixel range", "3", &["--optimizer", "adam", "--learning-rate", "100", "--preprocess", "caffe"][..]),
+    ] {
+        let o = env.stylize(&[extra, &["--num-iterations", iterations, "--log-json", "log.jsonl", "--output-image", "out.png"]].concat());
+        assert!(o.status.success(), "{case}: {}", stderr(&o));
+        let log = |name: &str| -> Vec<serde_json::Value> { std::fs::read_to_string(env.path(name)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+        let summary = log("log.jsonl").pop().unwrap();
+        let (saved, float) = (summary["final"]["total"].as_f64().unwrap(), summary["final_optimizer"]["total"].as_f64().unwrap());
+        // The written PNG as the starting image of a second run: its first evaluation is at it.
+        let again = env.stylize(&[extra, &["--num-iterations", "1", "--init", "image", "--init-image", "out.png", "--log-json", "again.jsonl", "--output-image", "again.png"]].concat());
+        assert!(again.status.success(), "{case}: {}", stderr(&again));
+        assert_eq!(log("again.jsonl")[0]["total"].as_f64().unwrap(), saved, "{case}: the reported final loss is not the written image's");
+        let line = stderr(&o).lines().find(|l| l.starts_with("wrote out.png")).unwrap().to_string();
+        assert!(line.contains(&format!("final loss {saved:.4e}")) && line.contains("of the saved image"), "{case}: {line}");
+        if (saved - float).abs() > 1e-4 * float.abs() {
+            assert!(line.contains(&format!("the optimiser's float image had {float:.4e}")), "{case}: {line}");
+        }
+        if case.starts_with("adam") {
+            assert!(saved > 1.01 * float, "{case}: clamping should raise the loss well past rounding ({saved} vs {float})");
+        }
     }
 }
 

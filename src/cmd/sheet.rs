@@ -10,7 +10,7 @@ use anyhow::{ensure, Result};
 use indicatif::ProgressBar;
 use neural_style::contact::{layers_label, ratio_label, Cell, Sheet};
 use neural_style::image_io::{self, Rgb8};
-use neural_style::{cuda, optimize, Backend, CpuBackend, Job, Objective, Output, Progress};
+use neural_style::{cuda, optimize, Backend, CpuBackend, Job, LossParts, Objective, Progress};
 use std::path::Path;
 
 /// Options of the main command that a sheet cannot honour: refused rather than ignored.
@@ -52,8 +52,9 @@ impl<'p> Cells<'p> {
         Cells { plan, count, bar: progress_bar(count * plan.iterations) }
     }
 
-    /// Runs cell `index` on the objective as it is now set up.
-    fn run<B: Backend>(&self, backend: &B, objective: &mut Objective<B>, job: &Job, index: usize, what: &str) -> Result<(Rgb8, Output)> {
+    /// Runs cell `index` on the objective as it is now set up: its image in 8 bits, and the
+    /// objective at that image (the loss of the pixels shown, not of the optimiser's floats).
+    fn run<B: Backend>(&self, backend: &B, objective: &mut Objective<B>, job: &Job, index: usize, what: &str) -> Result<(Rgb8, LossParts)> {
         let (iters, print_iter) = (self.plan.iterations, self.plan.print_iter);
         let mut observer = |p: &Progress, _: Option<&[f32]>| -> Result<()> {
             let l = p.loss;
@@ -77,7 +78,8 @@ impl<'p> Cells<'p> {
             bar.set_position(((index + 1) * iters) as u64);
         }
         let img = Rgb8 { w: out.w, h: out.h, data: self.plan.convention.deprocess(&out.image) };
-        Ok((img, out))
+        let loss = neural_style::stylize::loss_of_saved(backend, objective, self.plan.convention, &img.data)?;
+        Ok((img, loss))
     }
 
     fn finish(&self) {
@@ -140,10 +142,10 @@ fn run_sheet<B: Backend>(backend: &B, plan: &Plan, content_name: &str, names: &[
         if i > 0 {
             objective.set_styles(&[(style.clone(), 1.0)])?;
         }
-        let (img, out) = progress.run(backend, &mut objective, &job, i, &names[i])?;
+        let (img, loss) = progress.run(backend, &mut objective, &job, i, &names[i])?;
         let (r, c) = place(i);
         cells[r * cols + c] = Some(Cell { image: rgb.clone(), label: format!("style: {}", names[i]) });
-        cells[r * cols + c + 1] = Some(Cell { image: img, label: format!("result, loss {:.2e}", out.loss.total) });
+        cells[r * cols + c + 1] = Some(Cell { image: img, label: format!("result, loss {:.2e}", loss.total) });
     }
     progress.finish();
     Ok(Sheet { rows, cols, cell_size: (plan.content.w, plan.content.h), col_headers: vec![], row_headers: vec![], cells })
@@ -210,8 +212,8 @@ fn run_grid<B: Backend>(backend: &B, plan: &Plan, ratios: &[f64]) -> Result<Shee
         for (c, &ratio) in ratios.iter().enumerate() {
             objective.set_weights(alpha, (alpha as f64 / ratio) as f32, tv);
             let what = format!("{}, {}", layers_label(layers), ratio_label(ratio));
-            let (img, out) = progress.run(backend, &mut objective, &job, r * ratios.len() + c, &what)?;
-            cells.push(Some(Cell { image: img, label: format!("loss {:.2e}", out.loss.total) }));
+            let (img, loss) = progress.run(backend, &mut objective, &job, r * ratios.len() + c, &what)?;
+            cells.push(Some(Cell { image: img, label: format!("loss {:.2e}", loss.total) }));
         }
     }
     progress.finish();

@@ -21,7 +21,7 @@ use neural_style::backend::OutOfDeviceMemory;
 use neural_style::model::Vgg;
 use neural_style::interrupt::{self, Interrupted};
 use neural_style::resume::{self, Header};
-use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress, Run};
+use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, LossParts, Objective, ObjectiveSpec, Optimizer, PoolKind, Progress, Run};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -422,15 +422,28 @@ pub fn job(plan: &Plan) -> Job {
     }
 }
 
+/// The final line's losses: the saved image's, and the optimiser's last float objective where
+/// it differs (by more than 1e-4 relative: rounding to 8 bits alone moves the loss that much).
+pub fn final_losses(saved: &LossParts, optimizer: &LossParts) -> String {
+    let parts = |l: &LossParts| format!("{:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})", l.total, l.content, l.style, l.tv);
+    let line = format!("final loss {} of the saved image", parts(saved));
+    if (saved.total - optimizer.total).abs() <= 1e-4 * optimizer.total.abs() {
+        line
+    } else {
+        format!("{line}; the optimiser's float image had {} (the saved image's loss is {:.3}x it)", parts(optimizer), saved.total / optimizer.total)
+    }
+}
+
 /// A result as the user gets it: the preprocessed (h, w, 3) `image` back to 8-bit RGB at the size
 /// of `content` (the resized content image), with the content's colours under --original-colors,
 /// written with its recorded settings (`provenance`, from settings::record).
-pub fn save_result(plan: &Plan, content: &Rgb8, image: &[f32], (w, h): (usize, usize), path: &std::path::Path, provenance: &str) -> Result<()> {
+pub fn save_result(plan: &Plan, content: &Rgb8, image: &[f32], (w, h): (usize, usize), path: &std::path::Path, provenance: &str) -> Result<Rgb8> {
     let mut img = image_io::resize_exact(Rgb8 { w, h, data: plan.convention.deprocess(image) }, (content.w, content.h));
     if plan.original_colors {
         img = neural_style::color::original_colors(content, &img);
     }
-    image_io::save_with_text(&img, path, &[(settings::SETTINGS_KEY, provenance)])
+    image_io::save_with_text(&img, path, &[(settings::SETTINGS_KEY, provenance)])?;
+    Ok(img)
 }
 
 /// A run whose loss or gradient stopped being finite: writes its last good image to the output
@@ -445,7 +458,7 @@ fn keep_last_good(plan: &Plan, nf: &neural_style::NonFinite) -> anyhow::Error {
         k => format!("the last finite image (iteration {k})"),
     };
     match save_result(plan, &plan.content, &nf.last_good, (nf.w, nf.h), &plan.output, &plan.provenance) {
-        Ok(()) => anyhow!("{nf}; {advice}; wrote {kept} to {}", plan.output.display()),
+        Ok(_) => anyhow!("{nf}; {advice}; wrote {kept} to {}", plan.output.display()),
         Err(e) => anyhow!("{nf}; {advice}; could not write {kept} to {}: {e:#}", plan.output.display()),
     }
 }
@@ -598,10 +611,13 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         }
         Ok(())
     };
-    // Single-scale runs stop between iterations and save their state.
+    // Single-scale runs stop between iterations and save their state. Their objective is kept
+    // to measure the saved image with; a multi-scale run builds its last scale's after the run.
     let mut stop = || interrupt::requested().is_some();
+    let mut objective = None;
     let out = match &plan.scales {
-        None => neural_style::stylize_from(backend, &plan.vgg, &job, from.as_ref(), &mut stop, &mut observer),
+        None => Objective::new(backend, &plan.vgg, job.spec.clone(), &job.content, &job.styles)
+            .and_then(|o| neural_style::optimize_from(backend, objective.insert(o), &job, from.as_ref(), &mut stop, &mut observer)),
         Some(scales) => super::multiscale::run(backend, plan, scales, &job, &mut observer).map(Run::Finished),
     };
     if let Some(bar) = &bar {
@@ -624,7 +640,16 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
             return Err(e);
         }
     };
-    save_result(plan, &plan.content, &out.image, (out.w, out.h), &plan.output, &plan.provenance)?;
+    let saved = save_result(plan, &plan.content, &out.image, (out.w, out.h), &plan.output, &plan.provenance)?;
+    // The loss the user's image has: the objective at the pixels written, not at the optimiser's
+    // float image (saving clamps and rounds).
+    let mut objective = match objective {
+        Some(o) => o,
+        None => Objective::new(backend, &plan.vgg, job.spec.clone(), &job.content, &job.styles)?,
+    };
+    let saved_loss = neural_style::stylize::loss_of_saved(backend, &mut objective, plan.convention, &saved.data)?;
+    drop(objective);
+    losses.push(saved_loss);
     // The run is complete: a state saved by an interruption of it is spent.
     for state in plan.resume.iter().chain([&plan.state]) {
         if state.is_file() {
@@ -642,21 +667,13 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
             "summary": true, "device": device, "model": model_label(plan), "convention": format!("{:?}", plan.convention).to_lowercase(),
             "width": out.w, "height": out.h, "evaluations": out.evaluations, "ms_per_evaluation": ms_per_eval,
             "gflop_per_evaluation": out.flops_per_evaluation as f64 / 1e9,
-            "final": out.loss, "output": plan.output.display().to_string(),
+            "final": saved_loss, "final_optimizer": out.loss, "output": plan.output.display().to_string(),
             "peak_rss_bytes": neural_style::memory::peak_rss_bytes(), "peak_device_bytes": backend.peak_bytes(),
             "estimated_bytes": plan.memory_need,
         });
         writeln!(log, "{summary}")?;
         log.flush()?;
     }
-    eprintln!(
-        "wrote {} after {} evaluations ({ms_per_eval:.1} ms each); final loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})",
-        plan.output.display(),
-        out.evaluations,
-        out.loss.total,
-        out.loss.content,
-        out.loss.style,
-        out.loss.tv
-    );
+    eprintln!("wrote {} after {} evaluations ({ms_per_eval:.1} ms each); {}", plan.output.display(), out.evaluations, final_losses(&saved_loss, &out.loss));
     Ok(())
 }
