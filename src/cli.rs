@@ -37,13 +37,33 @@ pub enum Command {
     MakeExamples(MakeExamplesArgs),
     /// Stylise many content images (e.g. video frames) with one style, resumable and split
     /// across machines (--shard, or a Slurm array / Kubernetes indexed job's environment).
-    #[command(mut_arg("content_image", |a| a.required(false).hide(true)), mut_arg("output_image", |a| a.hide(true)), mut_arg("log_json", |a| a.hide(true)), mut_arg("init_image", |a| a.hide(true)))]
+    #[command(
+        mut_arg("content_image", |a| a.required(false).hide(true)),
+        mut_arg("output_image", |a| a.hide(true)),
+        mut_arg("log_json", |a| a.hide(true)),
+        mut_arg("init_image", |a| a.hide(true)),
+        mut_arg("plot", |a| a.hide(true)),
+        mut_arg("resume", |a| a.hide(true))
+    )]
     Batch(BatchArgs),
     /// The paper's Figure 2 as one labelled PNG: the content image, then a style | result pair for each --style-image (each style alone, not blended).
-    #[command(mut_arg("output_image", |a| a.default_value("sheet.png")))]
+    // Flags a sheet refuses (src/cmd/sheet.rs, `refuse`) are left out of its help.
+    #[command(
+        mut_arg("output_image", |a| a.default_value("sheet.png")),
+        mut_arg("plot", |a| a.hide(true)),
+        mut_arg("log_json", |a| a.hide(true)),
+        mut_arg("resume", |a| a.hide(true)),
+        mut_arg("style_blend_weights", |a| a.hide(true))
+    )]
     Sheet(SheetArgs),
     /// The paper's Figure 3 as one labelled PNG: rows use the style layers relu1_1, relu1_1..relu2_1, ... (prefixes of --style-layers), columns the content/style weight ratios of --ratios.
-    #[command(mut_arg("output_image", |a| a.default_value("grid.png")))]
+    #[command(
+        mut_arg("output_image", |a| a.default_value("grid.png")),
+        mut_arg("plot", |a| a.hide(true)),
+        mut_arg("log_json", |a| a.hide(true)),
+        mut_arg("resume", |a| a.hide(true)),
+        mut_arg("style_weight", |a| a.hide(true))
+    )]
     Grid(GridArgs),
 }
 
@@ -240,9 +260,9 @@ pub struct StyleArgs {
     pub init_image: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OptimizerArg::Lbfgs)]
     pub optimizer: OptimizerArg,
-    /// Adam's learning rate (L-BFGS uses step 1, as torch.optim.LBFGS).
-    #[arg(long, value_name = "LR", default_value_t = 1e1, allow_negative_numbers = true)]
-    pub learning_rate: f32,
+    /// Adam's learning rate [default: 10 for Caffe inputs, 0.1 for torchvision inputs] (L-BFGS uses step 1, as torch.optim.LBFGS).
+    #[arg(long, value_name = "LR", allow_negative_numbers = true)]
+    pub learning_rate: Option<f32>,
     /// L-BFGS history length.
     #[arg(long, value_name = "M", default_value_t = 100, allow_negative_numbers = true, value_parser = whole_number)]
     pub lbfgs_num_correction: i64,

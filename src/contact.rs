@@ -99,7 +99,7 @@ impl Sheet {
         for (k, cell) in self.cells.iter().enumerate() {
             let Some(cell) = cell else { continue };
             let (x0, y0) = l.cell_origin(k / self.cols, k % self.cols);
-            let text = fit_text(&cell.label, l.scale, l.cell_w);
+            let text = fit_label(&cell.label, l.scale, l.cell_w);
             let x = x0 + (l.cell_w - text_width(&text, l.scale)) / 2;
             draw_text(&mut out, x as i64, (y0 + l.cell_h + GAP) as i64, &text, l.scale, INK);
         }
@@ -124,6 +124,19 @@ pub fn fit_into(img: &Rgb8, (w, h): (usize, usize)) -> Rgb8 {
     let by_h = (((img.w as f64 * h as f64 / img.h as f64).round() as usize).clamp(1, w), h);
     let size = if img.w * h >= img.h * w { by_w } else { by_h };
     image_io::resize_exact(img.clone(), size)
+}
+
+/// A cell's label in `max_w` pixels: whole where it fits, else its last word alone (the value:
+/// a loss such as `1.23e5`, a file name), cut with dots only where even that does not fit, so
+/// that a small cell shows `1.23e5` rather than `loss 1.2..`, which loses the exponent.
+pub fn fit_label(label: &str, scale: usize, max_w: usize) -> String {
+    if text_width(label, scale) <= max_w {
+        return label.to_string();
+    }
+    match label.rsplit_once(' ') {
+        Some((_, last)) if !last.is_empty() => fit_text(last, scale, max_w),
+        _ => fit_text(label, scale, max_w),
+    }
 }
 
 /// The paper's alpha/beta labels: 1e-4 rather than 0.0001.
@@ -155,6 +168,16 @@ mod tests {
 
     fn inked(img: &Rgb8, x0: usize, y0: usize, w: usize, h: usize) -> usize {
         (y0..y0 + h).flat_map(|y| (x0..x0 + w).map(move |x| (x, y))).filter(|&(x, y)| px(img, x, y) == INK).count()
+    }
+
+    #[test]
+    fn small_cells_keep_the_labels_value() {
+        let w = |t: &str| text_width(t, 1);
+        assert_eq!(fit_label("loss 1.23e5", 1, 200), "loss 1.23e5");
+        assert_eq!(fit_label("loss 1.23e5", 1, w("1.23e5")), "1.23e5", "the exponent survives");
+        assert_eq!(fit_label("content: photo.png", 1, w("photo.png") + 1), "photo.png");
+        assert_eq!(fit_label("content: a_long_name.png", 1, w("a_long..")), "a_long..");
+        assert_eq!(fit_label("nospace", 1, w("nos..")), "nos..");
     }
 
     #[test]

@@ -270,6 +270,12 @@ fn readme_keys(first: &str) -> Vec<String> {
     let line = section.lines().find(|l| l.starts_with(&format!("`{{\"{first}\":"))).unwrap_or_else(|| panic!("no README line for {first}"));
     let json = line.trim_start_matches('`').split('`').next().unwrap();
     // The example elides values with …: keep the keys, in order (top level and "final").
+    keys_in_order(json)
+}
+
+/// The keys of a JSON text, nested objects' keys where they stand, in the text's order (the
+/// program's lines are compared with README's this way: a parsed `Value` sorts its keys).
+fn keys_in_order(json: &str) -> Vec<String> {
     let mut keys = Vec::new();
     let mut rest = json;
     while let Some(i) = rest.find('"') {
@@ -332,6 +338,10 @@ fn log_json_lines_have_exactly_the_readme_keys() {
     let mut k = Vec::new();
     keys_of(s, "", &mut k);
     assert_eq!(sorted(k), summary_keys, "summary line {s}");
+    // And in README's order.
+    let raw: Vec<&str> = text.lines().collect();
+    assert_eq!(keys_in_order(raw[0]), readme_keys("iteration"), "the iteration line's key order: {}", raw[0]);
+    assert_eq!(keys_in_order(raw[2]), readme_keys("summary"), "the summary line's key order: {}", raw[2]);
     // Each value's type and meaning.
     assert_eq!(s["summary"], true);
     assert!(s["device"].as_str().unwrap().starts_with("cpu ("), "{s}");
@@ -348,6 +358,27 @@ fn log_json_lines_have_exactly_the_readme_keys() {
         assert!(s["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{s}");
     } else {
         assert!(s["peak_rss_bytes"].is_null(), "{s}");
+    }
+}
+
+// ---- Adam's default learning rate follows the convention -----------------------------------
+
+/// Adam with no --learning-rate descends in both conventions. One default of 10 (jcjohnson's,
+/// for Caffe's 0..255 inputs) threw torchvision inputs, ~1/58 of that scale, into noise: the
+/// loss went from 2.7 to 27,753 in one step.
+#[test]
+fn adam_with_its_default_learning_rate_descends_in_both_conventions() {
+    for convention in ["torchvision", "caffe"] {
+        let env = CliEnv::new();
+        let o = env.stylize(&["--optimizer", "adam", "--preprocess", convention, "--num-iterations", "20", "--log-json", "log.jsonl", "--output-image", "out.png"]);
+        assert!(o.status.success(), "{convention}: {}", stderr(&o));
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(env.path("log.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let total = |k: usize| lines[k]["total"].as_f64().unwrap();
+        let (first, last) = (total(0), total(19));
+        assert!(last < first, "{convention}: the loss went from {first} to {last} in 20 default Adam steps");
+        for k in 1..20 {
+            assert!(total(k) < 10.0 * first, "{convention}: iteration {}: {} from {first}", k + 1, total(k));
+        }
     }
 }
 
@@ -398,6 +429,12 @@ fn save_iter_names_at_and_near_the_last_iteration() {
         let mut want: Vec<&str> = want.to_vec();
         want.push("out.png");
         want.sort();
+        // The first snapshot is announced, once.
+        let announced = stderr(&o).lines().filter(|l| l.contains("a snapshot every")).map(str::to_string).collect::<Vec<_>>();
+        match want.iter().find(|n| **n != "out.png") {
+            Some(first) => assert!(announced.len() == 1 && announced[0].starts_with("wrote") && announced[0].contains(first), "--save-iter {every}: {announced:?}"),
+            None => assert!(announced.is_empty(), "--save-iter {every}: {announced:?}"),
+        }
         assert_eq!(env.outputs(), want, "--save-iter {every} over 5 iterations");
     }
     // Other extensions and dotted stems keep theirs.

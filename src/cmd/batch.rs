@@ -28,6 +28,7 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
     let mut style = super::settings::resolve_in(a.style, matches, argv, Some("batch"))?;
     ensure!(style.content_image.is_none(), "batch takes its content images as arguments, not --content-image");
     ensure!(style.log_json.is_none(), "--log-json is not supported by batch");
+    ensure!(style.plot.is_none(), "--plot is not supported by batch (it would draw one frame's curves): use the main command on a frame to see its loss curves");
     ensure!(style.resume.is_none(), "--resume is not supported by batch: run the same command again and it skips the frames already written");
     ensure!(style.init_image.is_none(), "--init-image is not supported by batch (--temporal-init starts each frame from the previous result)");
     let ext = a.output_ext.trim_start_matches('.').to_ascii_lowercase();

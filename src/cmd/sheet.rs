@@ -298,19 +298,20 @@ mod tests {
     #[test]
     fn features_are_computed_once_per_sheet_and_grid() {
         let dir = tempfile::tempdir().unwrap();
-        // Grid: one more column is 3 more cells (one per row) and only their 3 starting images.
+        // Grid: one more column is 3 more cells (one per row) and only their 3 starting images
+        // and 3 results as saved (each label's loss is measured at its 8-bit image).
         let plan = tiny_plan(dir.path(), "grid", 1);
         let one = uploads(|be| run_grid(be, &plan, &[1e-3]));
         let two = uploads(|be| run_grid(be, &plan, &[1e-3, 1e-2]));
-        assert_eq!(two - one, 3);
-        // Sheet: one more style is its image and one starting image; the content and the
-        // network are not uploaded again.
+        assert_eq!(two - one, 3 * 2);
+        // Sheet: one more style is its image, one starting image and its result as saved; the
+        // content and the network are not uploaded again.
         let names = |n: usize| (0..n).map(|k| format!("s{k}.png")).collect::<Vec<_>>();
         let p1 = tiny_plan(dir.path(), "sheet", 1);
         let p3 = tiny_plan(dir.path(), "sheet", 3);
         let one = uploads(|be| run_sheet(be, &p1, "c.png", &names(1), 3));
         let three = uploads(|be| run_sheet(be, &p3, "c.png", &names(3), 3));
-        assert_eq!(three - one, 2 * 2);
+        assert_eq!(three - one, 2 * 3);
     }
 
     #[test]

@@ -36,6 +36,17 @@ pub fn default_weights(convention: Convention) -> (f32, f32, f32) {
     }
 }
 
+/// Adam's learning rate where --learning-rate is not given. Like the weights it follows the
+/// input scale: jcjohnson/neural-style's 10 is for Caffe inputs (0..255), and torchvision
+/// inputs are about 1/58 of that scale, where 10 throws the image into noise in one step.
+/// Measured on the example inputs (README.md, "Default weights").
+pub fn default_learning_rate(convention: Convention) -> f32 {
+    match convention {
+        Convention::Torchvision => 0.1,
+        Convention::Caffe => 10.0,
+    }
+}
+
 /// What the program will do, fully checked.
 pub struct Plan {
     pub content: Rgb8,
@@ -132,7 +143,9 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     let history = positive("lbfgs-num-correction", a.lbfgs_num_correction)?;
     let print_iter = non_negative("print-iter", a.print_iter)?;
     let save_iter = non_negative("save-iter", a.save_iter)?;
-    ensure!(a.learning_rate.is_finite() && a.learning_rate > 0.0, "--learning-rate must be a positive number (got {})", a.learning_rate);
+    if let Some(lr) = a.learning_rate {
+        ensure!(lr.is_finite() && lr > 0.0, "--learning-rate must be a positive number (got {lr})");
+    }
     for (name, w) in [("content-weight", a.content_weight), ("style-weight", a.style_weight), ("tv-weight", a.tv_weight)] {
         if let Some(w) = w {
             check_weight(name, w)?;
@@ -317,7 +330,7 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
     }
     let optimizer = match a.optimizer {
         OptimizerArg::Lbfgs => Optimizer::Lbfgs { history, line_search, round },
-        OptimizerArg::Adam => Optimizer::Adam { learning_rate: a.learning_rate },
+        OptimizerArg::Adam => Optimizer::Adam { learning_rate: a.learning_rate.unwrap_or(default_learning_rate(convention)) },
     };
     Ok(Plan {
         content,
@@ -420,6 +433,41 @@ pub fn job(plan: &Plan) -> Job {
         seed: plan.seed,
         snapshot_every: plan.save_iter,
     }
+}
+
+/// One `--log-json` line per iteration; serde writes the fields in this order, README's.
+#[derive(serde::Serialize)]
+struct IterationLine {
+    iteration: usize,
+    evaluations: usize,
+    total: f64,
+    content: f64,
+    style: f64,
+    tv: f64,
+    elapsed_ms: f64,
+}
+
+/// The `--log-json` summary line, its keys in README's order.
+#[derive(serde::Serialize)]
+struct SummaryLine<'a> {
+    summary: bool,
+    device: &'a str,
+    model: String,
+    convention: String,
+    width: usize,
+    height: usize,
+    evaluations: usize,
+    ms_per_evaluation: f64,
+    gflop_per_evaluation: f64,
+    /// The objective at the image written.
+    #[serde(rename = "final")]
+    final_loss: LossParts,
+    /// At the optimiser's float image.
+    final_optimizer: LossParts,
+    output: String,
+    peak_rss_bytes: Option<u64>,
+    peak_device_bytes: Option<u64>,
+    estimated_bytes: u64,
 }
 
 /// The final line's losses: the saved image's, and the optimiser's last float objective where
@@ -563,11 +611,16 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     let (w, h) = (plan.content.w, plan.content.h);
     let log_line = |log: &mut std::io::BufWriter<fs::File>, p: &Progress| -> Result<()> {
         let l = p.loss;
-        let line = serde_json::json!({
-            "iteration": p.iteration, "evaluations": p.evaluations, "total": l.total, "content": l.content,
-            "style": l.style, "tv": l.tv, "elapsed_ms": p.elapsed.as_secs_f64() * 1e3,
-        });
-        Ok(writeln!(log, "{line}")?)
+        let line = IterationLine {
+            iteration: p.iteration,
+            evaluations: p.evaluations,
+            total: l.total,
+            content: l.content,
+            style: l.style,
+            tv: l.tv,
+            elapsed_ms: p.elapsed.as_secs_f64() * 1e3,
+        };
+        Ok(writeln!(log, "{}", serde_json::to_string(&line)?)?)
     };
     if let Some(state) = &from {
         // The iterations of the earlier sessions: in the log and the plot, as if run now.
@@ -583,6 +636,7 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         }
     }
     let multiscale = plan.scales.is_some();
+    let mut announced = false;
     let mut observer = |p: &Progress, snapshot: Option<&[f32]>| -> Result<()> {
         let l = p.loss;
         losses.push(l);
@@ -604,6 +658,15 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         if let Some(x) = snapshot {
             let path = image_io::iteration_path(&plan.output, p.iteration);
             image_io::save(&Rgb8 { w, h, data: plan.convention.deprocess(x) }, &path)?;
+            if !announced {
+                // Once, so that files appearing beside the output are explained.
+                announced = true;
+                let line = format!("wrote {} (a snapshot every {} iterations beside the output; --save-iter 0: none)", path.display(), plan.save_iter);
+                match &bar {
+                    Some(bar) => bar.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
         }
         if multiscale {
             // Multi-scale runs cannot be resumed: a signal stops them at once.
@@ -663,15 +726,24 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
     }
     let ms_per_eval = out.elapsed.as_secs_f64() * 1e3 / out.evaluations.max(1) as f64;
     if let Some(mut log) = log {
-        let summary = serde_json::json!({
-            "summary": true, "device": device, "model": model_label(plan), "convention": format!("{:?}", plan.convention).to_lowercase(),
-            "width": out.w, "height": out.h, "evaluations": out.evaluations, "ms_per_evaluation": ms_per_eval,
-            "gflop_per_evaluation": out.flops_per_evaluation as f64 / 1e9,
-            "final": saved_loss, "final_optimizer": out.loss, "output": plan.output.display().to_string(),
-            "peak_rss_bytes": neural_style::memory::peak_rss_bytes(), "peak_device_bytes": backend.peak_bytes(),
-            "estimated_bytes": plan.memory_need,
-        });
-        writeln!(log, "{summary}")?;
+        let summary = SummaryLine {
+            summary: true,
+            device: &device,
+            model: model_label(plan),
+            convention: format!("{:?}", plan.convention).to_lowercase(),
+            width: out.w,
+            height: out.h,
+            evaluations: out.evaluations,
+            ms_per_evaluation: ms_per_eval,
+            gflop_per_evaluation: out.flops_per_evaluation as f64 / 1e9,
+            final_loss: saved_loss,
+            final_optimizer: out.loss,
+            output: plan.output.display().to_string(),
+            peak_rss_bytes: neural_style::memory::peak_rss_bytes(),
+            peak_device_bytes: backend.peak_bytes(),
+            estimated_bytes: plan.memory_need,
+        };
+        writeln!(log, "{}", serde_json::to_string(&summary)?)?;
         log.flush()?;
     }
     eprintln!("wrote {} after {} evaluations ({ms_per_eval:.1} ms each); {}", plan.output.display(), out.evaluations, final_losses(&saved_loss, &out.loss));
