@@ -91,8 +91,8 @@ pub fn geometric_sizes(n: usize, factor: f64, last: usize) -> Result<Vec<usize>>
 /// Scale sizes must be at least 1 and strictly increasing.
 pub fn check_increasing(sizes: &[usize]) -> Result<()> {
     ensure!(!sizes.is_empty(), "--scales must name at least one scale");
-    ensure!(sizes[0] >= 1, "scale sizes must be at least 1 pixel (got {:?})", sizes);
-    ensure!(sizes.windows(2).all(|p| p[0] < p[1]), "scale sizes must increase from one scale to the next (got {:?})", sizes);
+    ensure!(sizes[0] >= 1, "--scales: scale sizes must be at least 1 pixel (got {:?}; with --scale-factor: fewer scales or a smaller factor)", sizes);
+    ensure!(sizes.windows(2).all(|p| p[0] < p[1]), "--scales: scale sizes must increase from one scale to the next (got {:?})", sizes);
     Ok(())
 }
 
