@@ -16,6 +16,13 @@ pub struct LossParts {
     pub tv: f64,
 }
 
+/// As the progress lines and the final line print it: `1.2345e-1 (content 1.234e-2, style ...)`.
+impl std::fmt::Display for LossParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})", self.total, self.content, self.style, self.tv)
+    }
+}
+
 /// A preprocessed (h, w, 3) image.
 #[derive(Clone, Debug)]
 pub struct Image {

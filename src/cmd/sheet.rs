@@ -58,7 +58,7 @@ impl<'p> Cells<'p> {
         let (iters, print_iter) = (self.plan.iterations, self.plan.print_iter);
         let mut observer = |p: &Progress, _: Option<&[f32]>| -> Result<()> {
             let l = p.loss;
-            let text = format!("loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})", l.total, l.content, l.style, l.tv);
+            let text = format!("loss {l}");
             match &self.bar {
                 Some(bar) => {
                     bar.set_position((index * iters + p.iteration) as u64);

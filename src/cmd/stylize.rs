@@ -473,12 +473,11 @@ struct SummaryLine<'a> {
 /// The final line's losses: the saved image's, and the optimiser's last float objective where
 /// it differs (by more than 1e-4 relative: rounding to 8 bits alone moves the loss that much).
 pub fn final_losses(saved: &LossParts, optimizer: &LossParts) -> String {
-    let parts = |l: &LossParts| format!("{:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})", l.total, l.content, l.style, l.tv);
-    let line = format!("final loss {} of the saved image", parts(saved));
+    let line = format!("final loss {saved} of the saved image");
     if (saved.total - optimizer.total).abs() <= 1e-4 * optimizer.total.abs() {
         line
     } else {
-        format!("{line}; the optimiser's float image had {} (the saved image's loss is {:.3}x it)", parts(optimizer), saved.total / optimizer.total)
+        format!("{line}; the optimiser's float image had {optimizer} (the saved image's loss is {:.3}x it)", saved.total / optimizer.total)
     }
 }
 
@@ -643,7 +642,7 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
         if let Some(log) = log.as_mut() {
             log_line(log, p)?;
         }
-        let text = format!("loss {:.4e} (content {:.3e}, style {:.3e}, tv {:.3e})", l.total, l.content, l.style, l.tv);
+        let text = format!("loss {l}");
         match &bar {
             Some(bar) => {
                 bar.set_position(p.iteration as u64);
