@@ -237,12 +237,14 @@ pub fn without_earlier_results(inputs: &[PathBuf], output: &Path, ext: &str, lis
     // Start with every candidate set aside, then return each one that no remaining frame writes,
     // until none changes (each pass returns at least one, so at most `inputs.len()` passes).
     let mut aside: Vec<bool> = inputs.iter().map(|p| listed(p) && has_out_ext(p)).collect();
+    // The candidates' canonical paths, resolved once (not once per pass).
+    let candidates: Vec<Option<PathBuf>> = inputs.iter().zip(&aside).map(|(p, a)| a.then(|| canonical(p))).collect();
     loop {
         let frames: Vec<PathBuf> = inputs.iter().zip(&aside).filter(|(_, a)| !**a).map(|(p, _)| p.clone()).collect();
         let written: std::collections::HashSet<PathBuf> = substituted(&frames, output, ext)?.iter().map(|o| canonical(o)).collect();
         let mut changed = false;
-        for (p, a) in inputs.iter().zip(aside.iter_mut()) {
-            if *a && !written.contains(&canonical(p)) {
+        for (c, a) in candidates.iter().zip(aside.iter_mut()) {
+            if *a && !c.as_ref().is_some_and(|c| written.contains(c)) {
                 *a = false;
                 changed = true;
             }
