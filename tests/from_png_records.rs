@@ -7,12 +7,12 @@
 mod common;
 
 use common::png_chunks::{png_with_chunks, zlib_bomb, zlib_stored};
+use common::stderr;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_neural-style");
 const KEY: &str = "neural-style:settings";
 
 struct Env {
@@ -97,30 +97,10 @@ impl Env {
     /// `ulimit -v` at `limit_kb` (so that a gigabyte allocation fails instead of swapping the
     /// machine), killed after 120 s.
     fn from_png(&self, png: &Path, extra: &[&str], limit_kb: Option<u64>) -> Output {
-        let mut c = Command::new("sh");
-        let ulimit = limit_kb.map(|kb| format!("ulimit -v {kb}; ")).unwrap_or_default();
-        c.arg("-c").arg(format!("{ulimit}exec \"$0\" \"$@\"")).arg(BIN);
-        c.current_dir(self.dir.path())
-            .env_remove("NEURAL_STYLE_MODEL")
-            .env_remove("NEURAL_STYLE_MODEL_URL")
-            .env("TORCH_HOME", self.path("torch-home"))
-            .args(["--from-png", png.to_str().unwrap(), "--output-image", "out.png", "--save-iter", "0"])
-            .args(extra);
-        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let start = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if start.elapsed() > Duration::from_secs(120) {
-                child.kill().unwrap();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().unwrap()
+        let mut c = common::command_in(self.dir.path(), limit_kb);
+        c.args(["--from-png", png.to_str().unwrap(), "--output-image", "out.png", "--save-iter", "0"]).args(extra);
+        common::output_within(c, Duration::from_secs(120))
     }
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// One `error:` line naming the PNG, `--from-png` and each of `needles`; a non-zero exit that is

@@ -7,6 +7,7 @@
 mod common;
 
 use common::png_chunks::{png_with_chunks, zlib_bomb, zlib_stored};
+use common::state_file::RawState;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -203,34 +204,6 @@ mod state_seeds {
     }
 }
 
-/// A state file's tensors and record, to damage what `to_bytes` cannot write.
-struct Raw {
-    tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
-    record: serde_json::Value,
-}
-
-impl Raw {
-    fn parse(bytes: &[u8]) -> Raw {
-        let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
-        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
-        let record = serde_json::from_str(&meta.metadata().as_ref().unwrap()[neural_style::resume::META_KEY]).unwrap();
-        let mut tensors: Vec<_> = st.tensors().into_iter().map(|(n, t)| (n, t.dtype(), t.shape().to_vec(), t.data().to_vec())).collect();
-        tensors.sort_by(|a, b| a.0.cmp(&b.0));
-        Raw { tensors, record }
-    }
-    /// Sets the f64 at `k` of tensor `name`.
-    fn set_f64(mut self, name: &str, k: usize, v: f64) -> Raw {
-        let t = self.tensors.iter_mut().find(|t| t.0 == name).unwrap();
-        t.3[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn bytes(&self) -> Vec<u8> {
-        let views: Vec<_> = self.tensors.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())).collect();
-        let meta = std::collections::HashMap::from([(neural_style::resume::META_KEY.to_string(), self.record.to_string())]);
-        safetensors::serialize(views, Some(meta)).unwrap()
-    }
-}
-
 fn resume_seeds() -> Vec<(String, Vec<u8>)> {
     use neural_style::optim::lbfgs::LineSearch;
     use neural_style::resume::OptimizerState;
@@ -293,20 +266,20 @@ fn resume_seeds() -> Vec<(String, Vec<u8>)> {
         s.t += 1;
     }
     refused("adam_t", bytes(&a));
-    refused("inf_elapsed", Raw::parse(&f).set_f64("elapsed", 0, f64::INFINITY).bytes());
-    refused("huge_time", Raw::parse(&f).set_f64("history", 4, 1e300).bytes());
-    refused("negative_time", Raw::parse(&f).set_f64("history", 9, -1.0).bytes());
-    refused("nan_time", Raw::parse(&f).set_f64("history", 4, f64::NAN).bytes());
-    let mut r = Raw::parse(&f);
+    refused("inf_elapsed", RawState::parse(&f).set_f64("elapsed", 0, f64::INFINITY).bytes());
+    refused("huge_time", RawState::parse(&f).set_f64("history", 4, 1e300).bytes());
+    refused("negative_time", RawState::parse(&f).set_f64("history", 9, -1.0).bytes());
+    refused("nan_time", RawState::parse(&f).set_f64("history", 4, f64::NAN).bytes());
+    let mut r = RawState::parse(&f);
     r.record["evaluations"] = serde_json::json!(usize::MAX / 4);
     refused("evaluations_overflow", r.bytes());
-    let mut r = Raw::parse(&f);
+    let mut r = RawState::parse(&f);
     r.record["state"]["within"]["pairs"] = serde_json::json!(1usize << 40);
     refused("pairs_huge", r.bytes());
-    let mut r = Raw::parse(&f);
+    let mut r = RawState::parse(&f);
     r.record["format"] = serde_json::json!(2);
     refused("format_2", r.bytes());
-    let mut r = Raw::parse(&f);
+    let mut r = RawState::parse(&f);
     let x = r.tensors.iter().find(|t| t.0 == "x").unwrap().clone();
     r.tensors.push(("extra".into(), x.1, x.2, x.3));
     refused("extra_tensor", r.bytes());

@@ -6,35 +6,19 @@
 
 mod common;
 
-use common::{refused, stderr, Env};
+use common::{output_within, refused, stderr, Env};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 /// A tiny, fast run: 32 px, shallow layers, one iteration, CPU.
 const TINY: [&str; 10] = ["--image-size", "32", "--num-iterations", "1", "--device", "cpu", "--content-layers", "relu2_2", "--style-layers", "relu1_1,relu2_1"];
 
-/// Runs `c`, killing it after `limit` (a hang is a failure, not a stuck test).
-fn output_within(mut c: Command, limit: Duration) -> Output {
-    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            child.kill().unwrap();
-            let o = child.wait_with_output().unwrap();
-            panic!("still running after {limit:?}; stderr so far:\n{}", stderr(&o));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
-
 /// Under a 1.5 GB address-space limit (`ulimit -v`): an input that makes the program allocate
 /// gigabytes aborts or fails instead of passing.
 fn capped(env: &Env, args: &[&str]) -> Output {
-    let mut c = Command::new("sh");
-    c.current_dir(env.dir.path()).arg("-c").arg("ulimit -v 1500000 && exec \"$0\" \"$@\"").arg(common::BIN).args(args);
-    c.env_remove("NEURAL_STYLE_MODEL").env_remove("NEURAL_STYLE_MODEL_URL").env("TORCH_HOME", env.path("torch-home")).env("RAYON_NUM_THREADS", "2");
+    let mut c = common::command_in(env.dir.path(), Some(1_500_000));
+    c.args(args).env("RAYON_NUM_THREADS", "2");
     output_within(c, Duration::from_secs(120))
 }
 

@@ -3,9 +3,11 @@
 #![allow(dead_code)] // each test file uses a part
 
 pub mod png_chunks;
+pub mod state_file;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_neural-style");
 
@@ -22,15 +24,7 @@ impl Env {
     }
     /// The binary, run in the temp folder, with no model variables and no proxy.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.current_dir(self.dir.path())
-            .env_remove("NEURAL_STYLE_MODEL")
-            .env_remove("NEURAL_STYLE_MODEL_URL")
-            .env("TORCH_HOME", self.path("torch-home"));
-        for proxy in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
-            c.env_remove(proxy); // loopback requests must not go through a proxy
-        }
-        c
+        command_in(self.dir.path(), None)
     }
     /// Writes a w x h RGB PNG with some structure (folders made as needed).
     pub fn png(&self, name: &str, w: u32, h: u32) -> PathBuf {
@@ -39,6 +33,40 @@ impl Env {
         image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x * y) % 251) as u8])).save(&p).unwrap();
         p
     }
+}
+
+/// The binary, run in `dir`, with no model variables and no proxy (a user's cache cannot leak
+/// in); under `ulimit -v limit_kb` where given, so that an allocation of gigabytes fails
+/// instead of swapping the machine.
+pub fn command_in(dir: &Path, limit_kb: Option<u64>) -> Command {
+    let mut c = match limit_kb {
+        None => Command::new(BIN),
+        Some(kb) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c").arg(format!("ulimit -v {kb} && exec \"$0\" \"$@\"")).arg(BIN);
+            sh
+        }
+    };
+    c.current_dir(dir).env_remove("NEURAL_STYLE_MODEL").env_remove("NEURAL_STYLE_MODEL_URL").env("TORCH_HOME", dir.join("torch-home"));
+    for proxy in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        c.env_remove(proxy); // loopback requests must not go through a proxy
+    }
+    c
+}
+
+/// Runs `c`, killing it after `limit`: a hang is a failure, not a stuck test.
+pub fn output_within(mut c: Command, limit: Duration) -> Output {
+    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let o = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?}; stderr so far:\n{}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 pub fn stderr(o: &Output) -> String {
