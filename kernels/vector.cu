@@ -85,3 +85,28 @@ extern "C" __global__ void adam_step(float* __restrict__ param, const float* __r
     v[i] = vi;
     param[i] -= step * mi / (sqrtf(vi) / bc2_sqrt + eps);
 }
+
+// The pixel box of bounded optimisation: x is (h, w, 3) channels-last, so value i is channel
+// i % 3, bounded by [lo_c, hi_c] (the model convention's image of 0..255).
+__device__ __forceinline__ float per_channel(int c, float v0, float v1, float v2) { return c == 0 ? v0 : (c == 1 ? v1 : v2); }
+
+// x (h, w, 3) = clamp(x, lo, hi) per channel: fmaxf then fminf (a NaN becomes lo, as the CPU's
+// f32::max then min).
+extern "C" __global__ void project_to_box(float* __restrict__ x, int n, float lo0, float lo1, float lo2, float hi0,
+                                          float hi1, float hi2) {
+    const int i = blockIdx.x * NS_THREADS + threadIdx.x;
+    if (i >= n) return;
+    const int c = i % 3;
+    x[i] = fminf(fmaxf(x[i], per_channel(c, lo0, lo1, lo2)), per_channel(c, hi0, hi1, hi2));
+}
+
+// v (h, w, 3): v_i = 0 where it points out of the box at x_i (x_i <= lo and v_i < 0, or
+// x_i >= hi and v_i > 0).
+extern "C" __global__ void zero_outward(const float* __restrict__ x, float* __restrict__ v, int n, float lo0, float lo1,
+                                        float lo2, float hi0, float hi1, float hi2) {
+    const int i = blockIdx.x * NS_THREADS + threadIdx.x;
+    if (i >= n) return;
+    const int c = i % 3;
+    const float xi = x[i], vi = v[i];
+    if ((xi <= per_channel(c, lo0, lo1, lo2) && vi < 0.0f) || (xi >= per_channel(c, hi0, hi1, hi2) && vi > 0.0f)) v[i] = 0.0f;
+}

@@ -71,6 +71,22 @@ impl AdamStep {
     }
 }
 
+/// The box of displayable pixels in the model's convention, per channel of a channels-last
+/// `(h, w, 3)` image: value i belongs to channel i % 3. What bounded optimisation (issue 20) keeps
+/// every evaluated image inside, so that saving it clamps nothing (`Convention::pixel_box`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PixelBox {
+    pub lo: [f32; 3],
+    pub hi: [f32; 3],
+}
+
+impl PixelBox {
+    /// Whether x lies inside the box (NaN does not).
+    pub fn contains(&self, x: &[f32]) -> bool {
+        x.chunks_exact(3).all(|px| (0..3).all(|c| px[c] >= self.lo[c] && px[c] <= self.hi[c])) && x.len() % 3 == 0
+    }
+}
+
 /// Arithmetic used by the convolutions and Gram products. The CPU always computes in fp32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
 pub enum Precision {
@@ -207,6 +223,14 @@ pub trait Backend {
     fn scale(&self, alpha: f32, x: &mut Self::Buf) -> Result<()>;
     /// One Adam update of `param` from `grad`, with moment buffers m and v.
     fn adam_step(&self, step: AdamStep, param: &mut Self::Buf, grad: &Self::Buf, m: &mut Self::Buf, v: &mut Self::Buf) -> Result<()>;
+
+    // ---- the pixel box (bounded optimisation) ----------------------------------------------
+    /// x (h, w, 3) = clamp(x, lo, hi) per channel (a NaN becomes lo, as fmaxf makes it).
+    fn project_to_box(&self, bx: &PixelBox, x: &mut Self::Buf) -> Result<()>;
+    /// v (h, w, 3): zero the components that would take x (h, w, 3) out of the box, where x_i is
+    /// at (or past) lo and v_i < 0, or at (or past) hi and v_i > 0. Applied to -g it gives the
+    /// projected steepest descent; applied to a direction d, the part of d that can move.
+    fn zero_outward(&self, bx: &PixelBox, x: &Self::Buf, v: &mut Self::Buf) -> Result<()>;
 }
 
 /// `Backend::conv3x3_bwd_input_masked` as two ops: relu_bwd(y, dy), then conv3x3_bwd_input(dy).

@@ -70,7 +70,8 @@ pub fn run_evaluations<B: Backend>(backend: &B, vgg: &Vgg, size: usize, warmup: 
     let n = size * size * 3;
     let mut x = backend.upload(&Rng::new(3).normal_vec(n, 0.001))?;
     let mut g = backend.zeros(n)?;
-    let mut lbfgs = Lbfgs::new(backend, n, 100, 1.0)?;
+    // Unbounded: the same work as torch.optim.LBFGS, which the benchmark is compared with.
+    let mut lbfgs = Lbfgs::new(backend, n, 100, 1.0, None)?;
     let mut times_ms = Vec::new();
     let mut final_loss = 0.0;
     for k in 0..warmup + evals {

@@ -316,6 +316,9 @@ pub struct StyleArgs {
     /// Restart L-BFGS with a fresh history every N evaluations (0: never).
     #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = whole_number)]
     pub lbfgs_round: i64,
+    /// Optimise without bounds, as torch.optim.LBFGS and jcjohnson/neural-style do: values may leave the pixel range, and saving clamps them (default: every image the optimiser evaluates stays inside the pixel range, so the saved image is the one optimised).
+    #[arg(long)]
+    pub unbounded: bool,
     /// Seed of the random init and of the embedded model's weights.
     #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = whole_number)]
     pub seed: i64,

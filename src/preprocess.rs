@@ -1,6 +1,7 @@
 //! The two input conventions of VGG weights. Images inside the crate are `(h, w, 3)` f32,
 //! preprocessed; 8-bit RGB goes in and comes out only at the edges (image_io).
 
+use crate::backend::PixelBox;
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
@@ -49,6 +50,15 @@ impl Convention {
         out
     }
 
+    /// The box of displayable pixels in this convention: per network channel, the preprocessed
+    /// images of the pixel values 0 and 255, computed by `preprocess`'s own arithmetic so that every
+    /// saved image maps inside it and its bounds deprocess to 0 and 255.
+    pub fn pixel_box(&self) -> PixelBox {
+        let black = self.preprocess(&[0, 0, 0]);
+        let white = self.preprocess(&[255, 255, 255]);
+        PixelBox { lo: [black[0], black[1], black[2]], hi: [white[0], white[1], white[2]] }
+    }
+
     /// Network input (h, w, 3) -> 8-bit RGB, clamped and rounded to nearest.
     pub fn deprocess(&self, x: &[f32]) -> Vec<u8> {
         let mut out = vec![0u8; x.len()];
@@ -68,6 +78,25 @@ impl Convention {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pixel_box_is_the_image_of_black_and_white_and_deprocesses_to_them() {
+        for conv in [Convention::Torchvision, Convention::Caffe] {
+            let bx = conv.pixel_box();
+            assert!((0..3).all(|c| bx.lo[c] < bx.hi[c]), "{conv:?}: {bx:?}");
+            assert_eq!(conv.deprocess(&bx.lo), [0, 0, 0], "{conv:?}");
+            assert_eq!(conv.deprocess(&bx.hi), [255, 255, 255], "{conv:?}");
+            // Every 8-bit value lands inside it, and just outside it is outside.
+            let all: Vec<u8> = (0..=255u8).flat_map(|v| [v, 255 - v, v / 2]).collect();
+            assert!(bx.contains(&conv.preprocess(&all)), "{conv:?}");
+            let below = [bx.lo[0] - 1e-3, bx.lo[1], bx.lo[2]];
+            assert!(!bx.contains(&below) && !bx.contains(&[f32::NAN, 0.0, 0.0]), "{conv:?}");
+        }
+        // Caffe: BGR minus the mean pixel.
+        let bx = Convention::Caffe.pixel_box();
+        assert_eq!(bx.lo, [-103.939, -116.779, -123.68]);
+        assert_eq!(bx.hi, [255.0 - 103.939, 255.0 - 116.779, 255.0 - 123.68]);
+    }
 
     #[test]
     fn parses_both_names_and_refuses_others() {

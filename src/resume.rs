@@ -3,7 +3,8 @@
 //!
 //! The file is a safetensors file: the image `x`, the gradient `g` where the optimiser needs it,
 //! the optimiser's vectors (L-BFGS: `lbfgs.d`, `lbfgs.prev_g`, the curvature pairs `lbfgs.y.K`,
-//! `lbfgs.s.K` and their `lbfgs.rho`, and `lbfgs.scalars` = [h_diag, t, f]; Adam: `adam.m`,
+//! `lbfgs.s.K` and their `lbfgs.rho`, `lbfgs.scalars` = [h_diag, t, f], and a bounded run's
+//! `lbfgs.prev_x`, the point the last direction was computed at; Adam: `adam.m`,
 //! `adam.v`), every evaluation's losses (`history`, (total, content, style, tv, seconds into
 //! the run) each), all as little-endian f32 / f64 so that nothing is rounded, and one JSON
 //! metadata record under the key `neural-style:resume`: the [`Header`] that names the run (its
@@ -12,6 +13,7 @@
 //! Its size: a few image-sized vectors, plus two per L-BFGS curvature pair, so with L-BFGS's
 //! default history of 100 it is about 200 times the image as f32 (a 512x384 image: ~470 MB).
 
+use crate::backend::PixelBox;
 use crate::objective::LossParts;
 use crate::optim::adam::AdamState;
 use crate::optim::lbfgs::{LbfgsState, LineSearch, Minimized};
@@ -172,6 +174,9 @@ pub fn to_bytes(header: &Header, state: &RunState) -> Result<Vec<u8>> {
                     f32s("g".into(), &r.g);
                     f32s("lbfgs.d".into(), &r.optimizer.d);
                     f32s("lbfgs.prev_g".into(), &r.optimizer.prev_g);
+                    if !r.optimizer.prev_x.is_empty() {
+                        f32s("lbfgs.prev_x".into(), &r.optimizer.prev_x);
+                    }
                     for (k, (y, s, _)) in r.optimizer.pairs.iter().enumerate() {
                         f32s(format!("lbfgs.y.{k:04}"), y);
                         f32s(format!("lbfgs.s.{k:04}"), s);
@@ -306,8 +311,10 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Header, RunState)> {
                     }
                     let scalars = f64s("lbfgs.scalars", 1)?;
                     let &[h_diag, t, f] = scalars.as_slice() else { bail!("a damaged state file: lbfgs.scalars holds {} values, not 3", scalars.len()) };
+                    // A bounded run's (issue 20); an unbounded run's state has none.
+                    let prev_x = if st.names().contains(&"lbfgs.prev_x") { sized("lbfgs.prev_x")? } else { Vec::new() };
                     Some(LbfgsRound {
-                        optimizer: LbfgsState { pairs, h_diag, d: sized("lbfgs.d")?, prev_g: sized("lbfgs.prev_g")?, t, iteration: r.iteration },
+                        optimizer: LbfgsState { pairs, h_diag, d: sized("lbfgs.d")?, prev_g: sized("lbfgs.prev_g")?, t, iteration: r.iteration, prev_x },
                         minimized: Minimized { evaluations: r.evaluations, final_evaluation: r.final_evaluation, f, stopped: true },
                         g: sized("g")?,
                     })
@@ -408,6 +415,9 @@ impl RunState {
                     check_values("g (the gradient)", &r.g, n, f32::MAX)?;
                     check_values("lbfgs.d", &o.d, n, f32::MAX)?;
                     check_values("lbfgs.prev_g", &o.prev_g, n, f32::MAX)?;
+                    if !o.prev_x.is_empty() {
+                        check_values("lbfgs.prev_x", &o.prev_x, n, MAX_PIXEL)?;
+                    }
                     for (k, (y, s, rho)) in o.pairs.iter().enumerate() {
                         check_values(&format!("lbfgs.y.{k:04}"), y, n, f32::MAX)?;
                         check_values(&format!("lbfgs.s.{k:04}"), s, n, f32::MAX)?;
@@ -458,6 +468,38 @@ impl RunState {
                     Some(&Optimizer::Adam { learning_rate }) => MAX_PIXEL + 10.0 * learning_rate * a.t as f32,
                 };
                 check_values("x (the image)", &self.x, n, bound)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RunState {
+    /// Checks the state against the run's bounds (`Job::bounds`): a bounded run's image (and
+    /// L-BFGS's prev_x, which a bounded state has and an unbounded one has not) lies inside the
+    /// box, since every point such a run reaches does.
+    pub fn validate_bounds(&self, bounds: Option<&PixelBox>) -> Result<()> {
+        let prev_x = match &self.optimizer {
+            OptimizerState::Lbfgs { within: Some(r), .. } => Some((&r.optimizer.prev_x, r.optimizer.iteration)),
+            _ => None,
+        };
+        let Some(pixel_box) = bounds else {
+            if let Some((p, _)) = prev_x {
+                ensure!(p.is_empty(), "the state is a bounded run's (it has lbfgs.prev_x); this run is --unbounded");
+            }
+            return Ok(());
+        };
+        let outside = |name: &str, v: &[f32]| -> Result<()> {
+            if let Some(k) = v.iter().enumerate().position(|(k, x)| !(*x >= pixel_box.lo[k % 3] && *x <= pixel_box.hi[k % 3])) {
+                bail!("{name}[{k}] is {}, outside the pixel box [{}, {}] a bounded run stays in", v[k], pixel_box.lo[k % 3], pixel_box.hi[k % 3]);
+            }
+            Ok(())
+        };
+        outside("x (the image)", &self.x)?;
+        if let Some((p, iteration)) = prev_x {
+            ensure!(!p.is_empty(), "the state is an unbounded run's (it has no lbfgs.prev_x); this run is bounded (add --unbounded to go on with it)");
+            if iteration > 0 {
+                outside("lbfgs.prev_x", p)?;
             }
         }
         Ok(())

@@ -1,6 +1,6 @@
 //! The optimisation loop, written once against `Backend`.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, PixelBox};
 use crate::model::Vgg;
 use crate::objective::{Image, LossParts, Objective, ObjectiveSpec};
 use crate::optim::lbfgs::LineSearch;
@@ -48,6 +48,10 @@ pub struct Job {
     pub seed: u64,
     /// Hand the current image to the observer every this many iterations (0: never).
     pub snapshot_every: usize,
+    /// Keep every evaluated image inside this box (the model convention's displayable pixels,
+    /// `Convention::pixel_box`), so that saving clamps nothing (issue 20); None optimises
+    /// unbounded and saving clamps, as torch.optim.LBFGS and jcjohnson/neural-style do.
+    pub bounds: Option<PixelBox>,
 }
 
 /// One iteration, as the observer sees it.
@@ -170,6 +174,10 @@ pub fn optimize_from<B: Backend>(
         }
     };
     let mut x = backend.upload(&init)?;
+    if let Some(pixel_box) = &job.bounds {
+        // The start inside the box (a resumed x is there already: projecting it again is a no-op).
+        backend.project_to_box(pixel_box, &mut x)?;
+    }
     let mut g = backend.zeros(n)?;
     let start = Instant::now();
     // Run time before this call (earlier sessions of a resumed run).
@@ -237,14 +245,14 @@ pub fn optimize_from<B: Backend>(
                         // A round that made its whole budget has ended: going on would never stop.
                         ensure!(r.minimized.evaluations < budget, "the saved L-BFGS round made {} evaluations, not fewer than its {budget}", r.minimized.evaluations);
                         g = backend.upload(&r.g)?;
-                        (Lbfgs::import(backend, n, history, 1.0, &r.optimizer)?, Some(r.minimized))
+                        (Lbfgs::import(backend, n, history, 1.0, job.bounds, &r.optimizer)?, Some(r.minimized))
                     }
                     None => {
                         if stop() {
                             stopped = Some(OptimizerState::Lbfgs { round_start: done, within: None });
                             break;
                         }
-                        (Lbfgs::new(backend, n, history, 1.0)?, None)
+                        (Lbfgs::new(backend, n, history, 1.0, job.bounds)?, None)
                     }
                 };
                 let r = lbfgs.minimize_from(backend, line_search, &mut x, &mut g, budget, resumed, stop, &mut evaluate)?;
@@ -262,10 +270,10 @@ pub fn optimize_from<B: Backend>(
         }
         Optimizer::Adam { learning_rate } => {
             let mut adam = match from.map(|s| &s.optimizer) {
-                None => Adam::new(backend, n, learning_rate)?,
+                None => Adam::new(backend, n, learning_rate, job.bounds)?,
                 Some(OptimizerState::Adam(state)) => {
                     ensure!(state.t as usize == done_before, "the saved Adam state does not match its loss history");
-                    Adam::import(backend, n, learning_rate, state)?
+                    Adam::import(backend, n, learning_rate, job.bounds, state)?
                 }
                 Some(OptimizerState::Lbfgs { .. }) => bail!("the saved state is L-BFGS's; this run uses Adam"),
             };

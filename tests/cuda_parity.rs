@@ -681,6 +681,7 @@ fn lbfgs_job(iterations: usize) -> Job {
         iterations,
         seed: 3,
         snapshot_every: 0,
+        bounds: None,
     }
 }
 

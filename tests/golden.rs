@@ -12,7 +12,7 @@
 //! 2.8e-4 up to the 10th, 1.7e-3 after (average pooling).
 //! The tests print their errors (`cargo test --release --test golden -- --nocapture`).
 
-use neural_style::backend::{AdamStep, Backend, ConvShape, PoolKind, PoolShape};
+use neural_style::backend::{AdamStep, PixelBox, Backend, ConvShape, PoolKind, PoolShape};
 use neural_style::cpu::conv;
 use neural_style::network::{layer_shapes, Network};
 use neural_style::{model, stylize, Convention, CpuBackend, Image, Init, Job, Objective, ObjectiveSpec, Optimizer, Vgg};
@@ -243,6 +243,7 @@ fn lbfgs_run<B: Backend<Buf = Vec<f32>>>(be: &B, g: &Golden, vgg: &Vgg, pooling:
         iterations: 20,
         seed: 0,
         snapshot_every: 0,
+        bounds: None,
     };
     let mut losses = Vec::new();
     let out = stylize(be, vgg, &job, &mut |pr, _| {
@@ -369,6 +370,8 @@ impl Backend for OtherOrder {
     fn axpy(&self, a: f32, x: &Buf, y: &mut Buf) -> anyhow::Result<()> { self.cpu.axpy(a, x, y) }
     fn scale(&self, a: f32, x: &mut Buf) -> anyhow::Result<()> { self.cpu.scale(a, x) }
     fn adam_step(&self, s: AdamStep, p: &mut Buf, g: &Buf, m: &mut Buf, v: &mut Buf) -> anyhow::Result<()> { self.cpu.adam_step(s, p, g, m, v) }
+    fn project_to_box(&self, b: &PixelBox, x: &mut Buf) -> anyhow::Result<()> { self.cpu.project_to_box(b, x) }
+    fn zero_outward(&self, b: &PixelBox, x: &Buf, v: &mut Buf) -> anyhow::Result<()> { self.cpu.zero_outward(b, x, v) }
 }
 
 /// Why `loss_tolerance` holds average pooling's evaluations 3-10 to 5e-4 and not to PyTorch's

@@ -156,7 +156,7 @@ fn minimize_with_final(
     let mut losses = Vec::new();
     let mut points = Vec::new();
     let mut polls = 0;
-    let r = Lbfgs::new(&be, n, history, lr)
+    let r = Lbfgs::new(&be, n, history, lr, None)
         .unwrap()
         .minimize_from(
             &be,
@@ -293,7 +293,7 @@ fn a_budget_of_no_evaluations_evaluates_nothing() {
         let mut x = vec![1.0f32, -2.0];
         let mut g = vec![0.0f32; 2];
         let mut calls = 0;
-        let r = Lbfgs::new(&be, 2, 10, 1.0)
+        let r = Lbfgs::new(&be, 2, 10, 1.0, None)
             .unwrap()
             .minimize(&be, line_search, &mut x, &mut g, 0, &mut |_: &Vec<f32>, g: &mut Vec<f32>| {
                 calls += 1;

@@ -71,7 +71,7 @@ fn lbfgs_tracks_torch_evaluation_by_evaluation() {
         let mut x = start(function, n);
         let mut g = vec![0.0f32; n];
         let mut got = Vec::new();
-        let r = Lbfgs::new(&be, n, history, 1.0)
+        let r = Lbfgs::new(&be, n, history, 1.0, None)
             .unwrap()
             .minimize(&be, line_search, &mut x, &mut g, want.len(), &mut |x: &Vec<f32>, g: &mut Vec<f32>| {
                 let f = eval(function, x, g);

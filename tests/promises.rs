@@ -238,6 +238,7 @@ fn adam_runs_as_torch_optim_adam() {
         iterations: steps,
         seed: 0,
         snapshot_every: 0,
+        bounds: None,
     };
     let mut losses = Vec::new();
     let out = stylize(&be, &vgg, &job, &mut |p, _| {

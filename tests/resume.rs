@@ -36,6 +36,7 @@ fn setup() -> (Vgg, Job) {
         iterations: 0,
         seed: 3,
         snapshot_every: 0,
+        bounds: None,
     };
     (vgg, job)
 }

@@ -7,7 +7,7 @@
 //! reference the naive conv (one product at a time in f32). Measured worst case in this file:
 //! printed with `--nocapture`; see PERFORMANCE.md for the numbers.
 
-use neural_style::backend::{AdamStep, Backend, ConvShape, PoolKind, PoolShape};
+use neural_style::backend::{AdamStep, PixelBox, Backend, ConvShape, PoolKind, PoolShape};
 use neural_style::cpu::{conv, winograd};
 use neural_style::rng::Rng;
 use neural_style::CpuBackend;
@@ -204,6 +204,8 @@ impl Backend for DirectCpu {
     fn axpy(&self, a: f32, x: &Buf, y: &mut Buf) -> anyhow::Result<()> { self.0.axpy(a, x, y) }
     fn scale(&self, a: f32, x: &mut Buf) -> anyhow::Result<()> { self.0.scale(a, x) }
     fn adam_step(&self, s: AdamStep, p: &mut Buf, g: &Buf, m: &mut Buf, v: &mut Buf) -> anyhow::Result<()> { self.0.adam_step(s, p, g, m, v) }
+    fn project_to_box(&self, b: &PixelBox, x: &mut Buf) -> anyhow::Result<()> { self.0.project_to_box(b, x) }
+    fn zero_outward(&self, b: &PixelBox, x: &Buf, v: &mut Buf) -> anyhow::Result<()> { self.0.zero_outward(b, x, v) }
 }
 
 /// Quality: the full-width VGG-19 (random weights, every conv but conv1_1 on Winograd down to
@@ -232,6 +234,7 @@ fn objective_after_100_lbfgs_iterations_matches_the_direct_path() {
         iterations: 100,
         seed: 0,
         snapshot_every: 0,
+        bounds: None,
     };
     let wino = stylize(&CpuBackend::new(), &vgg, &job, &mut |_, _| Ok(())).unwrap().loss.total;
     let direct = stylize(&DirectCpu(CpuBackend::new()), &vgg, &job, &mut |_, _| Ok(())).unwrap().loss.total;

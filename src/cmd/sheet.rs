@@ -232,7 +232,7 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser;
-    use neural_style::backend::{AdamStep, ConvShape, PoolKind, PoolShape};
+    use neural_style::backend::{AdamStep, PixelBox, ConvShape, PoolKind, PoolShape};
     use std::cell::Cell as Counter;
 
     /// The CPU backend, counting the buffers uploaded: the network's weights and each image
@@ -269,6 +269,8 @@ mod tests {
         fn axpy(&self, a: f32, x: &Buf, y: &mut Buf) -> Result<()> { self.0.axpy(a, x, y) }
         fn scale(&self, a: f32, x: &mut Buf) -> Result<()> { self.0.scale(a, x) }
         fn adam_step(&self, s: AdamStep, p: &mut Buf, g: &Buf, m: &mut Buf, v: &mut Buf) -> Result<()> { self.0.adam_step(s, p, g, m, v) }
+        fn project_to_box(&self, b: &PixelBox, x: &mut Buf) -> Result<()> { self.0.project_to_box(b, x) }
+        fn zero_outward(&self, b: &PixelBox, x: &Buf, v: &mut Buf) -> Result<()> { self.0.zero_outward(b, x, v) }
     }
 
     /// A plan for `sub` over tiny procedural inputs in `dir`, with `styles` style images.

@@ -56,6 +56,8 @@ pub struct Plan {
     pub convention: Convention,
     pub spec: ObjectiveSpec,
     pub optimizer: Optimizer,
+    /// The pixel box every evaluated image stays in (None: --unbounded).
+    pub bounds: Option<neural_style::backend::PixelBox>,
     pub iterations: usize,
     pub print_iter: usize,
     pub save_iter: usize,
@@ -340,6 +342,7 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
         convention,
         spec,
         optimizer,
+        bounds: (!a.unbounded).then(|| convention.pixel_box()),
         iterations,
         print_iter,
         save_iter,
@@ -432,6 +435,7 @@ pub fn job(plan: &Plan) -> Job {
         iterations: plan.iterations,
         seed: plan.seed,
         snapshot_every: plan.save_iter,
+        bounds: plan.bounds,
     }
 }
 
@@ -538,6 +542,7 @@ fn load_state(plan: &Plan, job: &Job) -> Result<Option<resume::RunState>> {
     header.check(&expected).with_context(|| format!("--resume {}", path.display()))?;
     // Every value and counter against this run's size, budget and optimiser settings.
     state.validate(&expected, Some(&job.optimizer)).with_context(|| format!("--resume {}", path.display()))?;
+    state.validate_bounds(job.bounds.as_ref()).with_context(|| format!("--resume {}", path.display()))?;
     Ok(Some(state))
 }
 

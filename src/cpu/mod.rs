@@ -7,7 +7,7 @@ pub mod pool;
 pub mod vector;
 pub mod winograd;
 
-use crate::backend::{AdamStep, Backend, ConvShape, PoolKind, PoolShape};
+use crate::backend::{AdamStep, Backend, ConvShape, PixelBox, PoolKind, PoolShape};
 use anyhow::Result;
 
 #[derive(Default)]
@@ -216,6 +216,16 @@ impl Backend for CpuBackend {
     }
     fn adam_step(&self, step: AdamStep, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>) -> Result<()> {
         vector::adam_step(step, param, grad, m, v);
+        Ok(())
+    }
+
+    fn project_to_box(&self, bx: &PixelBox, x: &mut Vec<f32>) -> Result<()> {
+        vector::project_to_box(bx, x);
+        Ok(())
+    }
+    fn zero_outward(&self, bx: &PixelBox, x: &Vec<f32>, v: &mut Vec<f32>) -> Result<()> {
+        anyhow::ensure!(x.len() == v.len(), "zero_outward: lengths differ");
+        vector::zero_outward(bx, x, v);
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! Vector ops for the optimisers.  Mirrors kernels/vector.cu.
 //! Reductions sum fixed-size chunks in f64, then the chunk sums in order: deterministic.
 
-use crate::backend::AdamStep;
+use crate::backend::{AdamStep, PixelBox};
 use rayon::prelude::*;
 
 const CHUNK: usize = 16384;
@@ -70,3 +70,33 @@ pub fn adam_step(s: AdamStep, param: &mut [f32], grad: &[f32], m: &mut [f32], v:
             }
         });
 }
+
+/// x = clamp(x, lo, hi) per channel (channels-last, 3 channels; chunks are a multiple of 3 so
+/// that i % 3 is the channel within each). max then min, as the kernel's fmaxf then fminf: a
+/// NaN becomes lo.
+pub fn project_to_box(bx: &PixelBox, x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK3).for_each(|x| {
+        for px in x.chunks_mut(3) {
+            for (c, v) in px.iter_mut().enumerate() {
+                *v = v.max(bx.lo[c]).min(bx.hi[c]);
+            }
+        }
+    });
+}
+
+/// v_i = 0 where it points out of the box at x_i: x_i <= lo and v_i < 0, or x_i >= hi and v_i > 0.
+pub fn zero_outward(bx: &PixelBox, x: &[f32], v: &mut [f32]) {
+    assert_eq!(x.len(), v.len());
+    v.par_chunks_mut(CHUNK3).zip(x.par_chunks(CHUNK3)).for_each(|(v, x)| {
+        for (vp, xp) in v.chunks_mut(3).zip(x.chunks(3)) {
+            for (c, (v, &x)) in vp.iter_mut().zip(xp).enumerate() {
+                if (x <= bx.lo[c] && *v < 0.0) || (x >= bx.hi[c] && *v > 0.0) {
+                    *v = 0.0;
+                }
+            }
+        }
+    });
+}
+
+/// CHUNK rounded down to whole pixels, for the per-channel ops.
+const CHUNK3: usize = CHUNK / 3 * 3;

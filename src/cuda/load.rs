@@ -76,6 +76,8 @@ pub(super) struct Kernels {
     pub(super) axpy: CudaFunction,
     pub(super) scale: CudaFunction,
     pub(super) adam_step: CudaFunction,
+    pub(super) project_to_box: CudaFunction,
+    pub(super) zero_outward: CudaFunction,
 }
 
 impl Kernels {
@@ -134,6 +136,8 @@ impl Kernels {
             axpy: f(&vector, "axpy")?,
             scale: f(&vector, "scale")?,
             adam_step: f(&vector, "adam_step")?,
+            project_to_box: f(&vector, "project_to_box")?,
+            zero_outward: f(&vector, "zero_outward")?,
         };
         if gemm == Gemm::Mma {
             // The fast path replaces the four GEMM kernels and the Gram's reduce (its mirror rule

@@ -17,7 +17,7 @@ mod loss;
 mod pool;
 mod vector;
 
-use crate::backend::{AdamStep, Backend, ConvShape, OutOfDeviceMemory, PoolKind, PoolShape, Precision};
+use crate::backend::{AdamStep, Backend, ConvShape, OutOfDeviceMemory, PixelBox, PoolKind, PoolShape, Precision};
 use anyhow::{anyhow, bail, ensure, Result};
 use cudarc::driver::sys::cudaError_enum;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchArgs, LaunchConfig, PushKernelArg};
@@ -410,6 +410,13 @@ impl Backend for CudaBackend {
     }
     fn adam_step(&self, s: AdamStep, param: &mut CudaSlice<f32>, grad: &CudaSlice<f32>, m: &mut CudaSlice<f32>, v: &mut CudaSlice<f32>) -> Result<()> {
         vector::adam_step(self, s, param, grad, m, v)
+    }
+
+    fn project_to_box(&self, bx: &PixelBox, x: &mut CudaSlice<f32>) -> Result<()> {
+        vector::project_to_box(self, bx, x)
+    }
+    fn zero_outward(&self, bx: &PixelBox, x: &CudaSlice<f32>, v: &mut CudaSlice<f32>) -> Result<()> {
+        vector::zero_outward(self, bx, x, v)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::launch::{grid_1d, reduce_blocks, THREADS};
 use super::{i32_of, CudaBackend};
-use crate::backend::{scales, AdamStep};
+use crate::backend::{scales, AdamStep, PixelBox};
 use anyhow::{ensure, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
@@ -69,5 +69,24 @@ pub(super) fn adam_step(gpu: &CudaBackend, s: AdamStep, param: &mut CudaSlice<f3
     let mut l = gpu.stream.launch_builder(&gpu.k.adam_step);
     l.arg(param).arg(grad).arg(m).arg(v).arg(&n).arg(&s.beta1).arg(&s.beta2).arg(&s.eps).arg(&step).arg(&bc2_sqrt);
     gpu.launch(&mut l, "adam_step", cfg, || format!("n {n}"))?;
+    Ok(())
+}
+
+pub(super) fn project_to_box(gpu: &CudaBackend, bx: &PixelBox, x: &mut CudaSlice<f32>) -> Result<()> {
+    let n = i32_of(x.len(), "n")?;
+    let cfg = grid_1d(x.len());
+    let mut l = gpu.stream.launch_builder(&gpu.k.project_to_box);
+    l.arg(x).arg(&n).arg(&bx.lo[0]).arg(&bx.lo[1]).arg(&bx.lo[2]).arg(&bx.hi[0]).arg(&bx.hi[1]).arg(&bx.hi[2]);
+    gpu.launch(&mut l, "project_to_box", cfg, || format!("n {n}"))?;
+    Ok(())
+}
+
+pub(super) fn zero_outward(gpu: &CudaBackend, bx: &PixelBox, x: &CudaSlice<f32>, v: &mut CudaSlice<f32>) -> Result<()> {
+    ensure!(x.len() == v.len(), "zero_outward: lengths differ");
+    let n = i32_of(v.len(), "n")?;
+    let cfg = grid_1d(v.len());
+    let mut l = gpu.stream.launch_builder(&gpu.k.zero_outward);
+    l.arg(x).arg(v).arg(&n).arg(&bx.lo[0]).arg(&bx.lo[1]).arg(&bx.lo[2]).arg(&bx.hi[0]).arg(&bx.hi[1]).arg(&bx.hi[2]);
+    gpu.launch(&mut l, "zero_outward", cfg, || format!("n {n}"))?;
     Ok(())
 }

@@ -11,8 +11,22 @@
 //!
 //! A run can stop between two iterations and go on later bit for bit (`minimize_from` with a
 //! stop test; `export` / `import` carry the optimiser's state through the host).
+//!
+//! Bounded (issue 20; `bounds` given): every iterate stays in the pixel box, so the image saved is
+//! the image optimised. A projected L-BFGS over the free variables (in the manner of Kim, Sra and
+//! Dhillon 2010's projected quasi-Newton):
+//! - the two-loop recursion starts from the projected steepest descent (-g with the components
+//!   that push a value at its bound outward zeroed), and its result is cut the same way, so the
+//!   direction never pushes a value at a bound outward; where that is not a descent direction the
+//!   projected steepest descent is taken instead;
+//! - each trial point is projected, x = P(x0 + t d), so every evaluated image lies in the box;
+//! - the curvature pair is the step actually taken, s = x - x_prev (shorter than t d where the
+//!   projection cut it), so the pairs describe the function along the path it followed;
+//! - the strong-Wolfe search works on φ(t) = f(P(x0 + t d)), whose slope at t is gᵀd over the
+//!   components of d that still move there.
+//! Without bounds every op is the unbounded one above, bit for bit (the torch goldens check it).
 
-use crate::backend::Backend;
+use crate::backend::{Backend, PixelBox};
 use anyhow::{ensure, Result};
 use std::collections::VecDeque;
 
@@ -28,6 +42,14 @@ pub struct Lbfgs<B: Backend> {
     iteration: usize,
     /// Dropped pairs' buffers, reused for new ones.
     spare: Vec<B::Buf>,
+    bounded: Option<Bounded<B>>,
+}
+
+/// A bounded L-BFGS's box, and the point the last direction was computed at (the start of the
+/// step whose s = x - prev_x the next direction pairs with y).
+struct Bounded<B: Backend> {
+    pixel_box: PixelBox,
+    prev_x: B::Buf,
 }
 
 /// The evaluation `minimize` calls: writes the gradient at x into g and returns the loss.
@@ -47,6 +69,8 @@ pub struct LbfgsState {
     pub t: f64,
     /// Directions computed so far.
     pub iteration: usize,
+    /// A bounded run's `prev_x` (the point the last direction was computed at); empty unbounded.
+    pub prev_x: Vec<f32>,
 }
 
 /// What `step` did.
@@ -84,7 +108,13 @@ pub struct Minimized {
 }
 
 impl<B: Backend> Lbfgs<B> {
-    pub fn new(backend: &B, n: usize, history: usize, lr: f32) -> Result<Self> {
+    /// An L-BFGS over `n` values; with `bounds`, one that keeps every iterate inside the box
+    /// (the caller starts it from a point inside).
+    pub fn new(backend: &B, n: usize, history: usize, lr: f32, bounds: Option<PixelBox>) -> Result<Self> {
+        let bounded = match bounds {
+            Some(pixel_box) => Some(Bounded { pixel_box, prev_x: backend.zeros(n)? }),
+            None => None,
+        };
         Ok(Lbfgs {
             lr,
             history: history.max(1),
@@ -95,6 +125,7 @@ impl<B: Backend> Lbfgs<B> {
             t: 0.0,
             iteration: 0,
             spare: Vec::new(),
+            bounded,
         })
     }
 
@@ -104,17 +135,32 @@ impl<B: Backend> Lbfgs<B> {
         for (y, s, rho) in &self.pairs {
             pairs.push((backend.download(y)?, backend.download(s)?, *rho));
         }
-        Ok(LbfgsState { pairs, h_diag: self.h_diag, d: backend.download(&self.d)?, prev_g: backend.download(&self.prev_g)?, t: self.t, iteration: self.iteration })
+        let prev_x = match &self.bounded {
+            Some(b) => backend.download(&b.prev_x)?,
+            None => Vec::new(),
+        };
+        Ok(LbfgsState { pairs, h_diag: self.h_diag, d: backend.download(&self.d)?, prev_g: backend.download(&self.prev_g)?, t: self.t, iteration: self.iteration, prev_x })
     }
 
-    /// An L-BFGS over `n` values that goes on from `state` exactly as the exported one would.
-    pub fn import(backend: &B, n: usize, history: usize, lr: f32, state: &LbfgsState) -> Result<Self> {
+    /// An L-BFGS over `n` values that goes on from `state` exactly as the exported one would
+    /// (bounded or not as that one was: `bounds` must agree with whether the state has prev_x).
+    pub fn import(backend: &B, n: usize, history: usize, lr: f32, bounds: Option<PixelBox>, state: &LbfgsState) -> Result<Self> {
         let history = history.max(1);
         ensure!(state.pairs.len() <= history, "the saved L-BFGS state has {} curvature pairs, more than the history of {history}", state.pairs.len());
         ensure!(
             state.d.len() == n && state.prev_g.len() == n && state.pairs.iter().all(|(y, s, _)| y.len() == n && s.len() == n),
             "the saved L-BFGS vectors do not have the image's {n} values"
         );
+        let bounded = match bounds {
+            Some(pixel_box) => {
+                ensure!(state.prev_x.len() == n, "the saved L-BFGS state is an unbounded run's (it has no prev_x); this run is bounded");
+                Some(Bounded { pixel_box, prev_x: backend.upload(&state.prev_x)? })
+            }
+            None => {
+                ensure!(state.prev_x.is_empty(), "the saved L-BFGS state is a bounded run's (it has prev_x); this run is --unbounded");
+                None
+            }
+        };
         let mut pairs = VecDeque::with_capacity(state.pairs.len());
         for (y, s, rho) in &state.pairs {
             pairs.push_back((backend.upload(y)?, backend.upload(s)?, *rho));
@@ -129,6 +175,7 @@ impl<B: Backend> Lbfgs<B> {
             t: state.t,
             iteration: state.iteration,
             spare: Vec::new(),
+            bounded,
         })
     }
 
@@ -142,32 +189,42 @@ impl<B: Backend> Lbfgs<B> {
     /// Given the gradient g at x (just evaluated), moves x one step. The caller then evaluates
     /// the new x and calls `step` again.
     pub fn step(&mut self, backend: &B, x: &mut B::Buf, g: &B::Buf) -> Result<StepOutcome> {
-        if !is_descent(self.direction(backend, g)?) {
+        if !is_descent(self.direction(backend, x, g)?) {
             return Ok(StepOutcome::NotDescent);
         }
         backend.axpy(self.t as f32, &self.d, x)?;
+        if let Some(b) = &self.bounded {
+            backend.project_to_box(&b.pixel_box, x)?;
+        }
         Ok(StepOutcome::Moved)
     }
 
-    /// The search direction d for gradient g (the two-loop recursion over the kept pairs, after
-    /// adding the pair of the last step), the first trial step t, and gᵀd, which is returned.
-    fn direction(&mut self, backend: &B, g: &B::Buf) -> Result<f64> {
+    /// The search direction d for gradient g at x (the two-loop recursion over the kept pairs,
+    /// after adding the pair of the last step), the first trial step t, and gᵀd, which is returned.
+    fn direction(&mut self, backend: &B, x: &B::Buf, g: &B::Buf) -> Result<f64> {
         let n = backend.len(g);
         self.iteration += 1;
         // gᵀd, when the two-loop recursion computed it with its last step.
         let mut gtd = None;
         if self.iteration == 1 {
-            backend.copy(g, &mut self.d)?;
-            backend.scale(-1.0, &mut self.d)?;
+            gtd = self.steepest_descent(backend, x, g)?;
             self.h_diag = 1.0;
         } else {
-            // y = g - prev_g, s = t d
+            // y = g - prev_g; s = t d, or bounded the step actually taken, x - prev_x
             let mut y = self.take_buf(backend, n)?;
             backend.copy(g, &mut y)?;
             backend.axpy(-1.0, &self.prev_g, &mut y)?;
             let mut s = self.take_buf(backend, n)?;
-            backend.copy(&self.d, &mut s)?;
-            backend.scale(self.t as f32, &mut s)?;
+            match &self.bounded {
+                None => {
+                    backend.copy(&self.d, &mut s)?;
+                    backend.scale(self.t as f32, &mut s)?;
+                }
+                Some(b) => {
+                    backend.copy(x, &mut s)?;
+                    backend.axpy(-1.0, &b.prev_x, &mut s)?;
+                }
+            }
             let ys = backend.dot(&y, &s)?;
             if ys > 1e-10 {
                 if self.pairs.len() == self.history {
@@ -186,8 +243,7 @@ impl<B: Backend> Lbfgs<B> {
             //   be_i = ρ_i y_iᵀd, d += (al[i] - be_i) s_i   (oldest first);
             // each dot is taken in one pass with the axpy before it (axpy_dot: the vectors are
             // read once, not twice; same values), and gᵀd with the last axpy.
-            backend.copy(g, &mut self.d)?;
-            backend.scale(-1.0, &mut self.d)?;
+            self.steepest_descent(backend, x, g)?;
             let m = self.pairs.len();
             let mut al = vec![0.0f64; m];
             for i in (0..m).rev() {
@@ -213,13 +269,38 @@ impl<B: Backend> Lbfgs<B> {
             if let Some((_, s_newest, _)) = self.pairs.back() {
                 gtd = Some(backend.axpy_dot(step_coef as f32, s_newest, &mut self.d, g)?);
             }
+            if let Some(b) = &self.bounded {
+                // Only what can move; and where that does not descend, the projected gradient.
+                backend.zero_outward(&b.pixel_box, x, &mut self.d)?;
+                let cut = backend.dot(g, &self.d)?;
+                gtd = if cut < 0.0 { Some(cut) } else { self.steepest_descent(backend, x, g)? };
+            }
         }
         backend.copy(g, &mut self.prev_g)?;
-        self.t = if self.iteration == 1 { (1.0f64).min(1.0 / backend.asum(g)?) * self.lr as f64 } else { self.lr as f64 };
+        self.t = if self.iteration == 1 {
+            // torch's min(1, 1/|g|₁) lr; bounded, with the projected gradient's |d|₁.
+            let norm = if self.bounded.is_some() { backend.asum(&self.d)? } else { backend.asum(g)? };
+            (1.0f64).min(1.0 / norm) * self.lr as f64
+        } else {
+            self.lr as f64
+        };
+        if let Some(b) = &mut self.bounded {
+            backend.copy(x, &mut b.prev_x)?;
+        }
         match gtd {
             Some(gtd) => Ok(gtd),
             None => backend.dot(g, &self.d),
         }
+    }
+
+    /// d = -g, bounded with the components that push a value at its bound outward zeroed (the
+    /// projected steepest descent), and then gᵀd (unbounded, None: torch takes it later).
+    fn steepest_descent(&mut self, backend: &B, x: &B::Buf, g: &B::Buf) -> Result<Option<f64>> {
+        backend.copy(g, &mut self.d)?;
+        backend.scale(-1.0, &mut self.d)?;
+        let Some(b) = &self.bounded else { return Ok(None) };
+        backend.zero_outward(&b.pixel_box, x, &mut self.d)?;
+        Ok(Some(backend.dot(g, &self.d)?))
     }
 
     /// Runs L-BFGS from x for at most `max_evals` evaluations of `eval(x, g) -> loss` (which
@@ -294,12 +375,16 @@ impl<B: Backend> Lbfgs<B> {
                     g0: backend.zeros(n)?,
                     g_prev: backend.zeros(n)?,
                     g_bracket: [backend.zeros(n)?, backend.zeros(n)?],
+                    moving: match &self.bounded {
+                        Some(b) => Some((b.pixel_box, backend.zeros(n)?)),
+                        None => None,
+                    },
                 };
                 while evals < max_evals {
                     if stop() {
                         return paused(evals, final_evaluation, f);
                     }
-                    let gtd = self.direction(backend, g)?;
+                    let gtd = self.direction(backend, x, g)?;
                     if !is_descent(gtd) {
                         break;
                     }
@@ -311,9 +396,8 @@ impl<B: Backend> Lbfgs<B> {
                         evals += 1;
                         eval(x, g)
                     })?;
-                    // x = x0 + t d; g and f are at that point.
-                    backend.copy(&search.x0, x)?;
-                    backend.axpy(r.t as f32, &self.d, x)?;
+                    // x = x0 + t d (bounded, P(x0 + t d)); g and f are at that point.
+                    search.trial_point(backend, &self.d, r.t, x)?;
                     self.t = r.t;
                     f = r.f;
                     if let Some(k) = r.accepted {
@@ -355,6 +439,33 @@ struct WolfeBuffers<B: Backend> {
     g_prev: B::Buf,
     /// Gradients at the two ends of the bracket, by position.
     g_bracket: [B::Buf; 2],
+    /// Bounded: the box, and scratch for the part of d that still moves at a trial point.
+    moving: Option<(PixelBox, B::Buf)>,
+}
+
+impl<B: Backend> WolfeBuffers<B> {
+    /// x = x0 + t d; bounded, projected into the box.
+    fn trial_point(&self, backend: &B, d: &B::Buf, t: f64, x: &mut B::Buf) -> Result<()> {
+        backend.copy(&self.x0, x)?;
+        backend.axpy(t as f32, d, x)?;
+        if let Some((pixel_box, _)) = &self.moving {
+            backend.project_to_box(pixel_box, x)?;
+        }
+        Ok(())
+    }
+
+    /// The slope of the search at the trial point x with gradient g: gᵀd, bounded over the
+    /// components of d that still move at x (those the projection holds at a bound do not).
+    fn slope(&mut self, backend: &B, d: &B::Buf, x: &B::Buf, g: &B::Buf) -> Result<f64> {
+        match &mut self.moving {
+            None => backend.dot(g, d),
+            Some((pixel_box, moving)) => {
+                backend.copy(d, moving)?;
+                backend.zero_outward(pixel_box, x, moving)?;
+                backend.dot(g, moving)
+            }
+        }
+    }
 }
 
 struct WolfeResult {
@@ -413,19 +524,18 @@ fn strong_wolfe<B: Backend>(
     let d_norm = backend.amax(d)?;
     let mut evals = 0usize;
     // Evaluates at x0 + t d, the gradient into g.
-    let mut trial = |t: f64, g: &mut B::Buf| -> Result<Point> {
-        backend.copy(&buf.x0, x)?;
-        backend.axpy(t as f32, d, x)?;
+    let mut trial = |buf: &mut WolfeBuffers<B>, t: f64, g: &mut B::Buf| -> Result<Point> {
+        buf.trial_point(backend, d, t, x)?;
         let f = eval(x, g)?;
         evals += 1;
-        Ok(Point { t, f, gtd: backend.dot(g, d)?, eval: evals })
+        Ok(Point { t, f, gtd: buf.slope(backend, d, x, g)?, eval: evals })
     };
     let result = |p: Point| WolfeResult { t: p.t, f: p.f, accepted: (p.eval > 0).then_some(p.eval) };
     let start = Point { t: 0.0, f: f0, gtd: gtd0, eval: 0 };
     backend.copy(g, &mut buf.g0)?;
     backend.copy(g, &mut buf.g_prev)?;
     let mut prev = start;
-    let mut new = trial(t0, g)?;
+    let mut new = trial(buf, t0, g)?;
 
     // Bracketing: extrapolate until the step is bracketed or satisfies the strong Wolfe conditions.
     let mut ls_iter = 0;
@@ -448,7 +558,7 @@ fn strong_wolfe<B: Backend>(
         let t = cubic_interpolate((prev.t, prev.f, prev.gtd), (new.t, new.f, new.gtd), Some((min_step, max_step)));
         prev = new;
         backend.copy(g, &mut buf.g_prev)?;
-        new = trial(t, g)?;
+        new = trial(buf, t, g)?;
         ls_iter += 1;
     }
     let Some(mut bracket) = bracket else {
@@ -484,7 +594,7 @@ fn strong_wolfe<B: Backend>(
         } else {
             insufficient_progress = false;
         }
-        let p = trial(t, g)?;
+        let p = trial(buf, t, g)?;
         ls_iter += 1;
         if p.f > f0 + C1 * p.t * gtd0 || p.f >= bracket[low].f {
             bracket[high] = p;
@@ -530,7 +640,7 @@ mod tests {
     /// the next direction adds no pair of its own (s = t d = 0, yᵀs = 0).
     fn crafted(y: [f32; 2], s: [f32; 2]) -> LbfgsState {
         let ys = (y[0] * s[0] + y[1] * s[1]) as f64;
-        LbfgsState { pairs: vec![(y.to_vec(), s.to_vec(), 1.0 / ys)], h_diag: 1.0, d: vec![0.0; 2], prev_g: vec![0.0; 2], t: 0.0, iteration: 1 }
+        LbfgsState { pairs: vec![(y.to_vec(), s.to_vec(), 1.0 / ys)], h_diag: 1.0, d: vec![0.0; 2], prev_g: vec![0.0; 2], t: 0.0, iteration: 1, prev_x: vec![] }
     }
 
     #[test]
@@ -538,15 +648,15 @@ mod tests {
         let be = CpuBackend::new();
         // yᵀs = -1: H = V H₀ Vᵀ + ρ s sᵀ with ρ = -1 turns g = (2, 0) into d = (2, 0), gᵀd = 4.
         let state = crafted([1.0, 0.0], [-1.0, 0.0]);
-        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &state).unwrap();
-        assert_eq!(opt.direction(&be, &vec![2.0, 0.0]).unwrap(), 4.0);
-        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &state).unwrap();
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, None, &state).unwrap();
+        assert_eq!(opt.direction(&be, &vec![0.0; 2], &vec![2.0, 0.0]).unwrap(), 4.0);
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, None, &state).unwrap();
         let mut x = vec![5.0, 7.0];
         assert_eq!(opt.step(&be, &mut x, &vec![2.0, 0.0]).unwrap(), StepOutcome::NotDescent);
         assert_eq!(x, [5.0, 7.0], "a stop does not move x");
         // minimize (both line searches) stops after the evaluation it starts with, x unmoved.
         for ls in [LineSearch::None, LineSearch::StrongWolfe] {
-            let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &state).unwrap();
+            let mut opt = Lbfgs::import(&be, 2, 10, 1.0, None, &state).unwrap();
             let (mut x, mut g) = (vec![5.0, 7.0], vec![0.0; 2]);
             let mut evals = 0;
             let r = opt
@@ -560,7 +670,7 @@ mod tests {
             assert_eq!((evals, x), (1, vec![5.0, 7.0]), "{ls:?}");
         }
         // The same pair with yᵀs = +1 (as kept pairs are): a descent direction, and a step.
-        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &crafted([1.0, 0.0], [1.0, 0.0])).unwrap();
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, None, &crafted([1.0, 0.0], [1.0, 0.0])).unwrap();
         let mut x = vec![5.0, 7.0];
         assert_eq!(opt.step(&be, &mut x, &vec![2.0, 0.0]).unwrap(), StepOutcome::Moved);
         assert!(x[0] < 5.0 && x[1] == 7.0, "{x:?}");
@@ -570,12 +680,12 @@ mod tests {
     fn a_zero_gradient_is_not_a_stop() {
         // gᵀd = 0 <= 1: torch goes on too; d = 0, so x stays where it is.
         let be = CpuBackend::new();
-        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, &crafted([1.0, 0.5], [0.5, 1.0])).unwrap();
+        let mut opt = Lbfgs::import(&be, 2, 10, 1.0, None, &crafted([1.0, 0.5], [0.5, 1.0])).unwrap();
         let mut x = vec![5.0, 7.0];
         assert_eq!(opt.step(&be, &mut x, &vec![0.0, 0.0]).unwrap(), StepOutcome::Moved);
         assert_eq!(x, [5.0, 7.0]);
         // The first iteration too (d = -g = 0; 1 / |g|₁ is infinite, the step min(1, ∞) lr = lr).
-        let mut opt = Lbfgs::new(&be, 2, 10, 1.0).unwrap();
+        let mut opt = Lbfgs::new(&be, 2, 10, 1.0, None).unwrap();
         assert_eq!(opt.step(&be, &mut x, &vec![0.0, 0.0]).unwrap(), StepOutcome::Moved);
         assert_eq!(x, [5.0, 7.0]);
     }
@@ -583,7 +693,7 @@ mod tests {
     #[test]
     fn a_nan_gradient_stops() {
         let be = CpuBackend::new();
-        let mut opt = Lbfgs::new(&be, 2, 10, 1.0).unwrap();
+        let mut opt = Lbfgs::new(&be, 2, 10, 1.0, None).unwrap();
         let mut x = vec![5.0, 7.0];
         assert_eq!(opt.step(&be, &mut x, &vec![f32::NAN, 1.0]).unwrap(), StepOutcome::NotDescent);
         assert_eq!(x, [5.0, 7.0]);
@@ -617,10 +727,10 @@ mod tests {
             };
             let mut x: Vec<f32> = (0..n).map(|_| rng.uniform() * 4.0 - 2.0).collect();
             let mut g = vec![0.0; n];
-            let mut opt = Lbfgs::new(&be, n, 5, 0.5).unwrap();
+            let mut opt = Lbfgs::new(&be, n, 5, 0.5, None).unwrap();
             for it in 0..200 {
                 grad(&x, &mut g);
-                let gtd = opt.direction(&be, &g).unwrap();
+                let gtd = opt.direction(&be, &x, &g).unwrap();
                 assert!(opt.pairs.iter().all(|&(_, _, rho)| rho > 0.0 && rho < 1e10), "run {run} iteration {it}");
                 // gᵀd = -gᵀHg <= 0, up to the round-off of the f32 recursion.
                 let (gn, dn) = (vector::dot(&g, &g).sqrt(), vector::dot(&opt.d, &opt.d).sqrt());
