@@ -110,3 +110,14 @@ extern "C" __global__ void zero_outward(const float* __restrict__ x, float* __re
     const float xi = x[i], vi = v[i];
     if ((xi <= per_channel(c, lo0, lo1, lo2) && vi < 0.0f) || (xi >= per_channel(c, hi0, hi1, hi2) && vi > 0.0f)) v[i] = 0.0f;
 }
+
+// v (h, w, 3): v_i = 0 where the gradient g holds x_i at its bound (x_i <= lo and g_i > 0, or
+// x_i >= hi and g_i < 0).
+extern "C" __global__ void hold_at_bounds(const float* __restrict__ x, const float* __restrict__ g, float* __restrict__ v,
+                                          int n, float lo0, float lo1, float lo2, float hi0, float hi1, float hi2) {
+    const int i = blockIdx.x * NS_THREADS + threadIdx.x;
+    if (i >= n) return;
+    const int c = i % 3;
+    const float xi = x[i], gi = g[i];
+    if ((xi <= per_channel(c, lo0, lo1, lo2) && gi > 0.0f) || (xi >= per_channel(c, hi0, hi1, hi2) && gi < 0.0f)) v[i] = 0.0f;
+}

@@ -231,6 +231,10 @@ pub trait Backend {
     /// at (or past) lo and v_i < 0, or at (or past) hi and v_i > 0. Applied to -g it gives the
     /// projected steepest descent; applied to a direction d, the part of d that can move.
     fn zero_outward(&self, bx: &PixelBox, x: &Self::Buf, v: &mut Self::Buf) -> Result<()>;
+    /// v (h, w, 3): zero the components of the values the gradient g holds at their bound, where
+    /// x_i is at (or past) lo and g_i > 0, or at (or past) hi and g_i < 0 (descent would push them
+    /// out): bounded L-BFGS's fixed variables, which its direction and curvature pairs leave out.
+    fn hold_at_bounds(&self, bx: &PixelBox, x: &Self::Buf, g: &Self::Buf, v: &mut Self::Buf) -> Result<()>;
 }
 
 /// `Backend::conv3x3_bwd_input_masked` as two ops: relu_bwd(y, dy), then conv3x3_bwd_input(dy).

@@ -11,7 +11,7 @@
 //! and Gram ops; 1e-5 or tighter for everything that does not use tensor cores. The whole
 //! evaluation has its own calibrated bounds (see `whole_objective_evaluation_matches_cpu`).
 
-use neural_style::backend::{AdamStep, Backend, ConvShape, PoolKind, PoolShape, Precision};
+use neural_style::backend::{AdamStep, Backend, ConvShape, PixelBox, PoolKind, PoolShape, Precision};
 use neural_style::cuda::{self, CudaBackend};
 use neural_style::model::random::random_vgg;
 use neural_style::rng::Rng;
@@ -543,6 +543,29 @@ fn vector_ops_match_cpu() {
         assert_close("adam_param", &be.download(&pg).unwrap(), &p_cpu, 1e-6);
         assert_close("adam_m", &be.download(&mg).unwrap(), &m_cpu, 1e-6);
         assert_close("adam_v", &be.download(&vg).unwrap(), &v_cpu, 1e-6);
+
+        // The pixel box: a box that about half of a's values leave (with values exactly on its
+        // faces, and a NaN), projected; then the outward components of b zeroed at the result.
+        let bx = PixelBox { lo: [-0.5, -1.0, 0.0], hi: [0.5, 0.25, 1.5] };
+        let mut edgy = a.clone();
+        for (k, v) in edgy.iter_mut().enumerate().step_by(7) {
+            *v = if k % 2 == 0 { bx.lo[k % 3] } else { bx.hi[k % 3] };
+        }
+        edgy[n / 2] = f32::NAN;
+        let (mut x_cpu, mut xg) = (edgy.clone(), be.upload(&edgy).unwrap());
+        cpu.project_to_box(&bx, &mut x_cpu).unwrap();
+        be.project_to_box(&bx, &mut xg).unwrap();
+        assert!(bx.contains(&x_cpu), "the CPU's projection leaves the box");
+        assert_close("project_to_box", &be.download(&xg).unwrap(), &x_cpu, 0.0);
+        let (mut v_cpu, mut vg) = (b.clone(), be.upload(&b).unwrap());
+        cpu.zero_outward(&bx, &x_cpu, &mut v_cpu).unwrap();
+        be.zero_outward(&bx, &xg, &mut vg).unwrap();
+        assert!(n < 100 || v_cpu.iter().filter(|v| **v == 0.0).count() > n / 10, "too few outward components to test");
+        assert_close("zero_outward", &be.download(&vg).unwrap(), &v_cpu, 0.0);
+        let (mut h_cpu, mut hg) = (a.clone(), be.upload(&a).unwrap());
+        cpu.hold_at_bounds(&bx, &x_cpu, &b, &mut h_cpu).unwrap();
+        be.hold_at_bounds(&bx, &xg, &bg, &mut hg).unwrap();
+        assert_close("hold_at_bounds", &be.download(&hg).unwrap(), &h_cpu, 0.0);
     }
 }
 
@@ -705,6 +728,30 @@ fn lbfgs_100_iterations_reach_the_cpu_loss() {
     }
 }
 
+/// Bounded runs (issue 20) on the GPU: L-BFGS with strong Wolfe and Adam, in a box their images
+/// press against, end where the CPU's do (within 1%), every image inside the box.
+#[test]
+fn bounded_runs_reach_the_cpu_loss_inside_the_box() {
+    let Some(be) = gpu(Precision::Fp32) else { return };
+    let vgg = narrow_vgg();
+    let bx = PixelBox { lo: [-0.3, -0.5, -0.2], hi: [0.4, 0.3, 0.5] };
+    for optimizer in [Optimizer::Lbfgs { history: 20, line_search: neural_style::optim::lbfgs::LineSearch::StrongWolfe, round: 0 }, Optimizer::Adam { learning_rate: 0.05 }] {
+        let job = Job { optimizer, bounds: Some(bx), snapshot_every: 1, ..lbfgs_job(25) };
+        let mut inside = |_: &neural_style::Progress, x: Option<&[f32]>| {
+            assert!(x.is_none_or(|x| bx.contains(x)), "{optimizer:?}: an evaluated image left the box");
+            Ok(())
+        };
+        let out_cpu = neural_style::stylize(&CpuBackend::new(), &vgg, &job, &mut inside).unwrap();
+        let out_gpu = neural_style::stylize(&be, &vgg, &job, &mut inside).unwrap();
+        assert!(bx.contains(&out_gpu.image) && bx.contains(&out_cpu.image));
+        let pressed = out_gpu.image.iter().enumerate().filter(|&(k, &v)| v == bx.lo[k % 3] || v == bx.hi[k % 3]).count();
+        assert!(pressed > out_gpu.image.len() / 20, "{optimizer:?}: only {pressed} values on the box's faces: the box tests nothing");
+        let e = rel_err_scalar(out_gpu.loss.total, out_cpu.loss.total);
+        report(&format!("bounded {optimizer:?}"), (out_gpu.loss.total - out_cpu.loss.total).abs(), e, 0.01);
+        assert!(e <= 0.01, "bounded {optimizer:?}: GPU loss {} vs CPU {} ({:.2}% apart)", out_gpu.loss.total, out_cpu.loss.total, 100.0 * e);
+    }
+}
+
 /// Runs everywhere: without a GPU (or without kernels) the constructor returns an error, never
 /// panics; with one, an ordinal past the last GPU is an error too.
 #[test]
@@ -754,7 +801,7 @@ fn entry_points() -> Vec<(&'static cuda::KernelImages, String)> {
         (&POOL, &["pool_fwd", "pool_bwd"][..]),
         (&RELU, &["relu_bwd"][..]),
         (&LOSS, &["content_loss_acc", "style_loss", "tv_loss_acc", "tv_pow_loss_acc"][..]),
-        (&VECTOR, &["fill", "dot_partial", "asum_partial", "amax_partial", "reduce_partials_f64", "reduce_partials_max", "axpy", "scale", "adam_step"][..]),
+        (&VECTOR, &["fill", "dot_partial", "asum_partial", "amax_partial", "reduce_partials_f64", "reduce_partials_max", "axpy", "scale", "adam_step", "project_to_box", "zero_outward", "hold_at_bounds"][..]),
     ] {
         expected.extend(names.iter().map(|n| (images, n.to_string())));
     }

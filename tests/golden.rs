@@ -372,6 +372,7 @@ impl Backend for OtherOrder {
     fn adam_step(&self, s: AdamStep, p: &mut Buf, g: &Buf, m: &mut Buf, v: &mut Buf) -> anyhow::Result<()> { self.cpu.adam_step(s, p, g, m, v) }
     fn project_to_box(&self, b: &PixelBox, x: &mut Buf) -> anyhow::Result<()> { self.cpu.project_to_box(b, x) }
     fn zero_outward(&self, b: &PixelBox, x: &Buf, v: &mut Buf) -> anyhow::Result<()> { self.cpu.zero_outward(b, x, v) }
+    fn hold_at_bounds(&self, b: &PixelBox, x: &Buf, g: &Buf, v: &mut Buf) -> anyhow::Result<()> { self.cpu.hold_at_bounds(b, x, g, v) }
 }
 
 /// Why `loss_tolerance` holds average pooling's evaluations 3-10 to 5e-4 and not to PyTorch's

@@ -388,14 +388,18 @@ fn adam_with_its_default_learning_rate_descends_in_both_conventions() {
 /// The final loss reported (the line, `final` of --log-json, the plot's last point) is the
 /// objective at the PNG written: a second run that starts from that PNG measures exactly it at
 /// its first evaluation. The optimiser's float loss is reported beside it where they differ.
-/// Caffe inputs with a high learning rate push values far outside the pixel range, so the two
-/// differ by far more than rounding (issue 20: saving clamps).
+/// Unbounded, Caffe inputs with a high learning rate push values far outside the pixel range,
+/// so the two differ by far more than rounding (issue 20: saving clamps); bounded (the default)
+/// the same run stays inside it.
 #[test]
 fn the_final_loss_is_that_of_the_image_written() {
     let env = CliEnv::new();
+    let far = ["--optimizer", "adam", "--learning-rate", "100", "--preprocess", "caffe"];
     for (case, iterations, extra) in [
         ("lbfgs", "6", &[][..]),
-        ("adam far outside the pixel range", "3", &["--optimizer", "adam", "--learning-rate", "100", "--preprocess", "caffe"][..]),
+        ("lbfgs, unbounded", "6", &["--unbounded"][..]),
+        ("adam pushed far outside the pixel range, bounded", "3", &far[..]),
+        ("adam far outside the pixel range, unbounded", "3", &[&far[..], &["--unbounded"]].concat()[..]),
     ] {
         let o = env.stylize(&[extra, &["--num-iterations", iterations, "--log-json", "log.jsonl", "--output-image", "out.png"]].concat());
         assert!(o.status.success(), "{case}: {}", stderr(&o));
@@ -411,7 +415,7 @@ fn the_final_loss_is_that_of_the_image_written() {
         if (saved - float).abs() > 1e-4 * float.abs() {
             assert!(line.contains(&format!("the optimiser's float image had {float:.4e}")), "{case}: {line}");
         }
-        if case.starts_with("adam") {
+        if case.starts_with("adam far") {
             assert!(saved > 1.01 * float, "{case}: clamping should raise the loss well past rounding ({saved} vs {float})");
         }
     }

@@ -7,6 +7,7 @@ mod common;
 
 use common::state_file::RawState;
 use neural_style::model::random::random_vgg;
+use neural_style::backend::PixelBox;
 use neural_style::optim::lbfgs::LineSearch;
 use neural_style::resume::{self, Header, OptimizerState, RunState};
 use neural_style::{stylize_from, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, Output, PoolKind, Progress, Run, Vgg};
@@ -67,9 +68,18 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// The uninterrupted run, then for each list of stop points a run stopped at each and resumed
 /// (through the state file's bytes) to the end: the same image bits, loss and evaluations.
 fn check_resume_is_exact(optimizer: Optimizer, iterations: usize, stop_lists: &[&[usize]]) -> Vec<RunState> {
+    check_resume_is_exact_within(None, optimizer, iterations, stop_lists)
+}
+
+/// A box tight enough that the test job's runs press against it from their first steps.
+const TIGHT: PixelBox = PixelBox { lo: [-0.004, -0.01, -0.002], hi: [0.005, 0.01, 0.003] };
+
+/// `check_resume_is_exact` for a run kept inside `bounds`.
+fn check_resume_is_exact_within(bounds: Option<PixelBox>, optimizer: Optimizer, iterations: usize, stop_lists: &[&[usize]]) -> Vec<RunState> {
     let (vgg, mut job) = setup();
     job.optimizer = optimizer;
     job.iterations = iterations;
+    job.bounds = bounds;
     let (Run::Finished(whole), whole_losses) = session(&vgg, &job, None, None) else { panic!("never asked to stop") };
     assert_eq!(whole.evaluations, iterations, "{optimizer:?}: the test wants a run that spends its budget");
     let mut states = Vec::new();
@@ -93,6 +103,7 @@ fn check_resume_is_exact(optimizer: Optimizer, iterations: usize, stop_lists: &[
                     assert_eq!(back, state, "the state survives its file format");
                     // Every state a run saves passes the checks --resume makes with its settings.
                     back.validate(&h, Some(&optimizer)).unwrap_or_else(|e| panic!("{optimizer:?}, stopped at {made}: {e:#}"));
+                    back.validate_bounds(bounds.as_ref()).unwrap_or_else(|e| panic!("{optimizer:?}, stopped at {made}: {e:#}"));
                     states.push(back.clone());
                     from = Some(back);
                 }
@@ -136,6 +147,56 @@ fn lbfgs_fixed_step_with_rounds_resumes_bit_for_bit() {
 fn adam_resumes_bit_for_bit() {
     let states = check_resume_is_exact(Optimizer::Adam { learning_rate: 0.05 }, 12, &[&[1], &[4, 5, 11]]);
     assert!(states.iter().all(|s| matches!(&s.optimizer, OptimizerState::Adam(a) if a.t as usize == s.history.len())));
+}
+
+#[test]
+fn bounded_runs_resume_bit_for_bit() {
+    let fixed = check_resume_is_exact_within(Some(TIGHT), Optimizer::lbfgs(5), 14, &[&[1], &[3, 9]]);
+    let wolfe = Optimizer::Lbfgs { history: 4, line_search: LineSearch::StrongWolfe, round: 7 };
+    let wolfe = check_resume_is_exact_within(Some(TIGHT), wolfe, 16, &[&[2, 7], &[4, 9, 15]]);
+    let adam = check_resume_is_exact_within(Some(TIGHT), Optimizer::Adam { learning_rate: 0.05 }, 10, &[&[4, 5]]);
+    // The box held the runs: none past it, and by the last stop of each optimiser values sit on
+    // its faces (else this would test nothing).
+    let on_faces = |s: &RunState| s.x.iter().enumerate().filter(|&(k, &v)| v == TIGHT.lo[k % 3] || v == TIGHT.hi[k % 3]).count();
+    for states in [&fixed, &wolfe, &adam] {
+        let last = states.iter().max_by_key(|s| s.history.len()).unwrap();
+        assert!(on_faces(last) > 0, "no value at the box's faces after {} evaluations", last.history.len());
+    }
+    for s in fixed.iter().chain(&wolfe).chain(&adam) {
+        assert!(TIGHT.contains(&s.x));
+        if let OptimizerState::Lbfgs { within: Some(r), .. } = &s.optimizer {
+            assert_eq!(r.optimizer.prev_x.len(), s.x.len(), "a bounded state carries prev_x");
+        }
+    }
+}
+
+#[test]
+fn a_bounded_state_and_an_unbounded_run_refuse_each_other() {
+    let (vgg, mut job) = setup();
+    job.iterations = 8;
+    job.bounds = Some(TIGHT);
+    let (Run::Stopped(bounded), _) = session(&vgg, &job, None, Some(3)) else { panic!("asked to stop") };
+    let err = bounded.validate_bounds(None).unwrap_err().to_string();
+    assert!(err.contains("bounded run's") && err.contains("--unbounded"), "{err}");
+    let mut never = || false;
+    let err = stylize_from(&CpuBackend::new(), &vgg, &Job { bounds: None, ..job.clone() }, Some(&bounded), &mut never, &mut |_, _| Ok(())).err().expect("refused");
+    assert!(err.to_string().contains("bounded run's"), "{err}");
+    // An unbounded state has no prev_x, and its image may lie outside the box.
+    let (Run::Stopped(unbounded), _) = session(&vgg, &Job { bounds: None, ..job.clone() }, None, Some(3)) else { panic!("asked to stop") };
+    let err = unbounded.validate_bounds(Some(&TIGHT)).unwrap_err().to_string();
+    assert!(err.contains("outside the pixel box") || err.contains("unbounded run's"), "{err}");
+    let err = stylize_from(&CpuBackend::new(), &vgg, &job, Some(&unbounded), &mut never, &mut |_, _| Ok(())).err().expect("refused");
+    assert!(err.to_string().contains("unbounded run's"), "{err}");
+    // A bounded state whose image was moved outside the box.
+    let mut outside = bounded.clone();
+    outside.x[4] = TIGHT.hi[1] + 1e-3;
+    let err = outside.validate_bounds(Some(&TIGHT)).unwrap_err().to_string();
+    assert!(err.contains("x (the image)[4]") && err.contains("outside the pixel box"), "{err}");
+    let mut nan_prev = bounded.clone();
+    if let OptimizerState::Lbfgs { within: Some(r), .. } = &mut nan_prev.optimizer {
+        r.optimizer.prev_x[0] = f32::NAN;
+    }
+    assert!(refusal(&header(8), &nan_prev).contains("lbfgs.prev_x[0]"), "{}", refusal(&header(8), &nan_prev));
 }
 
 #[test]

@@ -206,6 +206,7 @@ impl Backend for DirectCpu {
     fn adam_step(&self, s: AdamStep, p: &mut Buf, g: &Buf, m: &mut Buf, v: &mut Buf) -> anyhow::Result<()> { self.0.adam_step(s, p, g, m, v) }
     fn project_to_box(&self, b: &PixelBox, x: &mut Buf) -> anyhow::Result<()> { self.0.project_to_box(b, x) }
     fn zero_outward(&self, b: &PixelBox, x: &Buf, v: &mut Buf) -> anyhow::Result<()> { self.0.zero_outward(b, x, v) }
+    fn hold_at_bounds(&self, b: &PixelBox, x: &Buf, g: &Buf, v: &mut Buf) -> anyhow::Result<()> { self.0.hold_at_bounds(b, x, g, v) }
 }
 
 /// Quality: the full-width VGG-19 (random weights, every conv but conv1_1 on Winograd down to

@@ -271,6 +271,7 @@ mod tests {
         fn adam_step(&self, s: AdamStep, p: &mut Buf, g: &Buf, m: &mut Buf, v: &mut Buf) -> Result<()> { self.0.adam_step(s, p, g, m, v) }
         fn project_to_box(&self, b: &PixelBox, x: &mut Buf) -> Result<()> { self.0.project_to_box(b, x) }
         fn zero_outward(&self, b: &PixelBox, x: &Buf, v: &mut Buf) -> Result<()> { self.0.zero_outward(b, x, v) }
+        fn hold_at_bounds(&self, b: &PixelBox, x: &Buf, g: &Buf, v: &mut Buf) -> Result<()> { self.0.hold_at_bounds(b, x, g, v) }
     }
 
     /// A plan for `sub` over tiny procedural inputs in `dir`, with `styles` style images.

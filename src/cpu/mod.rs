@@ -228,4 +228,9 @@ impl Backend for CpuBackend {
         vector::zero_outward(bx, x, v);
         Ok(())
     }
+    fn hold_at_bounds(&self, bx: &PixelBox, x: &Vec<f32>, g: &Vec<f32>, v: &mut Vec<f32>) -> Result<()> {
+        anyhow::ensure!(x.len() == v.len() && g.len() == v.len(), "hold_at_bounds: lengths differ");
+        vector::hold_at_bounds(bx, x, g, v);
+        Ok(())
+    }
 }

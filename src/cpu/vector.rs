@@ -98,5 +98,19 @@ pub fn zero_outward(bx: &PixelBox, x: &[f32], v: &mut [f32]) {
     });
 }
 
+/// v_i = 0 where g holds x_i at its bound: x_i <= lo and g_i > 0, or x_i >= hi and g_i < 0.
+pub fn hold_at_bounds(bx: &PixelBox, x: &[f32], g: &[f32], v: &mut [f32]) {
+    assert!(x.len() == v.len() && g.len() == v.len());
+    v.par_chunks_mut(CHUNK3).zip(x.par_chunks(CHUNK3).zip(g.par_chunks(CHUNK3))).for_each(|(v, (x, g))| {
+        for ((vp, xp), gp) in v.chunks_mut(3).zip(x.chunks(3)).zip(g.chunks(3)) {
+            for (c, ((v, &x), &g)) in vp.iter_mut().zip(xp).zip(gp).enumerate() {
+                if (x <= bx.lo[c] && g > 0.0) || (x >= bx.hi[c] && g < 0.0) {
+                    *v = 0.0;
+                }
+            }
+        }
+    });
+}
+
 /// CHUNK rounded down to whole pixels, for the per-channel ops.
 const CHUNK3: usize = CHUNK / 3 * 3;

@@ -78,6 +78,7 @@ pub(super) struct Kernels {
     pub(super) adam_step: CudaFunction,
     pub(super) project_to_box: CudaFunction,
     pub(super) zero_outward: CudaFunction,
+    pub(super) hold_at_bounds: CudaFunction,
 }
 
 impl Kernels {
@@ -138,6 +139,7 @@ impl Kernels {
             adam_step: f(&vector, "adam_step")?,
             project_to_box: f(&vector, "project_to_box")?,
             zero_outward: f(&vector, "zero_outward")?,
+            hold_at_bounds: f(&vector, "hold_at_bounds")?,
         };
         if gemm == Gemm::Mma {
             // The fast path replaces the four GEMM kernels and the Gram's reduce (its mirror rule

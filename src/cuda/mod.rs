@@ -418,6 +418,9 @@ impl Backend for CudaBackend {
     fn zero_outward(&self, bx: &PixelBox, x: &CudaSlice<f32>, v: &mut CudaSlice<f32>) -> Result<()> {
         vector::zero_outward(self, bx, x, v)
     }
+    fn hold_at_bounds(&self, bx: &PixelBox, x: &CudaSlice<f32>, g: &CudaSlice<f32>, v: &mut CudaSlice<f32>) -> Result<()> {
+        vector::hold_at_bounds(self, bx, x, g, v)
+    }
 }
 
 /// Gemm's selection from NEURAL_STYLE_CUDA_GEMM, checked without a GPU (the launch arithmetic's

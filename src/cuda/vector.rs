@@ -90,3 +90,13 @@ pub(super) fn zero_outward(gpu: &CudaBackend, bx: &PixelBox, x: &CudaSlice<f32>,
     gpu.launch(&mut l, "zero_outward", cfg, || format!("n {n}"))?;
     Ok(())
 }
+
+pub(super) fn hold_at_bounds(gpu: &CudaBackend, bx: &PixelBox, x: &CudaSlice<f32>, g: &CudaSlice<f32>, v: &mut CudaSlice<f32>) -> Result<()> {
+    ensure!(x.len() == v.len() && g.len() == v.len(), "hold_at_bounds: lengths differ");
+    let n = i32_of(v.len(), "n")?;
+    let cfg = grid_1d(v.len());
+    let mut l = gpu.stream.launch_builder(&gpu.k.hold_at_bounds);
+    l.arg(x).arg(g).arg(v).arg(&n).arg(&bx.lo[0]).arg(&bx.lo[1]).arg(&bx.lo[2]).arg(&bx.hi[0]).arg(&bx.hi[1]).arg(&bx.hi[2]);
+    gpu.launch(&mut l, "hold_at_bounds", cfg, || format!("n {n}"))?;
+    Ok(())
+}

@@ -15,13 +15,18 @@
 //! Bounded (issue 20; `bounds` given): every iterate stays in the pixel box, so the image saved is
 //! the image optimised. A projected L-BFGS over the free variables (in the manner of Kim, Sra and
 //! Dhillon 2010's projected quasi-Newton):
-//! - the two-loop recursion starts from the projected steepest descent (-g with the components
-//!   that push a value at its bound outward zeroed), and its result is cut the same way, so the
-//!   direction never pushes a value at a bound outward; where that is not a descent direction the
-//!   projected steepest descent is taken instead;
+//! - the values at a bound that the gradient pushes outward are held (`hold_at_bounds`); the
+//!   others are free;
+//! - the two-loop recursion starts from the projected steepest descent (-g over the free
+//!   variables), and its result is cut to the free variables and to the components that do not
+//!   push a value at its bound outward; where that is not a descent direction, the projected
+//!   steepest descent is taken instead;
 //! - each trial point is projected, x = P(x0 + t d), so every evaluated image lies in the box;
 //! - the curvature pair is the step actually taken, s = x - x_prev (shorter than t d where the
-//!   projection cut it), so the pairs describe the function along the path it followed;
+//!   projection cut it), and y, both over the variables free at x: a secant pair of the problem
+//!   reduced to those (with y over all variables, the two-loop would approximate the free block
+//!   of the full inverse Hessian, not the inverse of the free block, and the fixed step would
+//!   overshoot wherever values couple across the bounds);
 //! - the strong-Wolfe search works on φ(t) = f(P(x0 + t d)), whose slope at t is gᵀd over the
 //!   components of d that still move there.
 //! Without bounds every op is the unbounded one above, bit for bit (the torch goldens check it).
@@ -221,8 +226,12 @@ impl<B: Backend> Lbfgs<B> {
                     backend.scale(self.t as f32, &mut s)?;
                 }
                 Some(b) => {
+                    // Over the free variables only: a value held at its bound has no curvature to
+                    // learn, and (s, y) over the others is a secant pair of the reduced problem.
                     backend.copy(x, &mut s)?;
                     backend.axpy(-1.0, &b.prev_x, &mut s)?;
+                    backend.hold_at_bounds(&b.pixel_box, x, g, &mut s)?;
+                    backend.hold_at_bounds(&b.pixel_box, x, g, &mut y)?;
                 }
             }
             let ys = backend.dot(&y, &s)?;
@@ -270,7 +279,9 @@ impl<B: Backend> Lbfgs<B> {
                 gtd = Some(backend.axpy_dot(step_coef as f32, s_newest, &mut self.d, g)?);
             }
             if let Some(b) = &self.bounded {
-                // Only what can move; and where that does not descend, the projected gradient.
+                // Only the free variables move, and none outward; where that does not descend,
+                // the projected gradient.
+                backend.hold_at_bounds(&b.pixel_box, x, g, &mut self.d)?;
                 backend.zero_outward(&b.pixel_box, x, &mut self.d)?;
                 let cut = backend.dot(g, &self.d)?;
                 gtd = if cut < 0.0 { Some(cut) } else { self.steepest_descent(backend, x, g)? };

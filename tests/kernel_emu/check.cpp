@@ -675,6 +675,32 @@ int main() {
             }
         }
         check("adam param n " + std::to_string(n), prm, p_ref, 1e-5);
+
+        // The pixel box: a's values projected (some on its faces already, one NaN), then b's
+        // components that point out of it at the result zeroed.
+        const float lo[3] = {-0.5f, -1.0f, 0.0f}, hi[3] = {0.5f, 0.25f, 1.5f};
+        auto bx = a;
+        for (int i = 0; i < n; i += 7) bx[i] = (i % 2 == 0) ? lo[i % 3] : hi[i % 3];
+        bx[n / 2] = NAN;
+        std::vector<double> x_ref(n), out_ref(n);
+        for (int i = 0; i < n; i++) {
+            const int c = i % 3;
+            const float xi = std::isnan(bx[i]) ? lo[c] : std::min(std::max(bx[i], lo[c]), hi[c]);
+            x_ref[i] = xi;
+            out_ref[i] = ((xi <= lo[c] && b[i] < 0.0f) || (xi >= hi[c] && b[i] > 0.0f)) ? 0.0 : b[i];
+        }
+        launch_1d(n, [&] { project_to_box(bx.data(), n, lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]); });
+        check("project_to_box n " + std::to_string(n), bx, x_ref, 0.0);
+        auto vb = b;
+        launch_1d(n, [&] { zero_outward(bx.data(), vb.data(), n, lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]); });
+        check("zero_outward n " + std::to_string(n), vb, out_ref, 0.0);
+        auto held = a;
+        for (int i = 0; i < n; i++) {
+            const int c = i % 3;
+            out_ref[i] = ((x_ref[i] <= lo[c] && b[i] > 0.0f) || (x_ref[i] >= hi[c] && b[i] < 0.0f)) ? 0.0 : a[i];
+        }
+        launch_1d(n, [&] { hold_at_bounds(bx.data(), b.data(), held.data(), n, lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]); });
+        check("hold_at_bounds n " + std::to_string(n), held, out_ref, 0.0);
     }
 
     std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
