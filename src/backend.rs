@@ -81,9 +81,9 @@ pub struct PixelBox {
 }
 
 impl PixelBox {
-    /// Whether x lies inside the box (NaN does not).
+    /// Whether every x_i lies inside its channel's bounds, channel i % 3 (NaN does not).
     pub fn contains(&self, x: &[f32]) -> bool {
-        x.chunks_exact(3).all(|px| (0..3).all(|c| px[c] >= self.lo[c] && px[c] <= self.hi[c])) && x.len() % 3 == 0
+        x.iter().enumerate().all(|(i, v)| *v >= self.lo[i % 3] && *v <= self.hi[i % 3])
     }
 }
 

@@ -734,7 +734,7 @@ fn lbfgs_100_iterations_reach_the_cpu_loss() {
 fn bounded_runs_reach_the_cpu_loss_inside_the_box() {
     let Some(be) = gpu(Precision::Fp32) else { return };
     let vgg = narrow_vgg();
-    let bx = PixelBox { lo: [-0.3, -0.5, -0.2], hi: [0.4, 0.3, 0.5] };
+    let bx = PixelBox { lo: [-0.004, -0.006, -0.002], hi: [0.003, 0.005, 0.004] };
     for optimizer in [Optimizer::Lbfgs { history: 20, line_search: neural_style::optim::lbfgs::LineSearch::StrongWolfe, round: 0 }, Optimizer::Adam { learning_rate: 0.05 }] {
         let job = Job { optimizer, bounds: Some(bx), snapshot_every: 1, ..lbfgs_job(25) };
         let mut inside = |_: &neural_style::Progress, x: Option<&[f32]>| {
@@ -745,7 +745,7 @@ fn bounded_runs_reach_the_cpu_loss_inside_the_box() {
         let out_gpu = neural_style::stylize(&be, &vgg, &job, &mut inside).unwrap();
         assert!(bx.contains(&out_gpu.image) && bx.contains(&out_cpu.image));
         let pressed = out_gpu.image.iter().enumerate().filter(|&(k, &v)| v == bx.lo[k % 3] || v == bx.hi[k % 3]).count();
-        assert!(pressed > out_gpu.image.len() / 20, "{optimizer:?}: only {pressed} values on the box's faces: the box tests nothing");
+        assert!(pressed >= 50, "{optimizer:?}: only {pressed} values on the box's faces: the box tests nothing");
         let e = rel_err_scalar(out_gpu.loss.total, out_cpu.loss.total);
         report(&format!("bounded {optimizer:?}"), (out_gpu.loss.total - out_cpu.loss.total).abs(), e, 0.01);
         assert!(e <= 0.01, "bounded {optimizer:?}: GPU loss {} vs CPU {} ({:.2}% apart)", out_gpu.loss.total, out_cpu.loss.total, 100.0 * e);
