@@ -13,11 +13,12 @@ py=/usr/bin/python3
 bin="$(dirname "$0")/../target/release/neural-style"
 work="$(mktemp -d)"
 w=(--content-weight 1 --style-weight 1e4 --tv-weight 1e-4)
+# --unbounded: the same algorithm as torch.optim.LBFGS (bounded, ours would win by design).
 size="$("$py" -c "from PIL import Image; print(max(Image.open('$content').size))")"
 torch_json="$(OMP_NUM_THREADS=2 "$py" "$ref" optimize --weights "$weights" --content "$content" --style "$style" \
     --evals "$evals" --init image "${w[@]}" --out "$work/torch.png")"
 "$bin" --model "$weights" --content-image "$content" --style-image "$style" --image-size "$size" \
-    --init image --num-iterations "$evals" "${w[@]}" --output-image "$work/ours.png" --save-iter 0 --print-iter 0 --device cpu
+    --init image --num-iterations "$evals" "${w[@]}" --unbounded --output-image "$work/ours.png" --save-iter 0 --print-iter 0 --device cpu
 ours_json="$("$py" "$ref" eval --weights "$weights" --content "$content" --style "$style" --image "$work/ours.png" "${w[@]}")"
 echo "torch: $torch_json"
 echo "ours:  $ours_json"

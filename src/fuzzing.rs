@@ -86,6 +86,9 @@ pub fn resume_state(data: &[u8]) -> Result<(crate::resume::Header, crate::resume
     ] {
         let _ = state.validate(&header, Some(&optimizer));
     }
+    for bounds in [None, Some(crate::preprocess::Convention::Caffe.pixel_box())] {
+        let _ = state.validate_bounds(bounds.as_ref());
+    }
     let n = header.width * header.height * 3;
     assert_eq!(state.x.len(), n, "x's length");
     assert!(state.history.len() < header.iterations, "a state of a finished run");

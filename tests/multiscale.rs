@@ -67,3 +67,26 @@ fn each_scale_starts_from_the_previous_result_and_runs_its_iterations() {
     let levels = up.iter().filter(|v| conv.preprocess(&conv.deprocess(&[**v, **v, **v]))[0] == **v).count();
     assert!(levels < up.len() / 10, "{levels} of {} values sit on 8-bit levels", up.len());
 }
+
+/// A bounded multi-scale run (issue 20): the last scale's evaluated images (snapshots of every
+/// iteration; earlier scales take none) and the result lie in a box the run presses against.
+#[test]
+fn a_bounded_multiscale_run_stays_in_the_box() {
+    let be = CpuBackend::new();
+    let (vgg, spec, content, styles) = setup();
+    let scales = scales_from(&content, &styles, Convention::Torchvision, &[(20, 4), (40, 4)]);
+    let bx = neural_style::backend::PixelBox { lo: [-0.004, -0.01, -0.002], hi: [0.005, 0.01, 0.003] };
+    let job = Job { bounds: Some(bx), snapshot_every: 1, ..job(&spec, &scales[1].content, Init::Random) };
+    let mut seen = 0;
+    let mut inside = |_: &Progress, x: Option<&[f32]>| -> anyhow::Result<()> {
+        if let Some(x) = x {
+            seen += 1;
+            assert!(bx.contains(x), "an evaluated image left the box");
+        }
+        Ok(())
+    };
+    let out = MultiScale::new(&be, &vgg, &spec, &scales).unwrap().run(&be, &job, &mut inside).unwrap();
+    assert!(seen >= 3, "{seen} snapshots");
+    assert!(bx.contains(&out.image));
+    assert!(out.image.iter().enumerate().any(|(k, &v)| v == bx.lo[k % 3] || v == bx.hi[k % 3]), "nothing pressed on the box");
+}
