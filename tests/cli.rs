@@ -1106,9 +1106,11 @@ fn non_finite_loss_or_gradient_stops_with_advice_for_the_optimizer_and_keeps_the
     assert!(line.contains("--style-weight") && !line.contains("learning-rate"), "L-BFGS advice: {line}");
     assert!(line.contains("wrote the starting image"), "{line}");
     assert_eq!(image::open(env.path("out.png")).unwrap().width(), 32);
-    // Adam: a huge step makes the loss of iteration 2 non-finite; iteration 1's image is kept.
+    // Adam, unbounded: a huge step makes the loss of iteration 2 non-finite; iteration 1's image
+    // is kept. (Bounded, the default, the step is clamped into the pixel box and the loss stays
+    // finite: checked last.)
     let env = Env::new();
-    let o = env.stylize(&["--optimizer", "adam", "--learning-rate", "1e38", "--output-image", "out.png", "--save-iter", "0"]);
+    let o = env.stylize(&["--optimizer", "adam", "--learning-rate", "1e38", "--output-image", "out.png", "--save-iter", "0", "--unbounded"]);
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
     let line = err.lines().find(|l| l.starts_with("error:")).unwrap();
@@ -1116,6 +1118,9 @@ fn non_finite_loss_or_gradient_stops_with_advice_for_the_optimizer_and_keeps_the
     assert!(line.contains("last finite image (iteration 1)") && line.contains("out.png"), "{line}");
     let kept = image::open(env.path("out.png")).unwrap();
     assert_eq!((kept.width(), kept.height()), (32, 24));
+    let env = Env::new();
+    let o = env.stylize(&["--optimizer", "adam", "--learning-rate", "1e38", "--output-image", "out.png", "--save-iter", "0"]);
+    assert!(o.status.success(), "bounded, the huge step stays in the box: {}", stderr(&o));
 }
 
 #[test]
