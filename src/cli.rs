@@ -150,6 +150,8 @@ pub enum PresetArg {
     Jcjohnson,
     /// The Keras neural_style_transfer.py example, objective and optimiser (see README).
     KerasExample,
+    /// Gatys, Ecker and Bethge's paper: its objective (½Σ content, unnormalised Grams over 4N²M², 1/L per layer), Caffe inputs, average pooling, α/β = 1e-3, noise init.
+    Gatys2015,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -159,6 +161,8 @@ pub enum ReductionArg {
     Mean,
     /// Σ (F - P)²
     Sum,
+    /// ½ Σ (F - P)² (the paper's)
+    HalfSum,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -168,6 +172,8 @@ pub enum GramNormalizationArg {
     Chw,
     /// G = F Fᵀ, style = Σ (G - A)² / (4 · 3² · (H W)²) with the input image's H W
     KerasExample,
+    /// The paper's: G = F Fᵀ, style = Σ_l (1/L) Σ (G - A)² / (4 N_l² M_l²) with each layer's channels N_l and positions M_l
+    Gatys2015,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]

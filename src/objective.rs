@@ -40,6 +40,8 @@ pub enum Reduction {
     Mean,
     /// Σ (F − P)²: the Keras example.
     Sum,
+    /// ½ Σ (F − P)²: Gatys, Ecker and Bethge's paper (2015/2016).
+    HalfSum,
 }
 
 /// How a Gram matrix is normalised, and so what the style term measures.
@@ -52,6 +54,11 @@ pub enum GramNormalization {
     /// G = F Fᵀ unnormalised; style = w_s · Σ (G − A)² / (4 · 3² · (H_in W_in)²), with 3 and
     /// H_in W_in the *input image's* channels and pixels at every layer (the Keras example's quirk).
     KerasExample,
+    /// The paper's (Gatys, Ecker and Bethge): G = F Fᵀ unnormalised; style = w_s · Σ_l E_l / L,
+    /// E_l = Σ (G − A)² / (4 N_l² M_l²) with layer l's own channels N_l and positions M_l, over
+    /// the L style layers in use (the paper's w_l = 1/L). A style image of another size has its
+    /// Gram scaled by M_l / M_l(style): the same Gram per position.
+    Gatys2015,
 }
 
 /// What the objective compares against, how each term is formed and how they are weighted.
@@ -231,8 +238,9 @@ impl<'b, B: Backend> Objective<'b, B> {
                 self.backend.gram(sh * sw, c, &s_acts[t.layer], &mut t.gram)?;
                 // Targets are kept in the normalisation of x's Grams, G / (C·H·W) at x's layer
                 // size. Unnormalised Grams of a style image of another size convert by hw_s / hw.
+                // (Gatys2015 scales a style image's Gram by M / M_style: per position, as Chw.)
                 let to_x_scale = match self.spec.gram_normalization {
-                    GramNormalization::Chw => 1.0,
+                    GramNormalization::Chw | GramNormalization::Gatys2015 => 1.0,
                     GramNormalization::KerasExample => {
                         let (lh, lw, _) = x_shapes[t.layer];
                         (sh * sw) as f32 / (lh * lw) as f32
@@ -269,6 +277,7 @@ impl<'b, B: Backend> Objective<'b, B> {
         be.fill(self.grads.layer(be, last, len(last))?, 0.0)?;
         let mut parts = LossParts::default();
         let spec = &self.spec;
+        let active_style_layers = self.style.iter().filter(|t| t.active).count().max(1);
         for i in (0..=last).rev() {
             let (lh, lw, c) = shapes[i];
             // Each term's weight as the backend op takes it: the op's own reduction (mean over
@@ -276,6 +285,7 @@ impl<'b, B: Backend> Objective<'b, B> {
             let content_scale = match spec.content_reduction {
                 Reduction::Mean => 1.0,
                 Reduction::Sum => (lh * lw * c) as f64,
+                Reduction::HalfSum => 0.5 * (lh * lw * c) as f64,
             };
             let style_scale = match spec.gram_normalization {
                 GramNormalization::Chw => 1.0,
@@ -284,6 +294,9 @@ impl<'b, B: Backend> Objective<'b, B> {
                     let d = 4.0 * 9.0 * ((h * w) as f64).powi(2);
                     ((c * lh * lw) as f64).powi(2) * (c * c) as f64 / d
                 }
+                // Σ (G − A)² / (4 N² M²) = (N M)² Σ (g − a)² / (4 N² M²) = Σ (g − a)² / 4, and
+                // the op's mean divides by N²; then 1/L.
+                GramNormalization::Gatys2015 => (c * c) as f64 / 4.0 / active_style_layers as f64,
             };
             for (_, p) in self.content.iter().filter(|(l, _)| *l == i) {
                 parts.content += match &mut self.term_grads[i] {

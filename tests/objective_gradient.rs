@@ -12,7 +12,11 @@ fn random_image(rng: &mut Rng, h: usize, w: usize) -> Image {
     Image { h, w, data: rng.normal_vec(h * w * 3, 1.0) }
 }
 
-fn check(pooling: PoolKind, (content_weight, style_weight, tv_weight): (f32, f32, f32)) {
+fn check(pooling: PoolKind, weights: (f32, f32, f32)) {
+    check_spec(ObjectiveSpec { pooling, ..Default::default() }, weights)
+}
+
+fn check_spec(base: ObjectiveSpec, (content_weight, style_weight, tv_weight): (f32, f32, f32)) {
     let be = CpuBackend::new();
     let mut rng = Rng::new(3);
     let (h, w) = (18, 20);
@@ -24,8 +28,7 @@ fn check(pooling: PoolKind, (content_weight, style_weight, tv_weight): (f32, f32
         content_weight,
         style_weight,
         tv_weight,
-        pooling,
-        ..Default::default()
+        ..base
     };
     let mut obj = Objective::new(&be, &narrow_vgg(), spec, &content, &[(style, 1.0)]).unwrap();
     let x0 = random_image(&mut rng, h, w).data;
@@ -99,5 +102,20 @@ fn whole_objective_matches_finite_differences_max_pool() {
 fn whole_objective_matches_finite_differences_avg_pool() {
     for t in TERMS {
         check(PoolKind::Avg, t);
+    }
+}
+
+/// The paper's objective (`--preset gatys2015`): ½Σ content, unnormalised Grams over 4N²M²
+/// with 1/L per layer, average pooling; each term alone, then both.
+#[test]
+fn the_papers_objective_matches_finite_differences() {
+    let paper = || ObjectiveSpec {
+        pooling: PoolKind::Avg,
+        content_reduction: neural_style::Reduction::HalfSum,
+        gram_normalization: neural_style::GramNormalization::Gatys2015,
+        ..Default::default()
+    };
+    for t in [(1.0, 0.0, 0.0), (0.0, 1e3, 0.0), (1.0, 1e3, 0.0)] {
+        check_spec(paper(), t);
     }
 }

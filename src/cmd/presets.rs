@@ -41,5 +41,22 @@ pub fn flags(preset: PresetArg) -> &'static [(&'static str, &'static str)] {
             ("lbfgs-round", "20"),
             ("num-iterations", "200"),
         ],
+        // Gatys, Ecker and Bethge, "A Neural Algorithm of Artistic Style" / "Image Style Transfer
+        // Using Convolutional Neural Networks": content ½Σ(F - P)² at conv4_2 (its ReLU here, as
+        // jcjohnson), style Σ_l w_l E_l with E_l = Σ(G - A)² / (4 N_l² M_l²), unnormalised Grams,
+        // w_l = 1/5 over relu1_1..relu5_1; α/β = 1e-3 (the paper's Figure 3 spans 1e-5 .. 1e-2);
+        // no TV; average pooling; Caffe inputs; white-noise init.
+        PresetArg::Gatys2015 => &[
+            ("preprocess", "caffe"),
+            ("content-layers", "relu4_2"),
+            ("style-layers", "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"),
+            ("content-weight", "1"),
+            ("content-reduction", "half-sum"),
+            ("style-weight", "1000"),
+            ("gram-normalization", "gatys2015"),
+            ("tv-weight", "0"),
+            ("pooling", "avg"),
+            ("init", "random"),
+        ],
     }
 }

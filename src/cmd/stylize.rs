@@ -310,10 +310,12 @@ pub fn plan_with(a: StyleArgs, check_paths: bool) -> Result<Plan> {
         content_reduction: match a.content_reduction {
             ReductionArg::Mean => Reduction::Mean,
             ReductionArg::Sum => Reduction::Sum,
+            ReductionArg::HalfSum => Reduction::HalfSum,
         },
         gram_normalization: match a.gram_normalization {
             GramNormalizationArg::Chw => GramNormalization::Chw,
             GramNormalizationArg::KerasExample => GramNormalization::KerasExample,
+            GramNormalizationArg::Gatys2015 => GramNormalization::Gatys2015,
         },
         tv_power: a.tv_power,
         normalize_gradients: a.normalize_gradients,
