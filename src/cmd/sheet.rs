@@ -5,7 +5,7 @@
 
 use super::stylize::{self, Plan};
 use super::{progress_bar, Device};
-use crate::cli::{GridArgs, SheetArgs, StyleArgs};
+use crate::cli::{GridArgs, PresetArg, SheetArgs, StyleArgs};
 use anyhow::{ensure, Result};
 use indicatif::ProgressBar;
 use neural_style::contact::{layers_label, ratio_label, Cell, Sheet};
@@ -154,12 +154,19 @@ fn run_sheet<B: Backend>(backend: &B, plan: &Plan, content_name: &str, names: &[
 // ---- grid -----------------------------------------------------------------------------------
 
 pub fn grid(mut a: GridArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsString]) -> Result<()> {
+    // The paper's objective unless another preset is named: its ratios (the default --ratios,
+    // 1e-5 .. 1e-2) are α/β in that normalisation, and mean little in jcjohnson's.
+    if a.style.preset.is_none() {
+        a.style.preset = Some(PresetArg::Gatys2015);
+    }
+    // Only a --style-weight given here is refused: a preset's or a PNG's is replaced per column.
+    let style_weight = matches.value_source("style_weight") == Some(clap::parser::ValueSource::CommandLine);
     a.style = super::settings::resolve_in(a.style, matches, argv, Some("grid"))?;
+    a.style.style_weight = None;
     ensure!(!a.ratios.is_empty(), "--ratios needs at least one value");
     for &r in &a.ratios {
         ensure!(r.is_finite() && r > 0.0, "--ratios must be positive numbers (got {r})");
     }
-    let style_weight = a.style.style_weight.is_some();
     let plan = plan("grid", a.style, &[("--style-weight (each column sets it from --content-weight and --ratios)", style_weight)])?;
     ensure!(plan.spec.content_weight > 0.0, "--content-weight must be above 0 for a grid (the ratios divide it)");
     let alpha = plan.spec.content_weight as f64;
