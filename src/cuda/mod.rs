@@ -133,7 +133,7 @@ fn device_count() -> Result<usize> {
     driver::select()?;
     // cudarc's dynamic loader panics on first use when libcuda is absent: ask first.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        bail!("the NVIDIA driver library (libcuda.so) was not found: no GPU on this machine");
+        bail!("no NVIDIA driver (libcuda.so) on this machine");
     }
     let count = std::panic::catch_unwind(CudaContext::device_count)
         .map_err(|_| anyhow!("the CUDA driver library could not be used (a symbol is missing: driver too old?)"))?
