@@ -150,7 +150,7 @@ pub enum PresetArg {
     Jcjohnson,
     /// The Keras neural_style_transfer.py example, objective and optimiser (see README).
     KerasExample,
-    /// Gatys, Ecker and Bethge's paper: its objective (½Σ content, unnormalised Grams over 4N²M², 1/L per layer), Caffe inputs, average pooling, α/β = 1e-3, noise init.
+    /// Gatys, Ecker and Bethge's paper: its objective (½Σ content, unnormalised Grams over 4N²M², 1/L per layer), Caffe inputs, average pooling, α/β = 1e-3.
     Gatys2015,
 }
 

@@ -45,7 +45,8 @@ pub fn flags(preset: PresetArg) -> &'static [(&'static str, &'static str)] {
         // Using Convolutional Neural Networks": content ½Σ(F - P)² at conv4_2 (its ReLU here, as
         // jcjohnson), style Σ_l w_l E_l with E_l = Σ(G - A)² / (4 N_l² M_l²), unnormalised Grams,
         // w_l = 1/5 over relu1_1..relu5_1; α/β = 1e-3 (the paper's Figure 3 spans 1e-5 .. 1e-2);
-        // no TV; average pooling; Caffe inputs; white-noise init.
+        // no TV; average pooling; Caffe inputs. The paper starts from white noise (add --init
+        // random); from the content image (the default) every grid column shows from the start.
         PresetArg::Gatys2015 => &[
             ("preprocess", "caffe"),
             ("content-layers", "relu4_2"),
@@ -56,7 +57,6 @@ pub fn flags(preset: PresetArg) -> &'static [(&'static str, &'static str)] {
             ("gram-normalization", "gatys2015"),
             ("tv-weight", "0"),
             ("pooling", "avg"),
-            ("init", "random"),
         ],
     }
 }
