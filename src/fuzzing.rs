@@ -1,5 +1,5 @@
 //! Entry points of the fuzz targets (`fuzz/fuzz_targets/*.rs`, run with `cargo +nightly fuzz`),
-//! here so that `tests/fuzz_corpus.rs` can replay the committed corpus on stable Rust.
+//! here so that `tests/it/fuzz_corpus.rs` can replay the committed corpus on stable Rust.
 //!
 //! Each takes the bytes of a file, goes through the same reader and checks as loading it from
 //! disk would, and returns its result: `Err` for bad input is expected; a panic, an abort, a

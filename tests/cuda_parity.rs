@@ -721,7 +721,7 @@ fn lbfgs_100_iterations_reach_the_cpu_loss() {
         report(&format!("lbfgs_100_iterations {p:?}"), (out_gpu.loss.total - out_cpu.loss.total).abs(), e, 0.01);
         println!("L-BFGS {p:?}: gpu {} cpu {} after {} / {} evaluations", out_gpu.loss.total, out_cpu.loss.total, out_gpu.evaluations, out_cpu.evaluations);
         assert!(e <= 0.01, "L-BFGS {p:?}: GPU loss {} vs CPU {} ({:.2}% apart)", out_gpu.loss.total, out_cpu.loss.total, 100.0 * e);
-        // (peak_bytes > 0 is checked in tests/cuda_emulated_cli.rs, by a process of its own: here
+        // (peak_bytes > 0 is checked in tests/it/cuda_emulated_cli.rs, by a process of its own: here
         // the other tests of this process allocate and free on the same device at the same time,
         // and the driver's used memory can drop below this backend's baseline.)
         assert!(be.peak_bytes().is_some(), "the CUDA backend reports its peak");

@@ -1,5 +1,5 @@
 //! `cargo +nightly fuzz run model_safetensors`: see README.md, "Fuzzing". The body is
-//! `neural_style::fuzzing::model_safetensors`, which tests/fuzz_corpus.rs replays on stable.
+//! `neural_style::fuzzing::model_safetensors`, which tests/it/fuzz_corpus.rs replays on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,5 +1,5 @@
 //! `cargo +nightly fuzz run png_settings`: see README.md, "Fuzzing". The body is
-//! `neural_style::fuzzing::png_settings`, which tests/fuzz_corpus.rs replays on stable.
+//! `neural_style::fuzzing::png_settings`, which tests/it/fuzz_corpus.rs replays on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

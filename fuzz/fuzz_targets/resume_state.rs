@@ -1,5 +1,5 @@
 //! `cargo +nightly fuzz run resume_state`: see README.md, "Fuzzing". The body is
-//! `neural_style::fuzzing::resume_state`, which tests/fuzz_corpus.rs replays on stable.
+//! `neural_style::fuzzing::resume_state`, which tests/it/fuzz_corpus.rs replays on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

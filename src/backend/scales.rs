@@ -1,7 +1,7 @@
 //! The host-side arithmetic of the ops: the scale factors a loss or Gram kernel is handed and
 //! the way a reduction's sum becomes the loss value, and Adam's bias corrections. The CPU
 //! backend (src/cpu/) and the CUDA backend's launch code (src/cuda/gram.rs, loss.rs, vector.rs) both call these, so
-//! the CPU tests (tests/cpu_ops.rs, tests/golden.rs against PyTorch, the unit tests below) check
+//! the CPU tests (tests/it/cpu_ops.rs, tests/it/golden.rs against PyTorch, the unit tests below) check
 //! the numbers the GPU is given even on a machine without one.
 //!
 //! Each function is written exactly as the backends computed it before it moved here (f32 where

@@ -1,6 +1,6 @@
 //! Winograd F(4x4, 3x3) for the 3x3, stride 1, pad 1 convolutions, channels-last (h, w, c) like
 //! the rest of src/cpu. Same results as conv.rs's direct path up to fp32 rounding (the bound is
-//! in tests/winograd.rs and PERFORMANCE.md), with 4x fewer multiplies: 36 per 4x4 output tile
+//! in tests/it/winograd.rs and PERFORMANCE.md), with 4x fewer multiplies: 36 per 4x4 output tile
 //! and (c_in, c_out) pair instead of 16 * 9 = 144.
 //!
 //! For one channel pair, a 6x6 input tile d (the 4x4 output tile grown by the 3x3 kernel's halo:

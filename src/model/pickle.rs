@@ -722,7 +722,7 @@ mod tests {
     }
 
     /// A million nested tuples: built, then dropped without recursion (a recursive drop overflows
-    /// the stack; the binary-level test in tests/model_files.rs shows the abort).
+    /// the stack; the binary-level test in tests/it/model_files.rs shows the abort).
     #[test]
     fn deep_nesting_drops_iteratively() {
         let mut p = b"\x80\x02N".to_vec();

@@ -4,7 +4,7 @@
 //! targets' bodies, on stable Rust: each input must give Ok or Err, never a panic. Fuzzing itself
 //! needs nightly and cargo-fuzz; see README.md, "Fuzzing".
 
-mod common;
+use crate::common;
 
 use common::png_chunks::{png_with_chunks, zlib_bomb, zlib_stored};
 use common::state_file::RawState;
@@ -111,7 +111,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 
 /// Writes the seeds (`fuzz/corpus/<target>/seed-*`, each at most 16 KB); inputs fuzzing found
 /// (crash-*, ...) stay. Run after changing `seeds`:
-/// `cargo test --release --test fuzz_corpus -- --ignored write_seed_corpus`.
+/// `cargo test --release --test it -- --ignored fuzz_corpus::write_seed_corpus`.
 #[test]
 #[ignore]
 fn write_seed_corpus() {

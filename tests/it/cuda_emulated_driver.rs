@@ -25,7 +25,7 @@ fn run_child(name: &str, env: &[(&str, &str)]) -> Option<(bool, String)> {
         return None;
     }
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_scenario", "--nocapture", "--test-threads=1"]).env(SCENARIO, name).env(driver::ENV, "emulated");
+    cmd.args(["--exact", &child_scenario_name(), "--nocapture", "--test-threads=1"]).env(SCENARIO, name).env(driver::ENV, "emulated");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -40,6 +40,15 @@ fn scenario(name: &str, env: &[(&str, &str)]) -> Option<String> {
     assert!(ok, "scenario {name} failed:\n{text}");
     assert!(text.contains(&format!("scenario {name} done")), "scenario {name} did not run:\n{text}");
     Some(text)
+}
+
+/// `child_scenario`'s name in this test binary, as `--exact` wants it: its module path without
+/// the crate's name (`cuda_emulated_driver::child_scenario` in tests/it, the merged binary).
+fn child_scenario_name() -> String {
+    match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::child_scenario"),
+        None => "child_scenario".to_string(),
+    }
 }
 
 /// The entry point of the child processes; in the parent (no NS_EMU_SCENARIO) it has nothing to do.

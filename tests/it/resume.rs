@@ -3,7 +3,7 @@
 //! rounds (stops inside a round and on a round boundary), and Adam; the state goes through its
 //! file format (resume::to_bytes / from_bytes) between the sessions.
 
-mod common;
+use crate::common;
 
 use common::state_file::RawState;
 use neural_style::model::random::random_vgg;

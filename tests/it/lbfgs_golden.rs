@@ -55,7 +55,7 @@ fn start(function: &str, n: usize) -> Vec<f32> {
 
 #[test]
 fn lbfgs_tracks_torch_evaluation_by_evaluation() {
-    let golden: Value = serde_json::from_str(include_str!("fixtures/lbfgs_golden.json")).unwrap();
+    let golden: Value = serde_json::from_str(include_str!("../fixtures/lbfgs_golden.json")).unwrap();
     let be = CpuBackend::new();
     for case in golden["cases"].as_array().unwrap() {
         let function = case["function"].as_str().unwrap();

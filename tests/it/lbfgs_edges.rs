@@ -1,4 +1,4 @@
-//! The crate's L-BFGS against torch.optim.LBFGS where tests/lbfgs_golden.rs does not go
+//! The crate's L-BFGS against torch.optim.LBFGS where tests/it/lbfgs_golden.rs does not go
 //! (tests/fixtures/lbfgs_edges.json, made by make_lbfgs_edges_fixture.py with Debian's PyTorch
 //! 1.13), evaluation by evaluation: a learning rate other than 1, line searches that extrapolate
 //! far, zoom, and meet cubics with no minimiser; searches cut short by the evaluation budget,
@@ -220,7 +220,7 @@ fn check_first_search(case: &Value) {
 }
 
 fn cases(kind: &str) -> Vec<Value> {
-    let golden: Value = serde_json::from_str(include_str!("fixtures/lbfgs_edges.json")).unwrap();
+    let golden: Value = serde_json::from_str(include_str!("../fixtures/lbfgs_edges.json")).unwrap();
     golden["cases"].as_array().unwrap().iter().filter(|c| c["kind"] == kind).cloned().collect()
 }
 

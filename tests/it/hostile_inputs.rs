@@ -1,10 +1,10 @@
 //! Issue 19's hostile inputs on the command line, batch, grid, make-examples and fetch-model
-//! surfaces (the resume-state and --from-png records have their own files: tests/resume.rs,
-//! tests/from_png_records.rs). Each case was a panic, an abort, a hang, a silent wrong result
+//! surfaces (the resume-state and --from-png records have their own files: tests/it/resume.rs,
+//! tests/it/from_png_records.rs). Each case was a panic, an abort, a hang, a silent wrong result
 //! or an unclear message before; now each is refused up front with one line naming the flag or
 //! file, or (the batch rerun) does the right thing.
 
-mod common;
+use crate::common;
 
 use common::{output_within, refused, stderr, Env};
 use std::path::Path;

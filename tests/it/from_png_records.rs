@@ -4,7 +4,7 @@
 //! the record's key (an unknown key: a warning naming it, and the run goes on), never a panic,
 //! an abort or gigabytes of memory.
 
-mod common;
+use crate::common;
 
 use common::png_chunks::{png_with_chunks, zlib_bomb, zlib_stored};
 use common::stderr;
