@@ -27,6 +27,7 @@ mod cuda_emulated_cli;
 mod cuda_emulated_driver;
 mod from_png_records;
 mod fuzz_corpus;
+mod gatys_objective;
 mod golden;
 mod hostile_inputs;
 mod interrupt;
