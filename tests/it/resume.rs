@@ -448,7 +448,7 @@ fn a_state_whose_tensors_do_not_match_its_record_is_refused() {
 
 // ---- the same through the binary ------------------------------------------------------------
 
-mod cli {
+mod binary {
     use super::RawState;
     use std::io::{BufRead, BufReader};
     use std::path::Path;
