@@ -83,7 +83,12 @@ pub struct PixelBox {
 impl PixelBox {
     /// Whether every x_i lies inside its channel's bounds, channel i % 3 (NaN does not).
     pub fn contains(&self, x: &[f32]) -> bool {
-        x.iter().enumerate().all(|(i, v)| *v >= self.lo[i % 3] && *v <= self.hi[i % 3])
+        self.first_outside(x).is_none()
+    }
+
+    /// The index of the first x_i outside its channel's bounds (a NaN is outside).
+    pub fn first_outside(&self, x: &[f32]) -> Option<usize> {
+        x.iter().enumerate().position(|(i, v)| !(*v >= self.lo[i % 3] && *v <= self.hi[i % 3]))
     }
 }
 

@@ -490,7 +490,7 @@ impl RunState {
             return Ok(());
         };
         let outside = |name: &str, v: &[f32]| -> Result<()> {
-            if let Some(k) = v.iter().enumerate().position(|(k, x)| !(*x >= pixel_box.lo[k % 3] && *x <= pixel_box.hi[k % 3])) {
+            if let Some(k) = pixel_box.first_outside(v) {
                 bail!("{name}[{k}] is {}, outside the pixel box [{}, {}] a bounded run stays in", v[k], pixel_box.lo[k % 3], pixel_box.hi[k % 3]);
             }
             Ok(())
