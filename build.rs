@@ -20,7 +20,7 @@ use std::env;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const KERNELS: [&str; 8] = ["conv3x3", "gram", "pool", "relu", "loss", "vector", "conv3x3_mma", "gram_mma"];
 const DEFAULT_CUBIN_ARCHS: [u32; 4] = [80, 86, 89, 90];
@@ -48,7 +48,6 @@ fn main() {
     }
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
-    let kernels_dir = manifest.join("kernels");
     // .cuda-tools/ always exists (its README is tracked), so watching it costs nothing until the
     // install script fills it; a watched path that does not exist would re-run this every build.
     let tools_dir = manifest.join(".cuda-tools");
@@ -85,7 +84,7 @@ fn main() {
 
     let mut skipped = Vec::new();
     for compiler in &compilers {
-        match build_all(compiler, &kernels_dir, &out, ptx_arch, &cubin_archs) {
+        match build_all(compiler, &manifest, &out, ptx_arch, &cubin_archs, require) {
             Ok(()) => {
                 for s in &skipped {
                     println!("cargo:warning={s}");
@@ -98,7 +97,6 @@ fn main() {
                 );
                 copy_ptx_for_ptxas(&out);
                 write_kernels_rs(&out, Some(&with), "", ptx_arch, &cubin_archs);
-                build_emulated_driver(&manifest, &out, require);
                 return;
             }
             Err(BuildError::Kernel(log)) => panic!("{log}"),
@@ -115,7 +113,9 @@ fn main() {
 /// PTX's `.entry` lines, so every entry point the GPU gets is registered, and one the emulation
 /// cannot compile fails the build. Without a C++ compiler the build goes on without it (a warning),
 /// unless NEURAL_STYLE_REQUIRE_KERNELS=1 (CI), which makes that an error.
-fn build_emulated_driver(manifest: &Path, out: &Path, require: bool) {
+/// `start_emulated_driver` starts the compiler (it runs beside the cubin compiles: together they
+/// are most of this script's time) and `finish_emulated_driver` waits for it.
+fn start_emulated_driver(manifest: &Path, out: &Path) -> EmulatedDriverBuild {
     let emu = manifest.join("tests/cuda_driver_emu");
     let include = manifest.join("tests/kernel_emu/include");
     println!("cargo:rerun-if-changed={}", emu.display());
@@ -141,7 +141,7 @@ fn build_emulated_driver(manifest: &Path, out: &Path, require: bool) {
     fs::create_dir_all(&dir).unwrap();
     let lib = dir.join("libcuda.so");
     let cxx = env::var("CXX").ok().filter(|c| !c.trim().is_empty()).unwrap_or_else(|| "g++".into());
-    let result = Command::new(&cxx)
+    let child = Command::new(&cxx)
         .args(["-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-Wno-unused-result"])
         .arg("-Wl,-soname,libcuda.so")
         .arg(format!("-I{}", include.display()))
@@ -150,8 +150,21 @@ fn build_emulated_driver(manifest: &Path, out: &Path, require: bool) {
         .arg(emu.join("driver.cpp"))
         .arg("-o")
         .arg(&lib)
-        .output();
-    let failure = match result {
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    EmulatedDriverBuild { cxx, lib, child }
+}
+
+struct EmulatedDriverBuild {
+    cxx: String,
+    lib: PathBuf,
+    child: std::io::Result<std::process::Child>,
+}
+
+fn finish_emulated_driver(build: EmulatedDriverBuild, require: bool) {
+    let EmulatedDriverBuild { cxx, lib, child } = build;
+    let failure = match child.and_then(|c| c.wait_with_output()) {
         Ok(o) if o.status.success() => {
             println!("cargo:rustc-env=NEURAL_STYLE_EMULATED_DRIVER={}", lib.display());
             return;
@@ -183,18 +196,55 @@ enum BuildError {
     Kernel(String),
 }
 
-fn build_all(compiler: &Compiler, kernels_dir: &Path, out: &Path, ptx_arch: u32, cubin_archs: &[u32]) -> Result<(), BuildError> {
+/// Every kernel's PTX, then (with the emulated driver's C++ build beside them, which needs the
+/// PTX's entry names) its cubins: each compile is a job for a pool of `NUM_JOBS` threads (cargo's
+/// `-j`), since one file for one architecture is one single-threaded compiler call.
+fn build_all(compiler: &Compiler, manifest: &Path, out: &Path, ptx_arch: u32, cubin_archs: &[u32], require: bool) -> Result<(), BuildError> {
     compiler.self_test(out).map_err(BuildError::Tool)?;
-    for name in KERNELS {
-        let src = kernels_dir.join(format!("{name}.cu"));
-        let fail = |target: &str, log: String| BuildError::Kernel(format!("kernels/{name}.cu failed to compile for {target} with {}:\n{log}", compiler.describe()));
-        let ptx = compiler.compile(&src, kernels_dir, Target::Ptx(ptx_arch)).map_err(|log| fail(&format!("compute_{ptx_arch}"), log))?;
-        fs::write(out.join(format!("{name}.ptx")), ptx).unwrap();
-        for &arch in cubin_archs {
-            let cubin = compiler.compile(&src, kernels_dir, Target::Cubin(arch)).map_err(|log| fail(&format!("sm_{arch}"), log))?;
-            fs::write(out.join(format!("{name}.sm_{arch}.cubin")), cubin).unwrap();
+    let kernels_dir = manifest.join("kernels");
+    let ptx_jobs: Vec<(&str, Target)> = KERNELS.iter().map(|&name| (name, Target::Ptx(ptx_arch))).collect();
+    compile_in_parallel(compiler, &kernels_dir, out, ptx_jobs)?;
+    let emulated_driver = start_emulated_driver(manifest, out);
+    let cubin_jobs: Vec<(&str, Target)> = KERNELS.iter().flat_map(|&name| cubin_archs.iter().map(move |&a| (name, Target::Cubin(a)))).collect();
+    let cubins = compile_in_parallel(compiler, &kernels_dir, out, cubin_jobs);
+    finish_emulated_driver(emulated_driver, require);
+    cubins
+}
+
+/// Compiles kernels/<name>.cu for each (name, target) into `out` (<name>.ptx, <name>.sm_XX.cubin).
+/// The first failure (in job order) is returned once every thread has stopped.
+fn compile_in_parallel(compiler: &Compiler, kernels_dir: &Path, out: &Path, jobs: Vec<(&str, Target)>) -> Result<(), BuildError> {
+    let threads = env::var("NUM_JOBS").ok().and_then(|n| n.parse::<usize>().ok()).unwrap_or(1).clamp(1, jobs.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<(), BuildError>>>> = jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((name, target)) = jobs.get(i) else { break };
+                let result = compile_one(compiler, kernels_dir, out, name, target);
+                let failed = result.is_err();
+                *results[i].lock().unwrap() = Some(result);
+                if failed {
+                    // Stop handing out work: the build fails anyway.
+                    next.store(jobs.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            });
         }
-    }
+    });
+    results.into_iter().filter_map(|r| r.into_inner().unwrap()).find(Result::is_err).unwrap_or(Ok(()))
+}
+
+fn compile_one(compiler: &Compiler, kernels_dir: &Path, out: &Path, name: &str, target: &Target) -> Result<(), BuildError> {
+    let src = kernels_dir.join(format!("{name}.cu"));
+    let (target_name, file) = match *target {
+        Target::Ptx(a) => (format!("compute_{a}"), format!("{name}.ptx")),
+        Target::Cubin(a) => (format!("sm_{a}"), format!("{name}.sm_{a}.cubin")),
+    };
+    let image = compiler
+        .compile(&src, kernels_dir, target)
+        .map_err(|log| BuildError::Kernel(format!("kernels/{name}.cu failed to compile for {target_name} with {}:\n{log}", compiler.describe())))?;
+    fs::write(out.join(file), image).unwrap();
     Ok(())
 }
 
@@ -267,17 +317,19 @@ impl Compiler {
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let src = dir.join("empty.cu");
         fs::write(&src, "extern \"C\" __global__ void empty() {}\n").map_err(|e| e.to_string())?;
-        self.compile(&src, &dir, Target::Ptx(DEFAULT_PTX_ARCH)).map(drop).map_err(|log| log.lines().take(6).collect::<Vec<_>>().join(" / "))
+        self.compile(&src, &dir, &Target::Ptx(DEFAULT_PTX_ARCH)).map(drop).map_err(|log| log.lines().take(6).collect::<Vec<_>>().join(" / "))
     }
 
-    fn compile(&self, src: &Path, include_dir: &Path, target: Target) -> Result<Vec<u8>, String> {
+    fn compile(&self, src: &Path, include_dir: &Path, target: &Target) -> Result<Vec<u8>, String> {
         match self {
             Compiler::Nvcc(nvcc) => {
-                let (mode, arch, ext) = match target {
-                    Target::Ptx(a) => ("-ptx", format!("-arch=compute_{a}"), "ptx"),
-                    Target::Cubin(a) => ("-cubin", format!("-arch=sm_{a}"), "cubin"),
+                let (mode, arch, ext) = match *target {
+                    Target::Ptx(a) => ("-ptx", format!("-arch=compute_{a}"), format!("compute_{a}.ptx")),
+                    Target::Cubin(a) => ("-cubin", format!("-arch=sm_{a}"), format!("sm_{a}.cubin")),
                 };
-                let tmp = PathBuf::from(env::var("OUT_DIR").unwrap()).join(format!("nvcc_tmp.{ext}"));
+                // One temp file per source and target: compiles run in parallel.
+                let stem = src.file_stem().unwrap_or_default().to_string_lossy();
+                let tmp = PathBuf::from(env::var("OUT_DIR").unwrap()).join(format!("nvcc_tmp.{stem}.{ext}"));
                 let mut cmd = Command::new(nvcc);
                 cmd.args([mode, &arch, "-std=c++17", "-lineinfo", "-I"]).arg(include_dir).arg("-o").arg(&tmp).arg(src);
                 if let Some(ccbin) = env::var_os("NVCC_CCBIN") {
@@ -290,7 +342,7 @@ impl Compiler {
                 fs::read(&tmp).map_err(|e| e.to_string())
             }
             Compiler::Nvrtc { lib, includes } => {
-                let arch = match target {
+                let arch = match *target {
                     Target::Ptx(a) => format!("--gpu-architecture=compute_{a}"),
                     Target::Cubin(a) => format!("--gpu-architecture=sm_{a}"),
                 };

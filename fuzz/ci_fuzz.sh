@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A short fuzz pass over every target (README.md, "Fuzzing"), for CI: SECS seconds each
+# A short fuzz pass over every target (docs/testing.md, "Fuzzing"), for CI: SECS seconds each
 # (NEURAL_STYLE_CI_FUZZ_SECS, default 60; 0 skips). Needs nightly Rust and cargo-fuzz; without
 # them it says so and succeeds (the committed corpus is replayed by `cargo test` on stable in any
 # case: tests/it/fuzz_corpus.rs). New inputs go to a temp folder, never into fuzz/corpus/; a

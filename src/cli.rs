@@ -148,7 +148,7 @@ pub enum PrecisionArg {
 pub enum PresetArg {
     /// jcjohnson/neural-style's defaults: Caffe convention, weights 5 / 100 / 1e-3, noise init, 512 px, 1000 iterations.
     Jcjohnson,
-    /// The Keras neural_style_transfer.py example, objective and optimiser (see README).
+    /// The Keras neural_style_transfer.py example, objective and optimiser (see docs/options.md, "Presets").
     KerasExample,
     /// Gatys, Ecker and Bethge's paper: its objective (½Σ content, unnormalised Grams over 4N²M², 1/L per layer), Caffe inputs, average pooling, α/β = 1e-3.
     Gatys2015,
@@ -399,6 +399,9 @@ pub struct MakeExamplesArgs {
     /// Instead of drawing the inputs, compose DIR/figure.png: content | style | this result, side by side.
     #[arg(long, value_name = "RESULT")]
     pub figure: Option<PathBuf>,
+    /// Where --figure writes the figure, instead of DIR/figure.png (content and style are still read from DIR).
+    #[arg(long, value_name = "FILE", requires = "figure")]
+    pub figure_output: Option<PathBuf>,
 }
 
 /// `sheet`: the stylisation options, with --style-image naming one style per pair.

@@ -1,9 +1,10 @@
 //! Promises the README and the docs make that nothing else tested (issue 12 item 5): the model
 //! discovery order, the Caffe convention, style blend normalisation against PyTorch, Adam's step
-//! counter and learning rate, every key of the `--log-json` lines as README.md shows them,
-//! `--save-iter` naming at and near the last iteration, and an existing output surviving a
-//! failed write. Tiny images and the narrow fixture network: every test takes well under a second
-//! (the CLI ones a second or two).
+//! counter and learning rate, every key of the `--log-json` lines as docs/options.md shows them,
+//! `--save-iter` naming at and near the last iteration, an existing output surviving a failed
+//! write, every relative link of README.md, docs/ and PERFORMANCE.md, and README's commands.
+//! Tiny images and the narrow fixture network: every test takes well under a second (the CLI
+//! ones a second or two).
 
 use neural_style::backend::PoolKind;
 use neural_style::model::source::{self, ModelSource};
@@ -262,20 +263,24 @@ fn adam_runs_as_torch_optim_adam() {
     assert!(diff(&out.image, &stuck) > 1e-2 && diff(&out.image, &other_lr) > 1e-2, "the reference does not tell these apart");
 }
 
-// ---- the --log-json keys, as README.md shows them ----------------------------------------
+// ---- the --log-json keys, as docs/options.md shows them -----------------------------------
 
-/// The keys of the JSON object on the README line that starts with `` `{"<first>": ``.
-fn readme_keys(first: &str) -> Vec<String> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find("### `--log-json`").expect("README has a --log-json section")..];
-    let line = section.lines().find(|l| l.starts_with(&format!("`{{\"{first}\":"))).unwrap_or_else(|| panic!("no README line for {first}"));
+/// The keys of the JSON object on the line of docs/options.md's `--log-json` section that starts
+/// with `` `{"<first>": ``.
+fn documented_keys(first: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/options.md")).unwrap();
+    let start = doc.find("\n### `--log-json`\n").expect("docs/options.md has a --log-json section");
+    let section = &doc[start + 1..];
+    let end = section[1..].find("\n#").map_or(section.len(), |i| i + 1);
+    let section = &section[..end];
+    let line = section.lines().find(|l| l.starts_with(&format!("`{{\"{first}\":"))).unwrap_or_else(|| panic!("no line for {first} in docs/options.md's --log-json section"));
     let json = line.trim_start_matches('`').split('`').next().unwrap();
     // The example elides values with …: keep the keys, in order (top level and "final").
     keys_in_order(json)
 }
 
 /// The keys of a JSON text, nested objects' keys where they stand, in the text's order (the
-/// program's lines are compared with README's this way: a parsed `Value` sorts its keys).
+/// program's lines are compared with the documented ones this way: a parsed `Value` sorts its keys).
 fn keys_in_order(json: &str) -> Vec<String> {
     let mut keys = Vec::new();
     let mut rest = json;
@@ -302,7 +307,7 @@ fn keys_of(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
 }
 
 #[test]
-fn log_json_lines_have_exactly_the_readme_keys() {
+fn log_json_lines_have_exactly_the_documented_keys() {
     let env = CliEnv::new();
     let o = env.stylize(&["--num-iterations", "2", "--log-json", "log.jsonl", "--output-image", "out.png"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -313,14 +318,14 @@ fn log_json_lines_have_exactly_the_readme_keys() {
         v.sort();
         v
     };
-    // README: the iteration line's keys, then the summary's (its "final" object's keys are
-    // flattened here as final.total etc.; the README lists them in the same object).
-    let iter_keys = sorted(readme_keys("iteration"));
-    let mut summary_keys = readme_keys("summary");
+    // docs/options.md: the iteration line's keys, then the summary's (its "final" object's keys
+    // are flattened here as final.total etc.; the docs list them in the same object).
+    let iter_keys = sorted(documented_keys("iteration"));
+    let mut summary_keys = documented_keys("summary");
     for object in ["final", "final_optimizer"] {
-        let at = summary_keys.iter().position(|k| k == object).unwrap_or_else(|| panic!("README's summary lacks {object}"));
+        let at = summary_keys.iter().position(|k| k == object).unwrap_or_else(|| panic!("the documented summary lacks {object}"));
         for (i, k) in ["total", "content", "style", "tv"].iter().enumerate() {
-            assert_eq!(summary_keys.get(at + 1 + i).map(String::as_str), Some(*k), "README's summary: {object}.{k}");
+            assert_eq!(summary_keys.get(at + 1 + i).map(String::as_str), Some(*k), "the documented summary: {object}.{k}");
             summary_keys[at + 1 + i] = format!("{object}.{k}");
         }
     }
@@ -339,10 +344,10 @@ fn log_json_lines_have_exactly_the_readme_keys() {
     let mut k = Vec::new();
     keys_of(s, "", &mut k);
     assert_eq!(sorted(k), summary_keys, "summary line {s}");
-    // And in README's order.
+    // And in the documented order.
     let raw: Vec<&str> = text.lines().collect();
-    assert_eq!(keys_in_order(raw[0]), readme_keys("iteration"), "the iteration line's key order: {}", raw[0]);
-    assert_eq!(keys_in_order(raw[2]), readme_keys("summary"), "the summary line's key order: {}", raw[2]);
+    assert_eq!(keys_in_order(raw[0]), documented_keys("iteration"), "the iteration line's key order: {}", raw[0]);
+    assert_eq!(keys_in_order(raw[2]), documented_keys("summary"), "the summary line's key order: {}", raw[2]);
     // Each value's type and meaning.
     assert_eq!(s["summary"], true);
     assert!(s["device"].as_str().unwrap().starts_with("cpu ("), "{s}");
@@ -542,4 +547,271 @@ impl CliEnv {
         v.sort();
         v
     }
+}
+
+// ---- README.md and docs/: links and commands --------------------------------------------------
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// README.md, every docs/*.md and PERFORMANCE.md, as paths relative to the repository root.
+fn documentation_files() -> Vec<PathBuf> {
+    let mut files = vec![PathBuf::from("README.md"), PathBuf::from("PERFORMANCE.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo_root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| p.strip_prefix(repo_root()).unwrap().to_path_buf())
+        .collect();
+    docs.sort();
+    assert!(docs.len() >= 6, "docs/ has {docs:?}");
+    files.extend(docs);
+    files
+}
+
+/// The lines of a markdown text outside fenced code blocks, with their 1-based numbers.
+fn prose_lines(text: &str) -> Vec<(usize, &str)> {
+    let mut fenced = false;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            out.push((i + 1, line));
+        }
+    }
+    out
+}
+
+/// GitHub's anchor for a heading: lowercase, punctuation other than `-` and `_` dropped, spaces
+/// as `-` ("## Batches: `neural-style batch`" is `#batches-neural-style-batch`).
+fn github_slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// Every anchor of a markdown text's headings (a repeated heading's gets `-1`, `-2`, ..., as on
+/// GitHub).
+fn anchors(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, line) in prose_lines(text) {
+        let hashes = line.len() - line.trim_start_matches('#').len();
+        if (1..=6).contains(&hashes) && line[hashes..].starts_with(' ') {
+            let slug = github_slug(&line[hashes..]);
+            let mut anchor = slug.clone();
+            let mut n = 0;
+            while out.contains(&anchor) {
+                n += 1;
+                anchor = format!("{slug}-{n}");
+            }
+            out.push(anchor);
+        }
+    }
+    out
+}
+
+/// The targets of a markdown text's inline links and images, `[..](target)` and `![..](target)`,
+/// outside code blocks and code spans, with their line numbers.
+fn link_targets(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (number, line) in prose_lines(text) {
+        // Drop code spans (a link's text may hold one; its target never does).
+        let mut prose = String::new();
+        for (i, part) in line.split('`').enumerate() {
+            if i % 2 == 0 {
+                prose.push_str(part);
+            }
+        }
+        let mut rest = prose.as_str();
+        while let Some(i) = rest.find("](") {
+            let after = &rest[i + 2..];
+            let end = after.find(')').unwrap_or_else(|| panic!("line {number}: a link without its ')': {line}"));
+            let target = after[..end].split_whitespace().next().unwrap_or("").trim_start_matches('<').trim_end_matches('>');
+            out.push((number, target.to_string()));
+            rest = &after[end..];
+        }
+    }
+    out
+}
+
+#[test]
+fn github_slugs_and_link_parsing_follow_the_rules_the_links_rely_on() {
+    assert_eq!(github_slug(" Batches: `neural-style batch`"), "batches-neural-style-batch");
+    assert_eq!(github_slug(" `--plot`"), "--plot");
+    assert_eq!(github_slug(" What happens when ..."), "what-happens-when-");
+    assert_eq!(github_slug(" The paper's figures: `sheet` and `grid`"), "the-papers-figures-sheet-and-grid");
+    assert_eq!(github_slug(" Bounded optimisation (the default) and `--unbounded`"), "bounded-optimisation-the-default-and---unbounded");
+    assert_eq!(anchors("# A\n\n## A\n```sh\n# not a heading\n```\n#not one either\n### `--x`\n"), ["a", "a-1", "--x"]);
+    assert_eq!(
+        link_targets("see [a](x.md#y) and ![b](../i.png \"t\"), `[c](code)`\n```\n[d](fenced)\n```\n[`e`](e.sh)"),
+        [(1, "x.md#y".to_string()), (1, "../i.png".to_string()), (5, "e.sh".to_string())]
+    );
+}
+
+#[test]
+fn every_link_in_readme_and_docs_points_at_something() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in documentation_files() {
+        let text = std::fs::read_to_string(repo_root().join(&file)).unwrap();
+        let dir = file.parent().unwrap();
+        for (line, target) in link_targets(&text) {
+            if target.starts_with("http://") || target.starts_with("https://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (path, anchor) = match target.split_once('#') {
+                Some((p, a)) => (p, Some(a)),
+                None => (target.as_str(), None),
+            };
+            let linked = if path.is_empty() { file.clone() } else { dir.join(path) };
+            let at = format!("{}:{line}: ({target})", file.display());
+            if path.is_empty() && anchor.is_none() {
+                broken.push(format!("{at}: an empty link"));
+                continue;
+            }
+            let full = repo_root().join(&linked);
+            if !full.exists() {
+                broken.push(format!("{at}: {} does not exist", linked.display()));
+                continue;
+            }
+            if let Some(anchor) = anchor {
+                if full.extension().is_none_or(|e| e != "md") {
+                    broken.push(format!("{at}: an anchor on a file that is not markdown"));
+                } else if !anchors(&std::fs::read_to_string(&full).unwrap()).iter().any(|a| a == anchor) {
+                    broken.push(format!("{at}: {} has no heading whose anchor is #{anchor}", linked.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{} broken link(s):\n{}", broken.len(), broken.join("\n"));
+    assert!(checked >= 30, "only {checked} relative links found: is the link parser broken?");
+}
+
+/// The commands in README's ```sh blocks, continuation lines joined, with the number of the
+/// block each is in (0 for the first).
+fn readme_commands() -> Vec<(usize, String)> {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let mut out = Vec::new();
+    let mut block: Option<usize> = None;
+    let mut blocks = 0;
+    let mut pending = String::new();
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            if block.is_some() {
+                assert!(pending.is_empty(), "README: a sh block ends on a continued line");
+                block = None;
+            } else if line.trim() == "```sh" {
+                block = Some(blocks);
+                blocks += 1;
+            }
+            continue;
+        }
+        let Some(b) = block else { continue };
+        let (part, continued) = match line.trim_end().strip_suffix('\\') {
+            Some(p) => (p, true),
+            None => (line, false),
+        };
+        pending.push_str(part.trim());
+        pending.push(' ');
+        if !continued {
+            let command = std::mem::take(&mut pending).trim().to_string();
+            if !command.is_empty() && !command.starts_with('#') {
+                out.push((b, command));
+            }
+        }
+    }
+    out
+}
+
+/// A command that downloads: checked against its `--help` only.
+fn downloads(args: &[&str]) -> bool {
+    args.first() == Some(&"fetch-model")
+}
+
+/// What a test runs for `--image-size` and `--num-iterations` beyond these.
+const TEST_SIZE: (u64, u64) = (64, 3);
+
+#[test]
+fn every_command_in_readme_runs() {
+    let commands = readme_commands();
+    let scratch = tempfile::tempdir().unwrap();
+    let (mut ran, mut helped) = (0, 0);
+    for (block, command) in &commands {
+        for quote in ['\'', '"', '$', '`', '*', '|', '>', '<', ';', '&'] {
+            assert!(!command.contains(quote), "README command {command:?}: {quote} needs a shell; keep README's commands plain words");
+        }
+        let rest = if let Some(rest) = command.strip_prefix("neural-style ") {
+            rest
+        } else if let Some(rest) = command.strip_prefix("cargo run --release -- ") {
+            // The first command (128 px, 100 iterations) is run by the figure test in tests/it
+            // (it also checks its output against examples/), so it is not run twice here.
+            if *block == 0 {
+                continue;
+            }
+            rest
+        } else {
+            // The test command: CI runs it (.ci/run).
+            assert_eq!(*command, "cargo test", "README command {command:?} is neither this program nor the test command: give it a check here");
+            continue;
+        };
+        let args: Vec<&str> = rest.split_whitespace().collect();
+        let mut c = Command::new(BIN);
+        c.current_dir(repo_root())
+            .env_remove("NEURAL_STYLE_MODEL")
+            .env_remove("NEURAL_STYLE_MODEL_URL")
+            .env("TORCH_HOME", scratch.path().join("torch-home"));
+        if downloads(&args) {
+            let o = c.args(&args).arg("--help").output().unwrap();
+            assert!(o.status.success(), "README command {command:?} with --help: {}", stderr(&o));
+            let help = String::from_utf8_lossy(&o.stdout);
+            for flag in args.iter().filter(|a| a.starts_with("--")) {
+                let flag = flag.split('=').next().unwrap();
+                assert!(help.contains(flag), "README command {command:?}: {flag} is not in its --help:\n{help}");
+            }
+            helped += 1;
+        } else {
+            let out_dir = scratch.path().join(format!("run-{ran}"));
+            std::fs::create_dir(&out_dir).unwrap();
+            let mut redirected: Vec<PathBuf> = Vec::new();
+            let mut full: Vec<std::ffi::OsString> = Vec::new();
+            let mut redirect_next = false;
+            let mut shrink_next: Option<u64> = None;
+            for a in &args {
+                if let Some(max) = shrink_next.take() {
+                    // A long run at a tiny size: its flags, inputs and outputs are what is checked.
+                    let v: u64 = a.parse().unwrap_or_else(|_| panic!("README command {command:?}: {a} is not a number"));
+                    full.push(v.min(max).to_string().into());
+                } else if redirect_next {
+                    let to = out_dir.join(Path::new(a).file_name().unwrap_or_else(|| panic!("README command {command:?}: {a} names no file")));
+                    full.push(to.clone().into());
+                    redirected.push(to);
+                    redirect_next = false;
+                } else {
+                    assert!(!a.contains('='), "README command {command:?}: write {a} as two words");
+                    redirect_next = matches!(*a, "--output-image" | "--output" | "-o" | "--dest" | "--log-json" | "--plot" | "--out-dir");
+                    shrink_next = match *a {
+                        "--image-size" => Some(TEST_SIZE.0),
+                        "--num-iterations" => Some(TEST_SIZE.1),
+                        _ => None,
+                    };
+                    full.push(a.into());
+                }
+            }
+            let o = c.args(&full).output().unwrap();
+            assert!(o.status.success(), "README command {command:?} (outputs in {}): {}", out_dir.display(), stderr(&o));
+            for path in redirected {
+                assert!(path.exists(), "README command {command:?} did not write {}", path.display());
+            }
+            ran += 1;
+        }
+    }
+    // The README's commands beside the first: fetch-model and a real-weights run, at least.
+    assert!(ran + helped >= 2, "README's sh blocks hold {commands:?}: too few commands of this program");
 }

@@ -1,4 +1,4 @@
-//! `cargo +nightly fuzz run image`: see README.md, "Fuzzing". The body is
+//! `cargo +nightly fuzz run image`: see docs/testing.md, "Fuzzing". The body is
 //! `neural_style::fuzzing::image`, which tests/it/fuzz_corpus.rs replays on stable.
 #![no_main]
 

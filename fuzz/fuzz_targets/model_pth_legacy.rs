@@ -1,4 +1,4 @@
-//! `cargo +nightly fuzz run model_pth_legacy`: see README.md, "Fuzzing". The body is
+//! `cargo +nightly fuzz run model_pth_legacy`: see docs/testing.md, "Fuzzing". The body is
 //! `neural_style::fuzzing::model_pth_legacy`, which tests/it/fuzz_corpus.rs replays on stable.
 #![no_main]
 

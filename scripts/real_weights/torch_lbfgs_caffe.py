@@ -3,7 +3,7 @@
 (e.g. real-vgg16.sh's vgg16-caffe.safetensors), plus a single evaluator for 8-bit PNGs.
 
 Adapted from shared/peer/gatys_ref.py (torchvision-convention VGG-19). Objective, exactly as
-neural-style computes it (README "The algorithm"; src/objective.rs, src/cpu/loss.rs):
+neural-style computes it (docs/algorithm.md; src/objective.rs, src/cpu/loss.rs):
   preprocess (Caffe): BGR, 0..255, minus mean pixel (103.939, 116.779, 123.68) (BGR order)
   F_l     = relu output of layer l; layer table read off the file as neural-style does
             (features.N: conv+relu; an index gap of 3 = a 2x2 max pool between); names reluB_K

@@ -10,7 +10,10 @@ pub fn make_examples(a: MakeExamplesArgs) -> Result<()> {
     ensure!(a.width >= 16, "--width must be at least 16");
     fs::create_dir_all(&a.out_dir).with_context(|| format!("{}: cannot create", a.out_dir.display()))?;
     if let Some(result) = &a.figure {
-        return make_figure(&a.out_dir, result);
+        let out = a.figure_output.clone().unwrap_or_else(|| a.out_dir.join("figure.png"));
+        let inputs = [("--figure", result.clone()), ("content", a.out_dir.join("content.png")), ("style", a.out_dir.join("style.png"))];
+        super::check_outputs(&[("--figure-output", out.clone())], &inputs)?;
+        return make_figure(&a.out_dir, result, &out);
     }
     let content = neural_style::procedural::landscape(a.width, a.width * 2 / 3);
     let style = neural_style::procedural::swirls(a.width, a.width);
@@ -25,11 +28,11 @@ pub fn make_examples(a: MakeExamplesArgs) -> Result<()> {
 /// The longest side of a figure panel, in pixels.
 const MAX_FIGURE_SIDE: usize = 2048;
 
-/// content | style | result at the result's height, 4 white pixels apart, as DIR/figure.png.
+/// content | style | result at the result's height, 4 white pixels apart, written to `out`.
 /// The figure is at most `MAX_FIGURE_SIDE` high, and each panel at most that wide: the panels
 /// are scaled to the result's height, so a result of 1x10000 would otherwise make a 2.4 GB
 /// figure out of a 125-byte PNG.
-fn make_figure(dir: &Path, result: &Path) -> Result<()> {
+fn make_figure(dir: &Path, result: &Path, out: &Path) -> Result<()> {
     let bounded = |(w, h): (usize, usize)| image_io::fit_size(w, h, MAX_FIGURE_SIDE.min(w.max(h)));
     let (result, source) = image_io::load_for(result, bounded)?;
     let result = image_io::resize_exact(result, bounded(source));
@@ -50,8 +53,7 @@ fn make_figure(dir: &Path, result: &Path) -> Result<()> {
         }
         x0 += p.w + gap;
     }
-    let out = dir.join("figure.png");
-    image_io::save(&Rgb8 { w, h, data }, &out)?;
+    image_io::save(&Rgb8 { w, h, data }, out)?;
     eprintln!("wrote {} ({w}x{h})", out.display());
     Ok(())
 }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 /// Default term weights per input convention. jcjohnson's 5 / 100 / 1e-3 balance Caffe-scale
 /// inputs (0..255); torchvision inputs are ~1/60 of that scale, so features are smaller and the
-/// style term (4th power of the scale) needs a much larger weight. Measured in README.md.
+/// style term (4th power of the scale) needs a much larger weight. Measured in docs/algorithm.md, "Default weights".
 pub fn default_weights(convention: Convention) -> (f32, f32, f32) {
     match convention {
         Convention::Torchvision => (1.0, 1e4, 1e-5),
@@ -39,7 +39,7 @@ pub fn default_weights(convention: Convention) -> (f32, f32, f32) {
 /// Adam's learning rate where --learning-rate is not given. Like the weights it follows the
 /// input scale: jcjohnson/neural-style's 10 is for Caffe inputs (0..255), and torchvision
 /// inputs are about 1/58 of that scale, where 10 throws the image into noise in one step.
-/// Measured on the example inputs (README.md, "Default weights").
+/// Measured on the example inputs (docs/algorithm.md, "Default weights").
 pub fn default_learning_rate(convention: Convention) -> f32 {
     match convention {
         Convention::Torchvision => 0.1,
@@ -441,7 +441,7 @@ pub fn job(plan: &Plan) -> Job {
     }
 }
 
-/// One `--log-json` line per iteration; serde writes the fields in this order, README's.
+/// One `--log-json` line per iteration; serde writes the fields in this order, docs/options.md's.
 #[derive(serde::Serialize)]
 struct IterationLine {
     iteration: usize,
@@ -453,7 +453,7 @@ struct IterationLine {
     elapsed_ms: f64,
 }
 
-/// The `--log-json` summary line, its keys in README's order.
+/// The `--log-json` summary line, its keys in docs/options.md's order.
 #[derive(serde::Serialize)]
 struct SummaryLine<'a> {
     summary: bool,

@@ -43,7 +43,7 @@ impl DriverChoice {
                 Some(p) => Ok(DriverChoice::Emulated(PathBuf::from(p))),
                 None => bail!(
                     "{ENV}=emulated, but this binary was built without the emulated CUDA driver (it needs the CUDA kernels and a C++ \
-                     compiler at build time; see README)"
+                     compiler at build time; see docs/GPU.md)"
                 ),
             },
             Some(path) => Ok(DriverChoice::Emulated(PathBuf::from(path))),

@@ -4,7 +4,7 @@
 //! the same run unbounded leaves it.
 
 use neural_style::backend::PixelBox;
-use neural_style::model::random::random_vgg;
+use crate::common::nets::{pattern_pixels, tiny_spec, tiny_vgg};
 use neural_style::optim::lbfgs::{Lbfgs, LineSearch};
 use neural_style::optim::Adam;
 use neural_style::preprocess::Convention;
@@ -199,25 +199,16 @@ fn no_evaluation_leaves_the_box_on_a_non_convex_problem() {
 /// result lie inside, with values on its faces; unbounded, the same runs leave it.
 #[test]
 fn a_stylize_run_never_leaves_the_pixel_box() {
-    let vgg = random_vgg(&[4, 4, 0, 6, 6, 0, 8, 8], 3, "tiny".into());
+    let vgg = tiny_vgg();
     let conv = Convention::Caffe;
-    let pixels = |w: usize, h: usize, k: usize| -> Vec<u8> { (0..w * h * 3).map(|i| ((i * 37 + k * 101 + (i / 7) * 13) % 256) as u8).collect() };
-    let spec = ObjectiveSpec {
-        content_layers: vec!["relu2_2".into()],
-        style_layers: vec!["relu1_1".into(), "relu2_1".into(), "relu3_1".into()],
-        content_weight: 1.0,
-        style_weight: 1e3,
-        tv_weight: 1e-5,
-        pooling: PoolKind::Max,
-        ..Default::default()
-    };
+    let spec = tiny_spec();
     let pixel_box = conv.pixel_box();
     for optimizer in [Optimizer::Adam { learning_rate: 100.0 }, Optimizer::lbfgs(10), Optimizer::Lbfgs { history: 10, line_search: LineSearch::StrongWolfe, round: 0 }] {
         let job = Job {
-            content: Image { w: 20, h: 16, data: conv.preprocess(&pixels(20, 16, 1)) },
-            styles: vec![(Image { w: 16, h: 16, data: conv.preprocess(&pixels(16, 16, 2)) }, 1.0)],
+            content: Image { w: 20, h: 16, data: conv.preprocess(&pattern_pixels(20, 16, 1)) },
+            styles: vec![(Image { w: 16, h: 16, data: conv.preprocess(&pattern_pixels(16, 16, 2)) }, 1.0)],
             spec: spec.clone(),
-            init: Init::Image(conv.preprocess(&pixels(20, 16, 1))),
+            init: Init::Image(conv.preprocess(&pattern_pixels(20, 16, 1))),
             optimizer,
             iterations: 15,
             seed: 1,

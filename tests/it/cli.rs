@@ -309,6 +309,33 @@ fn make_examples_writes_both_images() {
     assert_eq!((c.width(), c.height(), s.width(), s.height()), (48, 32, 48, 48));
 }
 
+/// `make-examples --figure R --figure-output F`: content | style | R at R's height, written to F;
+/// an F that is one of the figure's inputs, in a missing folder, or given without --figure is
+/// refused, and nothing is written.
+#[test]
+fn make_examples_composes_a_figure_where_asked_and_never_over_an_input() {
+    let env = Env::new();
+    let o = env.cmd().args(["make-examples", "--out-dir", "ex", "--width", "48"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    env.png("r.png", 30, 20);
+    let o = env.cmd().args(["make-examples", "--out-dir", "ex", "--figure", "r.png", "--figure-output", "fig.png"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fig = image::open(env.path("fig.png")).unwrap();
+    // content 48x32 and style 48x48 scaled to height 20 (30 and 20 wide), the result 30, two 4-px gaps.
+    assert_eq!((fig.width(), fig.height()), (30 + 4 + 20 + 4 + 30, 20));
+    assert!(!env.path("ex/figure.png").exists());
+    let before: Vec<Vec<u8>> = ["r.png", "ex/content.png", "ex/style.png"].iter().map(|p| std::fs::read(env.path(p)).unwrap()).collect();
+    for (output, needle) in [("r.png", "must not overwrite the --figure file"), ("ex/content.png", "must not overwrite the content file"), ("ex/./style.png", "must not overwrite the style file"), ("missing/f.png", "folder does not exist")] {
+        let o = env.cmd().args(["make-examples", "--out-dir", "ex", "--figure", "r.png", "--figure-output", output]).output().unwrap();
+        assert!(!o.status.success() && stderr(&o).contains(needle), "--figure-output {output}: {}", stderr(&o));
+    }
+    let o = env.cmd().args(["make-examples", "--out-dir", "ex", "--figure-output", "f.png"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let after: Vec<Vec<u8>> = ["r.png", "ex/content.png", "ex/style.png"].iter().map(|p| std::fs::read(env.path(p)).unwrap()).collect();
+    assert!(before == after, "an input changed");
+    assert!(!env.path("missing").exists() && !env.path("f.png").exists());
+}
+
 /// Serves `body` once per connection for `connections` requests on a loopback port; returns the port.
 fn serve(body: Vec<u8>, connections: usize) -> (u16, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

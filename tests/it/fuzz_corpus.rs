@@ -2,7 +2,7 @@
 //! fuzz/make_corpus.py for the model and image targets, from `write_seed_corpus` below for
 //! `resume_state` and `png_settings`, and every input fuzzing ever found a bug with) through the
 //! targets' bodies, on stable Rust: each input must give Ok or Err, never a panic. Fuzzing itself
-//! needs nightly and cargo-fuzz; see README.md, "Fuzzing".
+//! needs nightly and cargo-fuzz; see docs/testing.md, "Fuzzing".
 
 use crate::common;
 
@@ -111,7 +111,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
 
 /// Writes the seeds (`fuzz/corpus/<target>/seed-*`, each at most 16 KB); inputs fuzzing found
 /// (crash-*, ...) stay. Run after changing `seeds`:
-/// `cargo test --release --test it -- --ignored fuzz_corpus::write_seed_corpus`.
+/// `cargo test --test it -- --ignored fuzz_corpus::write_seed_corpus`.
 #[test]
 #[ignore]
 fn write_seed_corpus() {

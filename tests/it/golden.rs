@@ -10,7 +10,7 @@
 //! Measured on x86-64 (AVX-512): activations and Grams within 6e-7, loss terms 3e-7, gradients
 //! 1.3e-6, L-BFGS losses 3.3e-7 before the first curvature pair, then 1.7e-6 (max pooling), and
 //! 2.8e-4 up to the 10th, 1.7e-3 after (average pooling).
-//! The tests print their errors (`cargo test --release --test it golden:: -- --nocapture`).
+//! The tests print their errors (`cargo test --test it golden:: -- --nocapture`).
 
 use neural_style::backend::{AdamStep, PixelBox, Backend, ConvShape, PoolKind, PoolShape};
 use neural_style::cpu::conv;

@@ -1,7 +1,7 @@
-//! The integration tests, as one test binary (`cargo test --release --test it`): one linked
+//! The integration tests, as one test binary (`cargo test --test it`): one linked
 //! binary instead of one per file, which is most of the test command's build time on 2 cores.
 //! Each file is a module, so a test shows as `<file>::<test>`; select one file with
-//! `cargo test --release --test it <file>::` (e.g. `resume::`).
+//! `cargo test --test it <file>::` (e.g. `resume::`).
 //!
 //! Tests that need a process of their own stay separate binaries at tests/*.rs:
 //! - tests/promises.rs sets and removes environment variables (HOME, TORCH_HOME,
@@ -25,6 +25,7 @@ mod cli;
 mod cpu_ops;
 mod cuda_emulated_cli;
 mod cuda_emulated_driver;
+mod figures;
 mod from_png_records;
 mod fuzz_corpus;
 mod gatys_objective;

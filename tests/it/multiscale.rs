@@ -2,25 +2,17 @@
 //! and runs its own number of iterations.
 
 use neural_style::image_io::Rgb8;
-use neural_style::model::random::random_vgg;
+use crate::common::nets::{pattern_pixels, tiny_spec, tiny_vgg};
 use neural_style::multiscale::{scales_from, upscaled_init, MultiScale};
 use neural_style::{Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
 
 fn rgb(w: usize, h: usize, k: usize) -> Rgb8 {
-    Rgb8 { w, h, data: (0..w * h * 3).map(|i| ((i * 37 + k * 101 + (i / 7) * 13) % 256) as u8).collect() }
+    Rgb8 { w, h, data: pattern_pixels(w, h, k) }
 }
 
 fn setup() -> (neural_style::Vgg, ObjectiveSpec, Rgb8, Vec<(Rgb8, f32)>) {
-    let vgg = random_vgg(&[4, 4, 0, 6, 6, 0, 8, 8], 3, "tiny".into());
-    let spec = ObjectiveSpec {
-        content_layers: vec!["relu2_2".into()],
-        style_layers: vec!["relu1_1".into(), "relu2_1".into(), "relu3_1".into()],
-        content_weight: 1.0,
-        style_weight: 1e3,
-        tv_weight: 1e-5,
-        pooling: PoolKind::Max,
-        ..Default::default()
-    };
+    let vgg = tiny_vgg();
+    let spec = tiny_spec();
     (vgg, spec, rgb(40, 30, 1), vec![(rgb(28, 36, 2), 1.0)])
 }
 

@@ -1,16 +1,8 @@
 //! Finite-difference check of the whole objective (every op composed) on a narrow VGG.
 
-use neural_style::model::random::random_vgg;
+use crate::common::nets::{narrow_vgg, normal_image as random_image};
 use neural_style::rng::Rng;
 use neural_style::{Backend, CpuBackend, Image, Objective, ObjectiveSpec, PoolKind};
-
-fn narrow_vgg() -> neural_style::Vgg {
-    random_vgg(&[4, 4, 0, 6, 6, 0, 8, 8, 8, 8, 0, 8, 8, 8, 8, 0, 8], 7, "narrow".into())
-}
-
-fn random_image(rng: &mut Rng, h: usize, w: usize) -> Image {
-    Image { h, w, data: rng.normal_vec(h * w * 3, 1.0) }
-}
 
 fn check(pooling: PoolKind, weights: (f32, f32, f32)) {
     check_spec(ObjectiveSpec { pooling, ..Default::default() }, weights)

@@ -3,15 +3,11 @@
 //! its layer's features (a positive scalar per term), so with one term the image gradient is the
 //! plain one times a single constant, and terms add.
 
-use neural_style::model::random::random_vgg;
+use crate::common::nets::narrow_vgg;
 use neural_style::network::Network;
 use neural_style::PoolKind;
 use neural_style::rng::Rng;
 use neural_style::{CpuBackend, Image, Objective, ObjectiveSpec};
-
-fn narrow_vgg() -> neural_style::Vgg {
-    random_vgg(&[4, 4, 0, 6, 6, 0, 8, 8, 8, 8, 0, 8, 8, 8, 8, 0, 8], 7, "narrow".into())
-}
 
 fn evaluate(spec: ObjectiveSpec, content: &Image, style: &Image, x: &[f32]) -> (f64, Vec<f32>) {
     let be = CpuBackend::new();

@@ -1,17 +1,9 @@
 //! An objective built once and then re-weighted, re-targeted or narrowed to fewer style layers
 //! (what sheets, grids and batches do) evaluates exactly as one built from scratch that way.
 
-use neural_style::model::random::random_vgg;
+use crate::common::nets::{narrow_vgg, normal_image as image};
 use neural_style::rng::Rng;
 use neural_style::{CpuBackend, Image, Objective, ObjectiveSpec, PoolKind};
-
-fn narrow_vgg() -> neural_style::Vgg {
-    random_vgg(&[4, 4, 0, 6, 6, 0, 8, 8, 8, 8, 0, 8, 8, 8, 8, 0, 8], 7, "narrow".into())
-}
-
-fn image(rng: &mut Rng, h: usize, w: usize) -> Image {
-    Image { h, w, data: rng.normal_vec(h * w * 3, 1.0) }
-}
 
 fn spec(style_layers: &[&str], (c, s, t): (f32, f32, f32)) -> ObjectiveSpec {
     ObjectiveSpec {

@@ -6,7 +6,7 @@
 use crate::common;
 
 use common::state_file::RawState;
-use neural_style::model::random::random_vgg;
+use crate::common::nets::{pattern_pixels, tiny_spec, tiny_vgg};
 use neural_style::backend::PixelBox;
 use neural_style::optim::lbfgs::LineSearch;
 use neural_style::resume::{self, Header, OptimizerState, RunState};
@@ -14,20 +14,12 @@ use neural_style::{stylize_from, CpuBackend, Image, Init, Job, ObjectiveSpec, Op
 use std::cell::Cell;
 
 fn image(w: usize, h: usize, k: usize) -> Image {
-    Image { w, h, data: (0..w * h * 3).map(|i| (((i * 37 + k * 101 + (i / 7) * 13) % 256) as f32 / 64.0) - 2.0).collect() }
+    Image { w, h, data: pattern_pixels(w, h, k).into_iter().map(|v| v as f32 / 64.0 - 2.0).collect() }
 }
 
 fn setup() -> (Vgg, Job) {
-    let vgg = random_vgg(&[4, 4, 0, 6, 6, 0, 8, 8], 3, "tiny".into());
-    let spec = ObjectiveSpec {
-        content_layers: vec!["relu2_2".into()],
-        style_layers: vec!["relu1_1".into(), "relu2_1".into(), "relu3_1".into()],
-        content_weight: 1.0,
-        style_weight: 1e3,
-        tv_weight: 1e-5,
-        pooling: PoolKind::Max,
-        ..Default::default()
-    };
+    let vgg = tiny_vgg();
+    let spec = tiny_spec();
     let job = Job {
         content: image(24, 18, 1),
         styles: vec![(image(20, 20, 2), 1.0)],

@@ -2,6 +2,7 @@
 //! a command with the model variables cleared (a user's cache cannot leak in), tiny PNGs.
 #![allow(dead_code)] // each test file uses a part
 
+pub mod nets;
 pub mod png_chunks;
 pub mod state_file;
 
