@@ -826,7 +826,7 @@ fn entry_points() -> Vec<(&'static cuda::KernelImages, String)> {
 }
 
 /// Runs everywhere: when build.rs built the kernels, the binary holds, for every kernel file,
-/// compute_80 PTX and a cubin for each of sm_80, sm_86, sm_89 and sm_90 (CUDA ELF images whose
+/// compute_80 PTX and a cubin for each of sm_80 and sm_90 (CUDA ELF images whose
 /// header names that architecture), and every entry point the backend loads is in each of them.
 /// (NEURAL_STYLE_REQUIRE_KERNELS=1 makes "not built" a failure, for CI.)
 #[test]
@@ -837,10 +837,10 @@ fn binary_holds_ptx_and_cubins_of_every_kernel() {
         return;
     }
     use cuda::kernels::{ALL, CUBIN_ARCHS, PTX_ARCH};
-    // The four architectures unless the build was told otherwise (build.rs reads the same variable).
+    // The two architectures unless the build was told otherwise (build.rs reads the same variable).
     let wanted: Vec<u32> = match option_env!("NEURAL_STYLE_CUBIN_ARCHS") {
         Some(list) if !list.trim().is_empty() => CUBIN_ARCHS.to_vec(),
-        _ => vec![80, 86, 89, 90],
+        _ => vec![80, 90],
     };
     if option_env!("NEURAL_STYLE_CUDA_ARCH").is_none() {
         assert_eq!(PTX_ARCH, 80);
@@ -870,17 +870,25 @@ fn binary_holds_ptx_and_cubins_of_every_kernel() {
     }
 }
 
-/// The loader's choice: the cubin of exactly the GPU's architecture, else the PTX.
+/// The loader's choice: the newest cubin of the GPU's major version not newer than the GPU
+/// (binary compatibility runs sm_80 SASS on sm_86/87/89, never sm_90 SASS on sm_89 or sm_80 SASS
+/// on sm_90), else the PTX.
 #[test]
-fn loader_picks_the_matching_cubin_else_the_ptx() {
+fn loader_picks_the_newest_compatible_cubin_else_the_ptx() {
     const CUBIN: &[u8] = b"\x7fELF";
-    static CUBINS: [(u32, &[u8]); 4] = [(80, CUBIN), (86, CUBIN), (89, CUBIN), (90, CUBIN)];
-    let images = cuda::KernelImages { name: "t", ptx: "", cubins: &CUBINS };
-    for sm in [80, 86, 89, 90] {
-        assert_eq!(cuda::pick_image(&images, sm), cuda::KernelImage::Cubin(sm));
+    static DEFAULT: [(u32, &[u8]); 2] = [(80, CUBIN), (90, CUBIN)];
+    let images = cuda::KernelImages { name: "t", ptx: "", cubins: &DEFAULT };
+    for (sm, cubin) in [(80, 80), (86, 80), (87, 80), (89, 80), (90, 90)] {
+        assert_eq!(cuda::pick_image(&images, sm), cuda::KernelImage::Cubin(cubin), "sm {sm}");
     }
-    for sm in [70, 75, 87, 100, 120] {
+    for sm in [70, 75, 100, 120] {
         assert_eq!(cuda::pick_image(&images, sm), cuda::KernelImage::Ptx, "sm {sm}");
+    }
+    // A build asked for more (NEURAL_STYLE_CUBIN_ARCHS=90,86,80): the newest that fits, in any order.
+    static MORE: [(u32, &[u8]); 3] = [(90, CUBIN), (86, CUBIN), (80, CUBIN)];
+    let more = cuda::KernelImages { name: "t", ptx: "", cubins: &MORE };
+    for (sm, cubin) in [(80, 80), (86, 86), (87, 86), (89, 86), (90, 90)] {
+        assert_eq!(cuda::pick_image(&more, sm), cuda::KernelImage::Cubin(cubin), "sm {sm}");
     }
     let none = cuda::KernelImages { name: "t", ptx: "", cubins: &[] };
     assert_eq!(cuda::pick_image(&none, 90), cuda::KernelImage::Ptx);

@@ -804,6 +804,10 @@ fn every_command_in_readme_runs() {
                     full.push(a.into());
                 }
             }
+            if !args.contains(&"--num-iterations") && args.first().is_some_and(|a| a.starts_with("--")) {
+                // A stylise command on the default 1000 iterations: a few are enough here.
+                full.extend(["--num-iterations".into(), TEST_SIZE.1.to_string().into()]);
+            }
             let o = c.args(&full).output().unwrap();
             assert!(o.status.success(), "README command {command:?} (outputs in {}): {}", out_dir.display(), stderr(&o));
             for path in redirected {

@@ -19,16 +19,18 @@ use kernels::{KernelImages, KERNELS_BUILT_WITH};
 /// (major * 10 + minor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelImage {
-    /// The SASS built for exactly this architecture: loads as is, no JIT.
+    /// SASS the GPU runs as is, no JIT: built for its architecture, or for an earlier minor
+    /// version of its major (an sm_80 cubin on an sm_86 or sm_89 GPU).
     Cubin(u32),
     /// No cubin for this architecture: the driver JIT-compiles the compute_XX PTX.
     Ptx,
 }
 
-/// The cubin built for exactly `sm`, else the PTX. (A cubin also runs on a later minor
-/// version of its major, but an exact match is the case the build promises and tests.)
+/// The newest cubin of `sm`'s major version that is not newer than `sm` (a cubin runs on its own
+/// architecture and on later minor versions of its major: CUDA's binary compatibility, what the
+/// driver itself does with a fat binary), else the PTX.
 pub fn pick_image(images: &KernelImages, sm: u32) -> KernelImage {
-    match images.cubins.iter().find(|(arch, _)| *arch == sm) {
+    match images.cubins.iter().filter(|&&(arch, _)| arch / 10 == sm / 10 && arch <= sm).max_by_key(|&&(arch, _)| arch) {
         Some(&(arch, _)) => KernelImage::Cubin(arch),
         None => KernelImage::Ptx,
     }

@@ -151,7 +151,7 @@ pub struct CudaBackend {
     /// The GEMM main loop of the conv and Gram kernels (already resolved for the precision).
     gemm: Gemm,
     device_name: String,
-    /// What the driver was given: the matching cubin, or the PTX to JIT.
+    /// What the driver was given: the cubin it runs, or the PTX to JIT.
     kernel_image: KernelImage,
     k: Kernels,
     /// First-stage block sums of a reduction (MAX_PARTIALS).

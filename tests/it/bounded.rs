@@ -9,7 +9,7 @@ use neural_style::optim::lbfgs::{Lbfgs, LineSearch};
 use neural_style::optim::Adam;
 use neural_style::preprocess::Convention;
 use neural_style::rng::Rng;
-use neural_style::{stylize, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
+use neural_style::{stylize, CpuBackend, Image, Init, Job, Optimizer, Progress};
 
 const BOX: PixelBox = PixelBox { lo: [0.0, -1.0, -0.5], hi: [1.0, 0.5, 2.0] };
 

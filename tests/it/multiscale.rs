@@ -4,7 +4,7 @@
 use neural_style::image_io::Rgb8;
 use crate::common::nets::{pattern_pixels, tiny_spec, tiny_vgg};
 use neural_style::multiscale::{scales_from, upscaled_init, MultiScale};
-use neural_style::{Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, PoolKind, Progress};
+use neural_style::{Convention, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, Progress};
 
 fn rgb(w: usize, h: usize, k: usize) -> Rgb8 {
     Rgb8 { w, h, data: pattern_pixels(w, h, k) }

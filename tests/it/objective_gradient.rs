@@ -2,7 +2,7 @@
 
 use crate::common::nets::{narrow_vgg, normal_image as random_image};
 use neural_style::rng::Rng;
-use neural_style::{Backend, CpuBackend, Image, Objective, ObjectiveSpec, PoolKind};
+use neural_style::{Backend, CpuBackend, Objective, ObjectiveSpec, PoolKind};
 
 fn check(pooling: PoolKind, weights: (f32, f32, f32)) {
     check_spec(ObjectiveSpec { pooling, ..Default::default() }, weights)

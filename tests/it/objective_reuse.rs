@@ -3,7 +3,7 @@
 
 use crate::common::nets::{narrow_vgg, normal_image as image};
 use neural_style::rng::Rng;
-use neural_style::{CpuBackend, Image, Objective, ObjectiveSpec, PoolKind};
+use neural_style::{CpuBackend, Objective, ObjectiveSpec, PoolKind};
 
 fn spec(style_layers: &[&str], (c, s, t): (f32, f32, f32)) -> ObjectiveSpec {
     ObjectiveSpec {

@@ -10,7 +10,7 @@ use crate::common::nets::{pattern_pixels, tiny_spec, tiny_vgg};
 use neural_style::backend::PixelBox;
 use neural_style::optim::lbfgs::LineSearch;
 use neural_style::resume::{self, Header, OptimizerState, RunState};
-use neural_style::{stylize_from, CpuBackend, Image, Init, Job, ObjectiveSpec, Optimizer, Output, PoolKind, Progress, Run, Vgg};
+use neural_style::{stylize_from, CpuBackend, Image, Init, Job, Optimizer, Output, Progress, Run, Vgg};
 use std::cell::Cell;
 
 fn image(w: usize, h: usize, k: usize) -> Image {
