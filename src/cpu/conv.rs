@@ -130,7 +130,7 @@ pub(crate) fn gemm_rm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], dst: &
     }
     // SAFETY: the asserts above bound every access gemm makes through these strides.
     unsafe {
-        gemm::gemm(
+        gemm_f32::gemm::f32::get_gemm_fn()(
             m,
             n,
             k,
@@ -149,7 +149,7 @@ pub(crate) fn gemm_rm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], dst: &
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            gemm_common::Parallelism::None,
         );
     }
 }

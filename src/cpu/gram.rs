@@ -67,7 +67,7 @@ pub fn gram(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
         }
         // SAFETY: lhs reads f[(k0..k1) * c + (i0..i1)], rhs f[(k0..k1) * c + (0..c)], dst (i1-i0, c).
         unsafe {
-            gemm::gemm(
+            gemm_f32::gemm::f32::get_gemm_fn()(
                 i1 - i0,
                 c,
                 k1 - k0,
@@ -86,7 +86,7 @@ pub fn gram(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
                 false,
                 false,
                 false,
-                gemm::Parallelism::None,
+                gemm_common::Parallelism::None,
             );
         }
     });

@@ -374,7 +374,7 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32
         // SAFETY: the operands lie inside lhs, rhs.data and dst (asserted above); distinct ξ write
         // disjoint dst matrices, and nothing else touches dst meanwhile (&mut).
         unsafe {
-            gemm::gemm(
+            gemm_f32::gemm::f32::get_gemm_fn()(
                 nt,
                 n,
                 k,
@@ -393,7 +393,7 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32
                 false,
                 false,
                 false,
-                gemm::Parallelism::None,
+                gemm_common::Parallelism::None,
             );
         }
     });
