@@ -6,8 +6,8 @@
 #
 #   scripts/make_figures.sh [--real-weights FILE]
 #
-# Without --real-weights, examples/real-vgg16.png (made with real ImageNet VGG-16 weights, which
-# are never committed) is left as it is; with it, that figure is remade too. On the machines of
+# Without --real-weights, examples/real-vgg16.png and real-grid.png (made with real ImageNet VGG-16
+# weights, which are never committed) are left as they are; with it, they are remade too. On the machines of
 # this workplace ../shared/tools/real-vgg16.sh writes such a file (vgg16-caffe.safetensors, the
 # Caffe-converted ImageNet VGG-16 that Keras ships); elsewhere any Caffe VGG-16 or VGG-19 file
 # whose name contains "caffe" gives the same kind of figure.
@@ -106,6 +106,12 @@ if [ -n "$real_weights" ]; then
     sha="$(sha256sum "$real_weights" | cut -c1-16)"
     commands[real-vgg16]+="# weights: $(basename "$real_weights") (sha256 $sha...), ImageNet VGG-16, Caffe convention"$'\n'
     finish real-vgg16 "$SECONDS"
+    # grid at its defaults (the paper's objective and ratios) with real weights: Figure 3's
+    # progression across the columns (docs/commands.md).
+    SECONDS=0
+    run real-grid grid --model "$real_weights" --content-image examples/content.png --style-image examples/style.png --image-size 256 --num-iterations 100 --device cpu --output-image examples/real-grid.png
+    commands[real-grid]+="# weights: $(basename "$real_weights") (sha256 $sha...), ImageNet VGG-16, Caffe convention"$'\n'
+    finish real-grid "$SECONDS"
 else
-    echo "note: examples/real-vgg16.png left as it is (give --real-weights FILE to remake it)" >&2
+    echo "note: examples/real-vgg16.png and real-grid.png left as they are (give --real-weights FILE to remake them)" >&2
 fi

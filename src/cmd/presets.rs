@@ -47,6 +47,9 @@ pub fn flags(preset: PresetArg) -> &'static [(&'static str, &'static str)] {
         // w_l = 1/5 over relu1_1..relu5_1; α/β = 1e-3 (the paper's Figure 3 spans 1e-5 .. 1e-2);
         // no TV; average pooling; Caffe inputs. The paper starts from white noise (add --init
         // random); from the content image (the default) every grid column shows from the start.
+        // L-BFGS with a line search, as the paper's (Caffe's scipy L-BFGS-B): with the fixed
+        // step, the unnormalised Grams' scale made grid's relu1_1..relu3_1 row oscillate between
+        // 1e14 and 2e16 with real VGG-16 weights at 256 px (noise, not a picture).
         PresetArg::Gatys2015 => &[
             ("preprocess", "caffe"),
             ("content-layers", "relu4_2"),
@@ -57,6 +60,7 @@ pub fn flags(preset: PresetArg) -> &'static [(&'static str, &'static str)] {
             ("gram-normalization", "gatys2015"),
             ("tv-weight", "0"),
             ("pooling", "avg"),
+            ("lbfgs-line-search", "strong-wolfe"),
         ],
     }
 }
