@@ -646,8 +646,11 @@ fn save_stopped(plan: &Plan, job: &Job, signal: i32, state: &resume::RunState) -
 
 pub fn run<B: Backend>(backend: &B, plan: &Plan, server: Option<&Serve>) -> Result<()> {
     let mut job = job(plan);
-    if let Some(server) = server {
-        // The page's frames come from the snapshots; --save-iter's files only at its own period.
+    // The page's frames come from the snapshots, taken more often than --save-iter's files then.
+    // Not in a multi-scale run, whose snapshots are numbered within its last scale: its page
+    // gets --save-iter's snapshots only.
+    let more_snapshots = server.is_some() && plan.scales.is_none();
+    if let (Some(server), true) = (server, more_snapshots) {
         job.snapshot_every = server.snapshot_every(plan.save_iter);
     }
     let from = load_state(plan, &job)?;
@@ -718,7 +721,7 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan, server: Option<&Serve>) -> Resu
         if let Some(server) = server {
             server.progress(p, snapshot);
         }
-        if let Some(x) = snapshot.filter(|_| plan.save_iter > 0 && p.iteration % plan.save_iter == 0) {
+        if let Some(x) = snapshot.filter(|_| !more_snapshots || (plan.save_iter > 0 && p.iteration % plan.save_iter == 0)) {
             let path = image_io::iteration_path(&plan.output, p.iteration);
             image_io::save(&Rgb8 { w, h, data: plan.convention.deprocess(x) }, &path)?;
             if !announced {

@@ -34,6 +34,8 @@ const CLIENT_QUEUE: usize = 256;
 const FRAMES_KEPT: usize = 4;
 /// Without `--serve-every`, frames are at least this far apart.
 const FRAME_INTERVAL: Duration = Duration::from_secs(1);
+/// Progress events kept for pages that connect late (about 1.5 MB); beyond, they are thinned.
+const HISTORY_KEPT: usize = 10_000;
 /// Request-handling threads (the `/events` streams have their own).
 const WORKERS: usize = 4;
 
@@ -207,6 +209,14 @@ impl Serve {
             let mut state = self.hub.lock();
             broadcast(&mut state.clients, &event);
             state.history.push(event);
+            if state.history.len() >= HISTORY_KEPT {
+                // A long run: keep every other event, so a late page still gets the whole curve.
+                let mut k = 0;
+                state.history.retain(|_| {
+                    k += 1;
+                    k % 2 == 1
+                });
+            }
         }
         let Some(image) = image else { return };
         let due = match self.every {
