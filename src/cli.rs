@@ -25,6 +25,23 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub style: StyleArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// `--serve`: the main command's only (not in StyleArgs: sheet, grid and batch do not take it,
+/// and it is not recorded in the output's settings).
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Serve a live page of the run (image, loss curves, settings, a Stop button) on IP:PORT (port 0: a free one); prints its URL, with an access token (docs/serve.md).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8787")]
+    pub serve: Option<std::net::SocketAddr>,
+    /// With --serve: send the page the image every N iterations [default: at most one a second].
+    #[arg(long, value_name = "N", requires = "serve", value_parser = clap::value_parser!(u64).range(1..))]
+    pub serve_every: Option<u64>,
+    /// With --serve: keep serving the page this many seconds after the run ends.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0, requires = "serve")]
+    pub serve_linger: f64,
 }
 
 #[derive(Subcommand, Debug)]

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         Some(Command::Sheet(a)) => cmd::sheet::sheet(a, matches.subcommand_matches("sheet").unwrap_or(&matches), &argv),
         Some(Command::Grid(a)) => cmd::sheet::grid(a, matches.subcommand_matches("grid").unwrap_or(&matches), &argv),
         Some(Command::Batch(a)) => cmd::batch::batch(a, matches.subcommand_matches("batch").unwrap_or(&matches), &argv),
-        None => cmd::stylize::stylize(cli.style, &matches, &argv),
+        None => cmd::stylize::stylize(cli.style, cli.serve, &matches, &argv),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

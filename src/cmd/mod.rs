@@ -6,6 +6,7 @@ pub mod bench;
 pub mod examples;
 pub mod fetch;
 pub mod presets;
+pub mod serve;
 pub mod settings;
 pub mod multiscale;
 pub mod sheet;

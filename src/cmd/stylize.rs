@@ -9,7 +9,8 @@
 //! Multi-scale runs stop at once instead, saving nothing, and refuse `--resume`.
 
 use super::{check_outputs, check_weight, choose_device, input_paths, layer_list, min_side, non_negative, positive, settings, Device};
-use crate::cli::{GramNormalizationArg, InitArg, LineSearchArg, OptimizerArg, PoolingArg, PreprocessArg, ReductionArg, StyleArgs, StyleResizeArg};
+use super::serve::{self, Serve};
+use crate::cli::{ServeArgs, GramNormalizationArg, InitArg, LineSearchArg, OptimizerArg, PoolingArg, PreprocessArg, ReductionArg, StyleArgs, StyleResizeArg};
 use clap::ArgMatches;
 use neural_style::optim::lbfgs::LineSearch;
 use neural_style::{GramNormalization, Reduction};
@@ -25,6 +26,7 @@ use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, Loss
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// Default term weights per input convention. jcjohnson's 5 / 100 / 1e-3 balance Caffe-scale
 /// inputs (0..255); torchvision inputs are ~1/60 of that scale, so features are smaller and the
@@ -391,7 +393,7 @@ fn out_of_device_memory(plan: &Plan, oom: &OutOfDeviceMemory) -> anyhow::Error {
     )
 }
 
-pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<()> {
+pub fn stylize(a: StyleArgs, serve: ServeArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<()> {
     let a = settings::resolve(a, matches, argv)?;
     for (missing, flag) in [(a.content_image.is_none(), "--content-image <FILE>"), (a.style_image.is_empty(), "--style-image <FILE[,FILE...]>")] {
         if missing {
@@ -399,13 +401,61 @@ pub fn stylize(a: StyleArgs, matches: &ArgMatches, argv: &[OsString]) -> Result<
         }
     }
     super::check_plot(&a)?;
+    let linger = Duration::try_from_secs_f64(serve.serve_linger).map_err(|_| anyhow!("--serve-linger must be a number of seconds >= 0 (got {})", serve.serve_linger))?;
     let mut plan = plan(a)?;
     plan.command = argv.to_vec();
     note_model(&plan);
-    match plan.device {
-        Device::Cpu => run(&CpuBackend::new(), &plan),
-        Device::Cuda(precision) => run(&cuda::CudaBackend::new(0, precision)?, &plan),
+    // The server listens before the run starts, so that an address in use is an error at once.
+    let server = serve.serve.map(|addr| start_server(&plan, addr, serve.serve_every, linger)).transpose()?;
+    let started = SystemTime::now();
+    let result = match plan.device {
+        Device::Cpu => run(&CpuBackend::new(), &plan, server.as_ref()),
+        Device::Cuda(precision) => match cuda::CudaBackend::new(0, precision) {
+            Ok(backend) => run(&backend, &plan, server.as_ref()),
+            Err(e) => Err(e.into()),
+        },
+    };
+    if let Some(server) = &server {
+        finish_server(server, &plan, &result, started);
     }
+    result
+}
+
+fn start_server(plan: &Plan, addr: std::net::SocketAddr, every: Option<u64>, linger: Duration) -> Result<Serve> {
+    let info = serve::Info {
+        settings: plan.provenance.clone(),
+        output: plan.output.display().to_string(),
+        width: plan.content.w,
+        height: plan.content.h,
+        iterations: plan.iterations,
+    };
+    let (convention, original_colors, content) = (plan.convention, plan.original_colors, plan.content.clone());
+    // The frames look as the output will: 8-bit, with the content's colours under --original-colors.
+    let deprocess: serve::Deprocess = Box::new(move |x| {
+        let img = Rgb8 { w: content.w, h: content.h, data: convention.deprocess(x) };
+        if original_colors {
+            neural_style::color::original_colors(&content, &img)
+        } else {
+            img
+        }
+    });
+    serve::start(addr, info, every.map(|n| n as usize), linger, deprocess)
+}
+
+/// Tells the pages how the run ended, with the image it wrote if it wrote one (the output is
+/// read back only if it was written during this run: an error before saving leaves an older file).
+fn finish_server(server: &Serve, plan: &Plan, result: &Result<()>, started: SystemTime) {
+    let written = fs::metadata(&plan.output).and_then(|m| m.modified()).is_ok_and(|t| t >= started);
+    let image = written.then(|| image_io::load(&plan.output).ok()).flatten();
+    let output = written.then(|| plan.output.display().to_string());
+    let (state, message) = match result {
+        Ok(()) => ("finished", format!("wrote {}", plan.output.display())),
+        Err(e) => match e.downcast_ref::<Interrupted>() {
+            Some(i) => ("stopped", i.to_string()),
+            None => ("failed", format!("{e:#}")),
+        },
+    };
+    server.finish(state, &message, output.as_deref(), image.as_ref());
 }
 
 /// Says so when the embedded random-weight model stands in for a real one.
@@ -594,8 +644,15 @@ fn save_stopped(plan: &Plan, job: &Job, signal: i32, state: &resume::RunState) -
     Err(Interrupted { signal, message: format!("continue with: {}", resume_command(&plan.command, &plan.state)) }.into())
 }
 
-pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
-    let job = job(plan);
+pub fn run<B: Backend>(backend: &B, plan: &Plan, server: Option<&Serve>) -> Result<()> {
+    let mut job = job(plan);
+    // The page's frames come from the snapshots, taken more often than --save-iter's files then.
+    // Not in a multi-scale run, whose snapshots are numbered within its last scale: its page
+    // gets --save-iter's snapshots only.
+    let more_snapshots = server.is_some() && plan.scales.is_none();
+    if let (Some(server), true) = (server, more_snapshots) {
+        job.snapshot_every = server.snapshot_every(plan.save_iter);
+    }
     let from = load_state(plan, &job)?;
     let device = backend.name();
     eprintln!(
@@ -661,7 +718,10 @@ pub fn run<B: Backend>(backend: &B, plan: &Plan) -> Result<()> {
                 }
             }
         }
-        if let Some(x) = snapshot {
+        if let Some(server) = server {
+            server.progress(p, snapshot);
+        }
+        if let Some(x) = snapshot.filter(|_| !more_snapshots || (plan.save_iter > 0 && p.iteration % plan.save_iter == 0)) {
             let path = image_io::iteration_path(&plan.output, p.iteration);
             image_io::save(&Rgb8 { w, h, data: plan.convention.deprocess(x) }, &path)?;
             if !announced {

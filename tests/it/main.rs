@@ -42,4 +42,5 @@ mod objective_gradient;
 mod objective_options;
 mod objective_reuse;
 mod resume;
+mod serve;
 mod winograd;
