@@ -15,8 +15,9 @@ fn png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
     p
 }
 
-/// The tiny run of these tests, writing `output`, with `extra` flags.
-fn command(dir: &Path, output: &str, extra: &[&str]) -> Command {
+/// A tiny run (32x24 inputs written into `dir`, the embedded model, three style layers) writing
+/// `output`, without --print-iter: also the run tests/it/serve.rs watches.
+pub(crate) fn tiny_run(dir: &Path, output: &str) -> Command {
     let content = png(dir, "content.png", 32, 24);
     let style = png(dir, "style.png", 20, 28);
     let mut c = Command::new(BIN);
@@ -25,10 +26,16 @@ fn command(dir: &Path, output: &str, extra: &[&str]) -> Command {
         .env_remove("NEURAL_STYLE_MODEL_URL")
         .env("TORCH_HOME", dir.join("torch-home"))
         .args(["--content-image", content.to_str().unwrap(), "--style-image", style.to_str().unwrap()])
-        .args(["--image-size", "32", "--device", "cpu", "--print-iter", "1", "--save-iter", "0"])
+        .args(["--image-size", "32", "--device", "cpu", "--save-iter", "0"])
         .args(["--content-layers", "relu2_2", "--style-layers", "relu1_1,relu2_1,relu3_1"])
-        .args(["--output-image", output])
-        .args(extra);
+        .args(["--output-image", output]);
+    c
+}
+
+/// The tiny run of these tests, writing `output`, showing every iteration, with `extra` flags.
+fn command(dir: &Path, output: &str, extra: &[&str]) -> Command {
+    let mut c = tiny_run(dir, output);
+    c.args(["--print-iter", "1"]).args(extra);
     c
 }
 

@@ -4,33 +4,16 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_neural-style");
-
-fn png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
-    let p = dir.join(name);
-    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x * y) % 251) as u8])).save(&p).unwrap();
-    p
-}
-
 /// A tiny run (32x24, embedded model) long enough to be stopped: Adam makes every iteration.
 fn command(dir: &Path, output: &str, serve: &str) -> Command {
-    let content = png(dir, "content.png", 32, 24);
-    let style = png(dir, "style.png", 20, 28);
-    let mut c = Command::new(BIN);
-    c.current_dir(dir)
-        .env_remove("NEURAL_STYLE_MODEL")
-        .env_remove("NEURAL_STYLE_MODEL_URL")
-        .env("TORCH_HOME", dir.join("torch-home"))
-        .args(["--content-image", content.to_str().unwrap(), "--style-image", style.to_str().unwrap()])
-        .args(["--image-size", "32", "--device", "cpu", "--print-iter", "0", "--save-iter", "0"])
-        .args(["--content-layers", "relu2_2", "--style-layers", "relu1_1,relu2_1,relu3_1"])
-        .args(["--optimizer", "adam", "--learning-rate", "0.05", "--num-iterations", "1000000"])
-        .args(["--output-image", output, "--serve", serve, "--serve-every", "5"])
+    let mut c = crate::interrupt::tiny_run(dir, output);
+    c.args(["--print-iter", "0", "--optimizer", "adam", "--learning-rate", "0.05", "--num-iterations", "1000000"])
+        .args(["--serve", serve, "--serve-every", "5"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
