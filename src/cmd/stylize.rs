@@ -431,14 +431,7 @@ fn start_server(plan: &Plan, addr: std::net::SocketAddr, every: Option<u64>, lin
     };
     let (convention, original_colors, content) = (plan.convention, plan.original_colors, plan.content.clone());
     // The frames look as the output will: 8-bit, with the content's colours under --original-colors.
-    let deprocess: serve::Deprocess = Box::new(move |x| {
-        let img = Rgb8 { w: content.w, h: content.h, data: convention.deprocess(x) };
-        if original_colors {
-            neural_style::color::original_colors(&content, &img)
-        } else {
-            img
-        }
-    });
+    let deprocess: serve::Deprocess = Box::new(move |x| result_image(convention, original_colors, &content, x, (content.w, content.h)));
     serve::start(addr, info, every.map(|n| n as usize), linger, deprocess)
 }
 
@@ -541,12 +534,20 @@ pub fn final_losses(saved: &LossParts, optimizer: &LossParts) -> String {
 /// of `content` (the resized content image), with the content's colours under --original-colors,
 /// written with its recorded settings (`provenance`, from settings::record).
 pub fn save_result(plan: &Plan, content: &Rgb8, image: &[f32], (w, h): (usize, usize), path: &std::path::Path, provenance: &str) -> Result<Rgb8> {
-    let mut img = image_io::resize_exact(Rgb8 { w, h, data: plan.convention.deprocess(image) }, (content.w, content.h));
-    if plan.original_colors {
-        img = neural_style::color::original_colors(content, &img);
-    }
+    let img = result_image(plan.convention, plan.original_colors, content, image, (w, h));
     image_io::save_with_text(&img, path, &[(settings::SETTINGS_KEY, provenance)])?;
     Ok(img)
+}
+
+/// The preprocessed (h, w, 3) `image` as 8-bit RGB at the size of `content`, with the content's
+/// colours under --original-colors: what save_result writes and --serve's page shows.
+fn result_image(convention: Convention, original_colors: bool, content: &Rgb8, image: &[f32], (w, h): (usize, usize)) -> Rgb8 {
+    let img = image_io::resize_exact(Rgb8 { w, h, data: convention.deprocess(image) }, (content.w, content.h));
+    if original_colors {
+        neural_style::color::original_colors(content, &img)
+    } else {
+        img
+    }
 }
 
 /// A run whose loss or gradient stopped being finite: writes its last good image to the output
