@@ -40,8 +40,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", requires = "serve", value_parser = clap::value_parser!(u64).range(1..))]
     pub serve_every: Option<u64>,
     /// With --serve: keep serving the page this many seconds after the run ends.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0, requires = "serve")]
-    pub serve_linger: f64,
+    #[arg(long, value_name = "SECONDS", default_value = "0", requires = "serve", allow_negative_numbers = true, value_parser = seconds)]
+    pub serve_linger: std::time::Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -236,6 +236,13 @@ fn whole_number(s: &str) -> Result<i64, String> {
         Ok(v) => i64::try_from(v).map_err(|_| format!("{s} is out of range: the largest accepted is {} (2^63 - 1)", i64::MAX)),
         Err(_) => Err(format!("'{s}' is not a whole number")),
     }
+}
+
+/// A number of seconds, 0 or more (fractions allowed), as a Duration: NaN, infinities, negative
+/// and unrepresentable values are refused as the command-line errors they are.
+fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(v).map_err(|_| format!("'{s}' is not a number of seconds from 0 to about 1.8e19"))
 }
 
 /// A `bench --sizes` entry: a size in pixels.

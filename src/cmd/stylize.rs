@@ -401,12 +401,11 @@ pub fn stylize(a: StyleArgs, serve: ServeArgs, matches: &ArgMatches, argv: &[OsS
         }
     }
     super::check_plot(&a)?;
-    let linger = Duration::try_from_secs_f64(serve.serve_linger).map_err(|_| anyhow!("--serve-linger must be a number of seconds >= 0 (got {})", serve.serve_linger))?;
     let mut plan = plan(a)?;
     plan.command = argv.to_vec();
     note_model(&plan);
     // The server listens before the run starts, so that an address in use is an error at once.
-    let server = serve.serve.map(|addr| start_server(&plan, addr, serve.serve_every, linger)).transpose()?;
+    let server = serve.serve.map(|addr| start_server(&plan, addr, serve.serve_every, serve.serve_linger)).transpose()?;
     let started = SystemTime::now();
     let result = match plan.device {
         Device::Cpu => run(&CpuBackend::new(), &plan, server.as_ref()),

@@ -175,3 +175,18 @@ fn the_page_streams_the_run_guards_every_route_and_stops_it_as_sigint_does() {
     assert!(d.join("out.png").is_file() && d.join("out.png.resume").is_file());
     assert_eq!(image::open(d.join("out.png")).unwrap().width(), 32);
 }
+
+/// `--serve-linger` takes a number of seconds from 0 up: NaN, infinities, negative, huge and
+/// non-numbers are command-line errors (exit 2) naming the flag, before any work.
+#[test]
+fn bad_linger_values_are_command_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["nan", "inf", "-1", "1e300", "abc"] {
+        let mut c = crate::interrupt::tiny_run(dir.path(), "out.png");
+        let o = c.args(["--num-iterations", "2", "--serve", "127.0.0.1:0", "--serve-linger", bad]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "--serve-linger {bad}: {err}");
+        assert!(err.contains("--serve-linger") && err.contains("is not a number of seconds"), "--serve-linger {bad}: {err}");
+        assert!(!err.contains("serving http") && !dir.path().join("out.png").exists(), "--serve-linger {bad}: {err}");
+    }
+}
