@@ -29,8 +29,8 @@ pub struct Cli {
     pub serve: ServeArgs,
 }
 
-/// `--serve`: the main command's only (not in StyleArgs: sheet, grid and batch do not take it,
-/// and it is not recorded in the output's settings).
+/// `--serve`: the main command's, `sheet`'s, `grid`'s and `batch`'s (not in StyleArgs: it is
+/// not recorded in the output's settings, since it does not change the image).
 #[derive(Args, Debug, Default)]
 pub struct ServeArgs {
     /// Serve a live page of the run (image, loss curves, settings, a Stop button) on IP:PORT (port 0: a free one); prints its URL, with an access token (docs/serve.md).
@@ -108,6 +108,8 @@ pub struct BatchArgs {
     pub temporal_init: bool,
     #[command(flatten)]
     pub style: StyleArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -433,6 +435,8 @@ pub struct MakeExamplesArgs {
 pub struct SheetArgs {
     #[command(flatten)]
     pub style: StyleArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
     /// Style | result pairs per row of the sheet.
     #[arg(long, value_name = "N", default_value_t = 3, allow_negative_numbers = true, value_parser = whole_number)]
     pub pairs_per_row: i64,
@@ -443,6 +447,8 @@ pub struct SheetArgs {
 pub struct GridArgs {
     #[command(flatten)]
     pub style: StyleArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
     /// Content/style weight ratios (the paper's alpha/beta), one column each, comma-separated.
     #[arg(long, value_name = "R[,R...]", value_delimiter = ',', default_value = "1e-5,1e-4,1e-3,1e-2", allow_negative_numbers = true)]
     pub ratios: Vec<f64>,

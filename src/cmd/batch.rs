@@ -4,7 +4,8 @@
 //! Grams are computed once for all frames of one size (`MultiScale::set_content` swaps only
 //! the content targets; a frame of another size rebuilds the objectives).
 
-use super::stylize::{job, note_model, plan_with, save_result, Plan};
+use super::serve::Serve;
+use super::stylize::{finish_server, frame_deprocess, job, note_model, plan_with, save_result, start_server, Plan};
 use super::{check_not_inputs, check_writable};
 use super::Device;
 use crate::cli::BatchArgs;
@@ -16,7 +17,7 @@ use neural_style::multiscale::{resize_image, scales_from, MultiScale};
 use neural_style::{cuda, Backend, CpuBackend, Image, Init, Job, Progress};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 struct Frame {
     input: PathBuf,
@@ -97,10 +98,20 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
     }
     check_writable(&missing)?;
     note_model(&plan);
-    match plan.device {
-        Device::Cpu => run(&CpuBackend::new(), &plan, &frames, temporal),
-        Device::Cuda(precision) => run(&cuda::CudaBackend::new(0, precision)?, &plan, &frames, temporal),
+    let server = start_server(&plan, &a.serve, "batch", frames.len(), a.output.display().to_string())?;
+    let started = SystemTime::now();
+    let result = match plan.device {
+        Device::Cpu => run(&CpuBackend::new(), &plan, &frames, temporal, server.as_ref()),
+        Device::Cuda(precision) => cuda::CudaBackend::new(0, precision).map_err(Into::into).and_then(|b| run(&b, &plan, &frames, temporal, server.as_ref())),
+    };
+    let (result, summary) = match result {
+        Ok(summary) => (Ok(()), summary),
+        Err(e) => (Err(e), String::new()),
+    };
+    if let Some(server) = &server {
+        finish_server(server, &result, None, started, summary);
     }
+    result
 }
 
 /// Where the previous frame's result is, for --temporal-init.
@@ -112,8 +123,9 @@ enum Previous {
     File(PathBuf),
 }
 
-fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -> Result<()> {
-    let base = job(plan);
+/// Stylises the shard's frames; the summary line it printed.
+fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool, server: Option<&Serve>) -> Result<String> {
+    let base = Job { snapshot_every: server.map_or(0, |s| s.snapshot_every(0)), ..job(plan) };
     let image_size = plan.content.w.max(plan.content.h);
     let sizes = plan.scales.clone().unwrap_or_else(|| vec![(image_size, plan.iterations)]);
     let random = matches!(plan.init, Init::Random);
@@ -143,6 +155,9 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
         if f.step == Step::Skip {
             say(format!("{tag}: skipped, {} exists", f.output.display()));
             skipped += 1;
+            if let Some(server) = server {
+                server.batch_frame(k, &name, &f.output.display().to_string(), None, done, skipped, frames.len());
+            }
             previous = Previous::File(f.output.clone());
             if let Some(bar) = &bar {
                 bar.inc(1);
@@ -172,10 +187,17 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
             None => (Init::Image(pre(&content).data), "the content image"),
         };
         let frame_job = Job { content: pre(&content), styles: Vec::new(), init, ..base.clone() };
+        if let Some(server) = server {
+            server.begin_run(k, &tag);
+            server.set_deprocess(frame_deprocess(plan, &content));
+        }
         let started = Instant::now();
-        let mut observer = |p: &Progress, _: Option<&[f32]>| -> Result<()> {
+        let mut observer = |p: &Progress, snapshot: Option<&[f32]>| -> Result<()> {
             if let Some(bar) = &bar {
                 bar.set_message(format!("{name}: iteration {}/{}, loss {:.4e}", p.iteration, plan.iterations, p.loss.total));
+            }
+            if let Some(server) = server {
+                server.progress(p, snapshot);
             }
             // SIGINT / SIGTERM: stop this frame at once; a rerun skips the frames already written.
             neural_style::interrupt::check()?;
@@ -183,7 +205,7 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
         };
         let out = objectives.as_mut().expect("built above").run(backend, &frame_job, &mut observer)?;
         let provenance = super::settings::with_content(&plan.provenance, &f.input);
-        save_result(plan, &content, &out.image, (out.w, out.h), &f.output, &provenance)?;
+        let written = save_result(plan, &content, &out.image, (out.w, out.h), &f.output, &provenance)?;
         say(format!(
             "{tag}: wrote {} ({}x{}, from {init_from}) after {} evaluations in {:.1} s; loss {:.4e}",
             f.output.display(),
@@ -194,6 +216,9 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
             out.loss.total
         ));
         done += 1;
+        if let Some(server) = server {
+            server.batch_frame(k, &name, &f.output.display().to_string(), Some(&written), done, skipped, frames.len());
+        }
         previous = Previous::Memory(Image { h: out.h, w: out.w, data: out.image });
         if let Some(bar) = &bar {
             bar.inc(1);
@@ -202,6 +227,7 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool) -
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    eprintln!("batch: {done} stylised, {skipped} skipped (output already present); style targets computed {rebuilt} time(s)");
-    Ok(())
+    let summary = format!("batch: {done} stylised, {skipped} skipped (output already present); style targets computed {rebuilt} time(s)");
+    eprintln!("{summary}");
+    Ok(summary)
 }

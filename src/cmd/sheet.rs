@@ -3,6 +3,7 @@
 //! the same `plan`; the model is loaded once, the content features and each style's Grams are
 //! computed once on one `Objective`, and every cell is an `optimize` run on it.
 
+use super::serve::Serve;
 use super::stylize::{self, Plan};
 use super::{progress_bar, Device};
 use crate::cli::{GridArgs, PresetArg, SheetArgs, StyleArgs};
@@ -12,6 +13,7 @@ use neural_style::contact::{layers_label, ratio_label, Cell, Sheet};
 use neural_style::image_io::{self, Rgb8};
 use neural_style::{cuda, optimize, Backend, CpuBackend, Job, LossParts, Objective, Progress};
 use std::path::Path;
+use std::time::SystemTime;
 
 /// Options of the main command that a sheet cannot honour: refused rather than ignored.
 fn refuse(cmd: &str, a: &StyleArgs, also: &[(&str, bool)]) -> Result<()> {
@@ -41,22 +43,40 @@ fn plan(cmd: &str, a: StyleArgs, also: &[(&str, bool)]) -> Result<Plan> {
 
 /// Progress over every cell: one bar of cells x iterations on a terminal, else plain lines
 /// every --print-iter iterations, naming the cell.
+/// With --serve, each cell's progress and frames go to the page, then the sheet so far.
 struct Cells<'p> {
     plan: &'p Plan,
     count: usize,
     bar: Option<ProgressBar>,
+    server: Option<&'p Serve>,
 }
 
 impl<'p> Cells<'p> {
-    fn new(plan: &'p Plan, count: usize) -> Cells<'p> {
-        Cells { plan, count, bar: progress_bar(count * plan.iterations) }
+    fn new(plan: &'p Plan, count: usize, server: Option<&'p Serve>) -> Cells<'p> {
+        Cells { plan, count, bar: progress_bar(count * plan.iterations), server }
+    }
+
+    /// The job of every cell: frames for the page, no snapshot files (a sheet writes none).
+    fn job(&self) -> Job {
+        let snapshot_every = self.server.map_or(0, |s| s.snapshot_every(0));
+        Job { snapshot_every, ..stylize::job(self.plan) }
+    }
+
+    /// The page's contact sheet, with `filled` cells done.
+    fn show(&self, sheet: &Sheet, filled: usize) {
+        if let Some(server) = self.server {
+            server.show_sheet(sheet.compose(), filled, self.count);
+        }
     }
 
     /// Runs cell `index` on the objective as it is now set up: its image in 8 bits, and the
     /// objective at that image (the loss of the pixels shown, not of the optimiser's floats).
     fn run<B: Backend>(&self, backend: &B, objective: &mut Objective<B>, job: &Job, index: usize, what: &str) -> Result<(Rgb8, LossParts)> {
         let (iters, print_iter) = (self.plan.iterations, self.plan.print_iter);
-        let mut observer = |p: &Progress, _: Option<&[f32]>| -> Result<()> {
+        if let Some(server) = self.server {
+            server.begin_run(index, &format!("cell {}/{}: {what}", index + 1, self.count));
+        }
+        let mut observer = |p: &Progress, snapshot: Option<&[f32]>| -> Result<()> {
             let l = p.loss;
             let text = format!("loss {l}");
             match &self.bar {
@@ -68,6 +88,9 @@ impl<'p> Cells<'p> {
                     eprintln!("cell {}/{} [{what}] iteration {} / {iters}: {text}", index + 1, self.count, p.iteration);
                 }
                 None => {}
+            }
+            if let Some(server) = self.server {
+                server.progress(p, snapshot);
             }
             // SIGINT / SIGTERM: stop at once (the sheet is not resumable).
             neural_style::interrupt::check()?;
@@ -105,11 +128,25 @@ pub fn sheet(mut a: SheetArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsS
     let content_name = a.style.content_image.as_deref().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let blend = a.style.style_blend_weights.is_some();
     let plan = plan("sheet", a.style, &[("--style-blend-weights (each style gets its own pair)", blend)])?;
-    let sheet = match plan.device {
-        Device::Cpu => run_sheet(&CpuBackend::new(), &plan, &content_name, &names, per_row),
-        Device::Cuda(p) => run_sheet(&cuda::CudaBackend::new(0, p)?, &plan, &content_name, &names, per_row),
-    }?;
-    save(&sheet, &plan.output, &format!("content + {} style | result pairs", plan.styles.len()))
+    let server = stylize::start_server(&plan, &a.serve, "sheet", plan.styles.len(), plan.output.display().to_string())?;
+    let what = format!("content + {} style | result pairs", plan.styles.len());
+    served(server.as_ref(), &plan.output, &what, || {
+        let sheet = match plan.device {
+            Device::Cpu => run_sheet(&CpuBackend::new(), &plan, &content_name, &names, per_row, server.as_ref()),
+            Device::Cuda(p) => run_sheet(&cuda::CudaBackend::new(0, p)?, &plan, &content_name, &names, per_row, server.as_ref()),
+        }?;
+        save(&sheet, &plan.output, &what)
+    })
+}
+
+/// Runs `work` (which writes `output`), then tells --serve's pages how it ended.
+fn served(server: Option<&Serve>, output: &Path, what: &str, work: impl FnOnce() -> Result<()>) -> Result<()> {
+    let started = SystemTime::now();
+    let result = work();
+    if let Some(server) = server {
+        stylize::finish_server(server, &result, Some(output), started, format!("wrote {} ({what})", output.display()));
+    }
+    result
 }
 
 /// Where the sheet puts things: (rows, cols) and the (row, col) of style pair k's style cell.
@@ -120,8 +157,9 @@ pub fn sheet_shape(styles: usize, per_row: usize) -> ((usize, usize), impl Fn(us
 }
 
 /// Every cell of the sheet, on one objective: the content features once, each style's Grams once.
-fn run_sheet<B: Backend>(backend: &B, plan: &Plan, content_name: &str, names: &[String], per_row: usize) -> Result<Sheet> {
-    let job = Job { snapshot_every: 0, ..stylize::job(plan) };
+fn run_sheet<B: Backend>(backend: &B, plan: &Plan, content_name: &str, names: &[String], per_row: usize, server: Option<&Serve>) -> Result<Sheet> {
+    let progress = Cells::new(plan, plan.styles.len(), server);
+    let job = progress.job();
     let k = job.styles.len();
     eprintln!(
         "sheet: {} style(s) on {}x{} with {} on {}, {} iterations each; content features and each style's Grams computed once",
@@ -133,22 +171,26 @@ fn run_sheet<B: Backend>(backend: &B, plan: &Plan, content_name: &str, names: &[
         plan.iterations
     );
     let ((rows, cols), place) = sheet_shape(k, per_row);
-    let mut cells: Vec<Option<Cell>> = vec![None; rows * cols];
-    cells[0] = Some(Cell { image: plan.content.clone(), label: format!("content: {content_name}") });
-    let progress = Cells::new(plan, k);
+    let mut sheet = Sheet { rows, cols, cell_size: (plan.content.w, plan.content.h), col_headers: vec![], row_headers: vec![], cells: vec![None; rows * cols] };
+    sheet.cells[0] = Some(Cell { image: plan.content.clone(), label: format!("content: {content_name}") });
+    for (i, (rgb, _)) in plan.styles.iter().enumerate() {
+        let (r, c) = place(i);
+        sheet.cells[r * cols + c] = Some(Cell { image: rgb.clone(), label: format!("style: {}", names[i]) });
+    }
+    progress.show(&sheet, 0);
     let first = [(job.styles[0].0.clone(), 1.0)];
     let mut objective = Objective::new(backend, &plan.vgg, plan.spec.clone(), &job.content, &first)?;
-    for (i, ((style, _), (rgb, _))) in job.styles.iter().zip(&plan.styles).enumerate() {
+    for (i, (style, _)) in job.styles.iter().enumerate() {
         if i > 0 {
             objective.set_styles(&[(style.clone(), 1.0)])?;
         }
         let (img, loss) = progress.run(backend, &mut objective, &job, i, &names[i])?;
         let (r, c) = place(i);
-        cells[r * cols + c] = Some(Cell { image: rgb.clone(), label: format!("style: {}", names[i]) });
-        cells[r * cols + c + 1] = Some(Cell { image: img, label: format!("result, loss {:.2e}", loss.total) });
+        sheet.cells[r * cols + c + 1] = Some(Cell { image: img, label: format!("result, loss {:.2e}", loss.total) });
+        progress.show(&sheet, i + 1);
     }
     progress.finish();
-    Ok(Sheet { rows, cols, cell_size: (plan.content.w, plan.content.h), col_headers: vec![], row_headers: vec![], cells })
+    Ok(sheet)
 }
 
 // ---- grid -----------------------------------------------------------------------------------
@@ -182,11 +224,16 @@ pub fn grid(mut a: GridArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStr
         );
     }
     ensure!(!plan.spec.style_layers.is_empty(), "--style-layers is empty: the grid's rows are its prefixes");
-    let sheet = match plan.device {
-        Device::Cpu => run_grid(&CpuBackend::new(), &plan, &a.ratios),
-        Device::Cuda(p) => run_grid(&cuda::CudaBackend::new(0, p)?, &plan, &a.ratios),
-    }?;
-    save(&sheet, &plan.output, &format!("{} x {} cells", sheet.rows, sheet.cols))
+    let (rows, cols) = (grid_rows(&plan.spec.style_layers).len(), a.ratios.len());
+    let server = stylize::start_server(&plan, &a.serve, "grid", rows * cols, plan.output.display().to_string())?;
+    let what = format!("{rows} x {cols} cells");
+    served(server.as_ref(), &plan.output, &what, || {
+        let sheet = match plan.device {
+            Device::Cpu => run_grid(&CpuBackend::new(), &plan, &a.ratios, server.as_ref()),
+            Device::Cuda(p) => run_grid(&cuda::CudaBackend::new(0, p)?, &plan, &a.ratios, server.as_ref()),
+        }?;
+        save(&sheet, &plan.output, &what)
+    })
 }
 
 /// The grid's rows: relu1_1, relu1_1..relu2_1, ... (the prefixes of the style layers).
@@ -196,9 +243,10 @@ pub fn grid_rows(style_layers: &[String]) -> Vec<Vec<String>> {
 
 /// Every cell of the grid, on one objective built with all the style layers: the content and
 /// style features once; each cell narrows the style layers and re-weights.
-fn run_grid<B: Backend>(backend: &B, plan: &Plan, ratios: &[f64]) -> Result<Sheet> {
-    let job = Job { snapshot_every: 0, ..stylize::job(plan) };
+fn run_grid<B: Backend>(backend: &B, plan: &Plan, ratios: &[f64], server: Option<&Serve>) -> Result<Sheet> {
     let rows = grid_rows(&plan.spec.style_layers);
+    let progress = Cells::new(plan, rows.len() * ratios.len(), server);
+    let job = progress.job();
     let (alpha, tv) = (plan.spec.content_weight, plan.spec.tv_weight);
     eprintln!(
         "grid: {} style-layer rows x {} ratios on {}x{} with {} on {}, {} iterations each; content and style features computed once",
@@ -212,26 +260,28 @@ fn run_grid<B: Backend>(backend: &B, plan: &Plan, ratios: &[f64]) -> Result<Shee
     );
     // Built once with every style layer; each cell narrows it and re-weights it.
     let mut objective = Objective::new(backend, &plan.vgg, plan.spec.clone(), &job.content, &job.styles)?;
-    let progress = Cells::new(plan, rows.len() * ratios.len());
-    let mut cells = Vec::new();
-    for (r, layers) in rows.iter().enumerate() {
-        objective.set_style_layers(layers)?;
-        for (c, &ratio) in ratios.iter().enumerate() {
-            objective.set_weights(alpha, (alpha as f64 / ratio) as f32, tv);
-            let what = format!("{}, {}", layers_label(layers), ratio_label(ratio));
-            let (img, loss) = progress.run(backend, &mut objective, &job, r * ratios.len() + c, &what)?;
-            cells.push(Some(Cell { image: img, label: format!("loss {:.2e}", loss.total) }));
-        }
-    }
-    progress.finish();
-    Ok(Sheet {
+    let mut sheet = Sheet {
         rows: rows.len(),
         cols: ratios.len(),
         cell_size: (plan.content.w, plan.content.h),
         col_headers: ratios.iter().map(|&r| ratio_label(r)).collect(),
         row_headers: rows.iter().map(|l| layers_label(l)).collect(),
-        cells,
-    })
+        cells: vec![None; rows.len() * ratios.len()],
+    };
+    progress.show(&sheet, 0);
+    for (r, layers) in rows.iter().enumerate() {
+        objective.set_style_layers(layers)?;
+        for (c, &ratio) in ratios.iter().enumerate() {
+            objective.set_weights(alpha, (alpha as f64 / ratio) as f32, tv);
+            let what = format!("{}, {}", layers_label(layers), ratio_label(ratio));
+            let index = r * ratios.len() + c;
+            let (img, loss) = progress.run(backend, &mut objective, &job, index, &what)?;
+            sheet.cells[index] = Some(Cell { image: img, label: format!("loss {:.2e}", loss.total) });
+            progress.show(&sheet, index + 1);
+        }
+    }
+    progress.finish();
+    Ok(sheet)
 }
 
 #[cfg(test)]
@@ -311,16 +361,16 @@ mod tests {
         // Grid: one more column is 3 more cells (one per row) and only their 3 starting images
         // and 3 results as saved (each label's loss is measured at its 8-bit image).
         let plan = tiny_plan(dir.path(), "grid", 1);
-        let one = uploads(|be| run_grid(be, &plan, &[1e-3]));
-        let two = uploads(|be| run_grid(be, &plan, &[1e-3, 1e-2]));
+        let one = uploads(|be| run_grid(be, &plan, &[1e-3], None));
+        let two = uploads(|be| run_grid(be, &plan, &[1e-3, 1e-2], None));
         assert_eq!(two - one, 3 * 2);
         // Sheet: one more style is its image, one starting image and its result as saved; the
         // content and the network are not uploaded again.
         let names = |n: usize| (0..n).map(|k| format!("s{k}.png")).collect::<Vec<_>>();
         let p1 = tiny_plan(dir.path(), "sheet", 1);
         let p3 = tiny_plan(dir.path(), "sheet", 3);
-        let one = uploads(|be| run_sheet(be, &p1, "c.png", &names(1), 3));
-        let three = uploads(|be| run_sheet(be, &p3, "c.png", &names(3), 3));
+        let one = uploads(|be| run_sheet(be, &p1, "c.png", &names(1), 3, None));
+        let three = uploads(|be| run_sheet(be, &p3, "c.png", &names(3), 3, None));
         assert_eq!(three - one, 2 * 3);
     }
 

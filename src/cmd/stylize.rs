@@ -26,7 +26,7 @@ use neural_style::{cuda, Backend, Convention, CpuBackend, Image, Init, Job, Loss
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// Default term weights per input convention. jcjohnson's 5 / 100 / 1e-3 balance Caffe-scale
 /// inputs (0..255); torchvision inputs are ~1/60 of that scale, so features are smaller and the
@@ -405,7 +405,7 @@ pub fn stylize(a: StyleArgs, serve: ServeArgs, matches: &ArgMatches, argv: &[OsS
     plan.command = argv.to_vec();
     note_model(&plan);
     // The server listens before the run starts, so that an address in use is an error at once.
-    let server = serve.serve.map(|addr| start_server(&plan, addr, serve.serve_every, serve.serve_linger)).transpose()?;
+    let server = start_server(&plan, &serve, "stylize", 1, plan.output.display().to_string())?;
     let started = SystemTime::now();
     let result = match plan.device {
         Device::Cpu => run(&CpuBackend::new(), &plan, server.as_ref()),
@@ -415,33 +415,43 @@ pub fn stylize(a: StyleArgs, serve: ServeArgs, matches: &ArgMatches, argv: &[OsS
         },
     };
     if let Some(server) = &server {
-        finish_server(server, &plan, &result, started);
+        finish_server(server, &result, Some(&plan.output), started, format!("wrote {}", plan.output.display()));
     }
     result
 }
 
-fn start_server(plan: &Plan, addr: std::net::SocketAddr, every: Option<u64>, linger: Duration) -> Result<Serve> {
+/// `--serve`'s server for a run of `command` (`stylize`, `sheet`, `grid`, `batch`) made of
+/// `runs` optimisations of the plan's size, writing to `output`; None without --serve.
+pub(super) fn start_server(plan: &Plan, serve: &ServeArgs, command: &'static str, runs: usize, output: String) -> Result<Option<Serve>> {
+    let Some(addr) = serve.serve else { return Ok(None) };
     let info = serve::Info {
+        command,
         settings: plan.provenance.clone(),
-        output: plan.output.display().to_string(),
+        output,
         width: plan.content.w,
         height: plan.content.h,
         iterations: plan.iterations,
+        runs,
     };
-    let (convention, original_colors, content) = (plan.convention, plan.original_colors, plan.content.clone());
-    // The frames look as the output will: 8-bit, with the content's colours under --original-colors.
-    let deprocess: serve::Deprocess = Box::new(move |x| result_image(convention, original_colors, &content, x, (content.w, content.h)));
-    serve::start(addr, info, every.map(|n| n as usize), linger, deprocess)
+    let every = serve.serve_every.map(|n| n as usize);
+    serve::start(addr, info, every, serve.serve_linger, frame_deprocess(plan, &plan.content)).map(Some)
 }
 
-/// Tells the pages how the run ended, with the image it wrote if it wrote one (the output is
-/// read back only if it was written during this run: an error before saving leaves an older file).
-fn finish_server(server: &Serve, plan: &Plan, result: &Result<()>, started: SystemTime) {
-    let written = fs::metadata(&plan.output).and_then(|m| m.modified()).is_ok_and(|t| t >= started);
-    let image = written.then(|| image_io::load(&plan.output).ok()).flatten();
-    let output = written.then(|| plan.output.display().to_string());
+/// How `--serve`'s frames of an optimisation of `content` are made: as the output will look,
+/// 8-bit, with the content's colours under --original-colors.
+pub(super) fn frame_deprocess(plan: &Plan, content: &Rgb8) -> serve::Deprocess {
+    let (convention, original_colors, content) = (plan.convention, plan.original_colors, content.clone());
+    Box::new(move |x| result_image(convention, original_colors, &content, x, (content.w, content.h)))
+}
+
+/// Tells the pages how the run ended, with the image `shown` if this run wrote it (it is read
+/// back only if it was written during this run: an error before saving leaves an older file).
+pub(super) fn finish_server(server: &Serve, result: &Result<()>, shown: Option<&Path>, started: SystemTime, finished: String) {
+    let written = shown.filter(|p| fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t >= started));
+    let image = written.and_then(|p| image_io::load(p).ok());
+    let output = written.map(|p| p.display().to_string());
     let (state, message) = match result {
-        Ok(()) => ("finished", format!("wrote {}", plan.output.display())),
+        Ok(()) => ("finished", finished),
         Err(e) => match e.downcast_ref::<Interrupted>() {
             Some(i) => ("stopped", i.to_string()),
             None => ("failed", format!("{e:#}")),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_neural-style");
 
-fn png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
+pub(crate) fn png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
     let p = dir.join(name);
     image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x * y) % 251) as u8])).save(&p).unwrap();
     p

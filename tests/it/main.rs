@@ -43,4 +43,5 @@ mod objective_options;
 mod objective_reuse;
 mod resume;
 mod serve;
+mod serve_multi;
 mod winograd;

@@ -20,8 +20,8 @@ fn command(dir: &Path, output: &str, serve: &str) -> Command {
 }
 
 /// A child killed if the test fails while it runs.
-struct Run {
-    child: Child,
+pub(crate) struct Run {
+    pub(crate) child: Child,
     /// stderr's lines as they come.
     lines: mpsc::Receiver<String>,
 }
@@ -34,7 +34,7 @@ impl Drop for Run {
 }
 
 impl Run {
-    fn start(mut c: Command) -> Run {
+    pub(crate) fn start(mut c: Command) -> Run {
         let mut child = c.spawn().unwrap();
         let err = BufReader::new(child.stderr.take().unwrap());
         let (tx, lines) = mpsc::channel();
@@ -49,7 +49,7 @@ impl Run {
     }
 
     /// The first stderr line that `f` accepts (within 60 s), and the lines before it.
-    fn wait_for(&self, f: impl Fn(&str) -> bool) -> (String, Vec<String>) {
+    pub(crate) fn wait_for(&self, f: impl Fn(&str) -> bool) -> (String, Vec<String>) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut seen = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -63,7 +63,7 @@ impl Run {
 }
 
 /// One request on a fresh connection: (status, headers, body), the body read to the end.
-fn request(addr: &str, method: &str, target: &str) -> (u16, String, Vec<u8>) {
+pub(crate) fn request(addr: &str, method: &str, target: &str) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(s, "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
@@ -93,7 +93,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 }
 
 /// Reads the event stream until `want` holds for the events so far: (name, data) pairs.
-fn read_events(addr: &str, token: &str, want: impl Fn(&[(String, String)]) -> bool) -> Vec<(String, String)> {
+pub(crate) fn read_events(addr: &str, token: &str, want: impl Fn(&[(String, String)]) -> bool) -> Vec<(String, String)> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(s, "GET /events?token={token} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();

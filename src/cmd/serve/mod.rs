@@ -29,9 +29,13 @@ const PAGE: &str = include_str!("page.html");
 pub const MAX_CLIENTS: usize = 16;
 /// Events queued per client before new ones are dropped (a few seconds of fast iterations).
 const CLIENT_QUEUE: usize = 256;
-/// Encoded frames kept for `/image/N`: a page that was just told of frame N can still fetch it
-/// after a newer one arrived.
+/// Encoded images kept per kind (iteration frames `/image/N`, contact sheets `/image/sheet-K`,
+/// batch thumbnails `/image/thumb-K`): a page that was just told of one can still fetch it after
+/// a newer one arrived, and a page that connects late gets the last few thumbnails.
 const FRAMES_KEPT: usize = 4;
+const THUMBS_KEPT: usize = 8;
+/// A batch's thumbnails fit in this many pixels on their longer side.
+const THUMB_SIZE: usize = 160;
 /// Without `--serve-every`, frames are at least this far apart.
 const FRAME_INTERVAL: Duration = Duration::from_secs(1);
 /// Progress events kept for pages that connect late (about 1.5 MB); beyond, they are thinned.
@@ -41,12 +45,18 @@ const WORKERS: usize = 4;
 
 /// What the page shows of the run besides its progress.
 pub struct Info {
+    /// The command: "stylize", "sheet", "grid" or "batch" (the page's layout follows it).
+    pub command: &'static str,
     /// The settings record the output PNG gets (settings::record), as JSON.
     pub settings: String,
+    /// The output file, or a batch's output folder or pattern.
     pub output: String,
     pub width: usize,
     pub height: usize,
+    /// Iterations of one optimisation (one cell of a sheet or grid, one frame of a batch).
     pub iterations: usize,
+    /// Optimisations in the run: 1, a sheet's or grid's cells, a batch shard's frames.
+    pub runs: usize,
 }
 
 /// Float image (the optimiser's layout) to 8-bit RGB as the output would be written.
@@ -56,7 +66,7 @@ pub type Deprocess = Box<dyn Fn(&[f32]) -> neural_style::image_io::Rgb8 + Send>;
 /// (the process ends soon after).
 pub struct Serve {
     hub: Arc<Hub>,
-    frames: SyncSender<(usize, Vec<f32>)>,
+    frames: SyncSender<ToEncoder>,
     every: Option<usize>,
     last_frame: Mutex<Option<Instant>>,
     linger: Duration,
@@ -67,15 +77,51 @@ struct Client {
     events: SyncSender<Arc<str>>,
 }
 
+/// What the optimisation hands the encoder thread.
+enum ToEncoder {
+    /// The optimiser's float image at this iteration: deprocessed, encoded, announced as `image`.
+    Frame(usize, Vec<f32>),
+    /// An 8-bit picture (a contact sheet so far, a batch thumbnail) kept as `/image/KEY` and
+    /// announced as the event `event` with `data` plus its `url`; without a picture (a skipped
+    /// frame), the event alone, in its turn among the others.
+    Picture { key: String, image: Option<neural_style::image_io::Rgb8>, event: &'static str, data: serde_json::Value },
+    /// How later frames are deprocessed (a batch frame's own content, for --original-colors).
+    Deprocess(Deprocess),
+    /// Answered once everything sent before is announced.
+    Flush(SyncSender<()>),
+}
+
 #[derive(Default)]
 struct State {
     clients: Vec<Client>,
-    /// Every progress event so far, for a page that connects late (its curves start at 1).
+    /// The current optimisation's `run` event (sheet, grid and batch: which cell or frame).
+    run: Option<Arc<str>>,
+    /// The current optimisation's progress events, for a page that connects late (its curves
+    /// start at 1).
     history: Vec<Arc<str>>,
     /// The latest image event, and the `done` event once there is one.
     image: Option<Arc<str>>,
+    /// The latest contact sheet's event (sheet and grid).
+    sheet: Option<Arc<str>>,
+    /// A batch's latest `frame` events (written or skipped), oldest first.
+    batch: VecDeque<Arc<str>>,
     done: Option<Arc<str>>,
-    frames: VecDeque<(usize, Arc<Vec<u8>>)>,
+    /// Encoded images by key (`12`, `final`, `sheet-3`, `thumb-7`), oldest first.
+    frames: VecDeque<(String, Arc<Vec<u8>>)>,
+}
+
+impl State {
+    /// Everything a page that connects now must see first, in order.
+    fn backlog(&self, info: &Arc<str>) -> Vec<Arc<str>> {
+        let mut b = vec![info.clone()];
+        b.extend(self.batch.iter().cloned());
+        b.extend(self.sheet.clone());
+        b.extend(self.run.clone());
+        b.extend(self.history.iter().cloned());
+        b.extend(self.image.clone());
+        b.extend(self.done.clone());
+        b
+    }
 }
 
 struct Hub {
@@ -157,11 +203,13 @@ pub fn start(addr: SocketAddr, info: Info, every: Option<usize>, linger: Duratio
     }
     let token = new_token()?;
     let info = serde_json::json!({
+        "command": info.command,
         "settings": serde_json::from_str::<serde_json::Value>(&info.settings).unwrap_or_default(),
         "output": info.output,
         "width": info.width,
         "height": info.height,
         "iterations": info.iterations,
+        "runs": info.runs,
     });
     let hub = Arc::new(Hub { token, info: sse("info", &info.to_string()), state: Mutex::default(), streams: Arc::default() });
     let server = Arc::new(server);
@@ -233,14 +281,61 @@ impl Serve {
 
     /// Hands the image to the encoder unless it is busy (then the frame is skipped).
     fn offer(&self, iteration: usize, image: &[f32]) -> bool {
-        self.frames.try_send((iteration, image.to_vec())).is_ok()
+        self.frames.try_send(ToEncoder::Frame(iteration, image.to_vec())).is_ok()
+    }
+
+    /// Sheet, grid and batch: optimisation `index` (0-based) of the run's `runs` begins. Pages
+    /// start its curves afresh and show `label` (the cell, or the frame's file name).
+    pub fn begin_run(&self, index: usize, label: &str) {
+        let event = sse("run", &serde_json::json!({ "index": index, "label": label }).to_string());
+        let mut s = self.hub.lock();
+        broadcast(&mut s.clients, &event);
+        s.run = Some(event);
+        s.history.clear();
+        s.image = None;
+        drop(s);
+        *self.last_frame.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Sheet and grid: the contact sheet with `filled` of its `cells` done. Waits for the encoder
+    /// to take it (at most one frame's encoding: once per cell), so no sheet is dropped.
+    pub fn show_sheet(&self, sheet: neural_style::image_io::Rgb8, filled: usize, cells: usize) {
+        let data = serde_json::json!({ "filled": filled, "cells": cells });
+        self.picture(format!("sheet-{filled}"), Some(sheet), "sheet", data);
+    }
+
+    /// Batch: frame `index` (0-based, of the shard's `total`) was written (`image`, its
+    /// result) or skipped (its output already existed: `image` is None), with `done` written
+    /// and `skipped` so far. A written frame's thumbnail follows its event.
+    pub fn batch_frame(&self, index: usize, name: &str, output: &str, image: Option<&neural_style::image_io::Rgb8>, done: usize, skipped: usize, total: usize) {
+        let data = serde_json::json!({
+            "index": index, "name": name, "output": output, "state": if image.is_some() { "written" } else { "skipped" },
+            "done": done, "skipped": skipped, "total": total,
+        });
+        self.picture(format!("thumb-{index}"), image.map(|img| thumbnail(img, THUMB_SIZE)), "frame", data);
+    }
+
+    /// Batch: later frames are deprocessed with this (the next frame's content image).
+    pub fn set_deprocess(&self, deprocess: Deprocess) {
+        let _ = self.frames.send(ToEncoder::Deprocess(deprocess));
+    }
+
+    fn picture(&self, key: String, image: Option<neural_style::image_io::Rgb8>, event: &'static str, data: serde_json::Value) {
+        // A blocking send: the encoder takes it after the frame it is encoding, if any.
+        let _ = self.frames.send(ToEncoder::Picture { key, image, event, data });
     }
 
     /// The run ended: `image` (the file written, PNG-encoded, if any) and a `done` event saying
     /// how (`state`: finished, stopped or failed) go to every page; then the streams close and
     /// the server stays up for `--serve-linger`.
     pub fn finish(&self, state: &str, message: &str, output: Option<&str>, image: Option<&neural_style::image_io::Rgb8>) {
-        let url = image.and_then(|img| encode_png(img).ok()).map(|png| self.hub.store_frame(usize::MAX, png));
+        // The last sheet or thumbnail is announced before the end (bounded: an encoder stuck on
+        // a huge picture does not hold the exit).
+        let (ack, acked) = mpsc::sync_channel(1);
+        if self.frames.send(ToEncoder::Flush(ack)).is_ok() {
+            let _ = acked.recv_timeout(Duration::from_secs(10));
+        }
+        let url = image.and_then(|img| encode_png(img).ok()).map(|png| self.hub.store_frame("final".into(), png));
         let done = serde_json::json!({ "state": state, "message": message, "output": output, "image": url });
         let event = sse("done", &done.to_string());
         let mut s = self.hub.lock();
@@ -272,35 +367,93 @@ fn encode_png(img: &neural_style::image_io::Rgb8) -> Result<Vec<u8>> {
     Ok(png)
 }
 
+/// Batch frame events a late page is shown (its thumbnails and skipped frames).
+fn remember_frame_event(kept: &mut VecDeque<Arc<str>>, event: Arc<str>) {
+    kept.push_back(event);
+    while kept.len() > THUMBS_KEPT {
+        kept.pop_front();
+    }
+}
+
+/// `img` shrunk (nearest pixel) to fit `size` x `size`; a smaller image is kept as it is.
+fn thumbnail(img: &neural_style::image_io::Rgb8, size: usize) -> neural_style::image_io::Rgb8 {
+    let scale = (size as f64 / img.w.max(img.h).max(1) as f64).min(1.0);
+    let (w, h) = (((img.w as f64 * scale).round() as usize).max(1), ((img.h as f64 * scale).round() as usize).max(1));
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let (sx, sy) = (x * img.w / w, y * img.h / h);
+            data.extend_from_slice(&img.data[(sy * img.w + sx) * 3..][..3]);
+        }
+    }
+    neural_style::image_io::Rgb8 { w, h, data }
+}
+
+/// The kind of an image key (`12` and `final`: iteration frames; `sheet-3`, `thumb-7`), and how
+/// many of that kind are kept.
+fn kept_of_kind(key: &str) -> (&str, usize) {
+    match key.split_once('-') {
+        Some(("thumb", _)) => ("thumb", THUMBS_KEPT),
+        Some((kind, _)) => (kind, FRAMES_KEPT),
+        None => ("", FRAMES_KEPT),
+    }
+}
+
 impl Hub {
-    /// Keeps an encoded frame and returns its URL (`usize::MAX`: the final image, `/image/final`).
-    fn store_frame(&self, iteration: usize, png: Vec<u8>) -> String {
-        let name = if iteration == usize::MAX { "final".to_string() } else { iteration.to_string() };
-        let url = format!("/image/{name}?token={}", self.token);
+    /// Keeps an encoded image under `key` and returns its URL (`/image/KEY?token=...`); the
+    /// oldest of its kind goes when more than its kind's quota are kept.
+    fn store_frame(&self, key: String, png: Vec<u8>) -> String {
+        let url = format!("/image/{key}?token={}", self.token);
+        let (kind, quota) = kept_of_kind(&key);
+        let kind = kind.to_string();
         let mut s = self.lock();
-        s.frames.push_back((iteration, Arc::new(png)));
-        while s.frames.len() > FRAMES_KEPT {
-            s.frames.pop_front();
+        s.frames.retain(|(k, _)| *k != key);
+        s.frames.push_back((key, Arc::new(png)));
+        while s.frames.iter().filter(|(k, _)| kept_of_kind(k).0 == kind).count() > quota {
+            let oldest = s.frames.iter().position(|(k, _)| kept_of_kind(k).0 == kind).expect("one of its kind");
+            s.frames.remove(oldest);
         }
         url
     }
 
-    fn frame(&self, name: &str) -> Option<Arc<Vec<u8>>> {
-        let iteration = if name == "final" { usize::MAX } else { name.parse().ok()? };
-        self.lock().frames.iter().rev().find(|(k, _)| *k == iteration).map(|(_, png)| png.clone())
+    /// The image kept under `key` (the part of `/image/KEY` after the slash), if any.
+    fn frame(&self, key: &str) -> Option<Arc<Vec<u8>>> {
+        self.lock().frames.iter().rev().find(|(k, _)| k == key).map(|(_, png)| png.clone())
     }
 }
 
-/// The encoder thread: float image → 8-bit → PNG → `/image/N`, then an `image` event.
-fn encode_frames(hub: &Hub, rx: Receiver<(usize, Vec<f32>)>, deprocess: Deprocess) {
-    while let Ok((iteration, x)) = rx.recv() {
-        let Ok(png) = encode_png(&deprocess(&x)) else { continue };
-        let url = hub.store_frame(iteration, png);
-        let event = sse("image", &serde_json::json!({ "iteration": iteration, "url": url }).to_string());
-        let mut s = hub.lock();
-        if s.done.is_none() {
-            broadcast(&mut s.clients, &event);
-            s.image = Some(event);
+/// The encoder thread: float images → 8-bit → PNG → `/image/N`, then an `image` event; pictures
+/// → PNG → `/image/KEY`, then their event.
+fn encode_frames(hub: &Hub, rx: Receiver<ToEncoder>, mut deprocess: Deprocess) {
+    while let Ok(message) = rx.recv() {
+        match message {
+            ToEncoder::Frame(iteration, x) => {
+                let Ok(png) = encode_png(&deprocess(&x)) else { continue };
+                let url = hub.store_frame(iteration.to_string(), png);
+                let event = sse("image", &serde_json::json!({ "iteration": iteration, "url": url }).to_string());
+                let mut s = hub.lock();
+                if s.done.is_none() {
+                    broadcast(&mut s.clients, &event);
+                    s.image = Some(event);
+                }
+            }
+            ToEncoder::Picture { key, image, event, mut data } => {
+                if let Some(image) = image {
+                    let Ok(png) = encode_png(&image) else { continue };
+                    data["url"] = hub.store_frame(key, png).into();
+                }
+                let message = sse(event, &data.to_string());
+                let mut s = hub.lock();
+                broadcast(&mut s.clients, &message);
+                match event {
+                    "sheet" => s.sheet = Some(message),
+                    _ => remember_frame_event(&mut s.batch, message),
+                }
+            }
+            ToEncoder::Deprocess(d) => deprocess = d,
+            ToEncoder::Flush(ack) => {
+                let _ = ack.try_send(());
+            }
         }
     }
 }
@@ -373,10 +526,7 @@ fn stream(hub: &Hub, request: tiny_http::Request) -> std::io::Result<()> {
     // The backlog and the subscription under one lock: no event is missed or sent twice.
     let backlog: Vec<Arc<str>> = {
         let mut s = hub.lock();
-        let mut b = vec![hub.info.clone()];
-        b.extend(s.history.iter().cloned());
-        b.extend(s.image.clone());
-        b.extend(s.done.clone());
+        let b = s.backlog(&hub.info);
         if s.done.is_none() {
             s.clients.push(Client { events: tx });
         }
