@@ -43,4 +43,4 @@ pub use cpu::CpuBackend;
 pub use model::Vgg;
 pub use objective::{GramNormalization, Image, LossParts, Objective, ObjectiveSpec, Reduction};
 pub use preprocess::Convention;
-pub use stylize::{optimize, optimize_from, stylize, stylize_from, Init, Job, NonFinite, Observer, Optimizer, Output, Progress, Run};
+pub use stylize::{optimize, optimize_from, stylize, stylize_from, Init, Job, NonFinite, Observer, Optimizer, Output, Progress, Run, SnapshotGate};

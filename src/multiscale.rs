@@ -181,7 +181,7 @@ impl<'b, B: Backend> MultiScale<'b, B> {
                 }
                 (None, init) => init.clone(),
             };
-            let stage = Job { init, iterations: *iterations, snapshot_every: if k + 1 == n { job.snapshot_every } else { 0 }, ..job.clone() };
+            let stage = Job { init, iterations: *iterations, snapshot_every: if k + 1 == n { job.snapshot_every } else { 0 }, snapshot_gate: if k + 1 == n { job.snapshot_gate.clone() } else { None }, ..job.clone() };
             let (offset, evals_before, time_before) = (done, evaluations, elapsed);
             let mut renumbered = |p: &Progress, snap: Option<&[f32]>| -> Result<()> {
                 let p = Progress { iteration: p.iteration + offset, evaluations: p.evaluations + evals_before, loss: p.loss, elapsed: p.elapsed + time_before };

@@ -9,6 +9,7 @@ use crate::preprocess::Convention;
 use crate::resume::{LbfgsRound, OptimizerState, RunState};
 use crate::rng::Rng;
 use anyhow::{bail, ensure, Result};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -35,6 +36,16 @@ impl Optimizer {
     }
 }
 
+/// Whether the observer wants the image at an iteration, besides `snapshot_every`'s.
+#[derive(Clone)]
+pub struct SnapshotGate(pub Arc<dyn Fn(usize) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for SnapshotGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotGate")
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Job {
     pub content: Image,
@@ -48,6 +59,9 @@ pub struct Job {
     pub seed: u64,
     /// Hand the current image to the observer every this many iterations (0: never).
     pub snapshot_every: usize,
+    /// And whenever this says so (a live page's frames, paced by time): the image is copied
+    /// from the backend only for the iterations that want it.
+    pub snapshot_gate: Option<SnapshotGate>,
     /// Keep every evaluated image inside this box (the model convention's displayable pixels,
     /// `Convention::pixel_box`), so that saving clamps nothing (issue 20); None optimises
     /// unbounded and saving clamps, as torch.optim.LBFGS and jcjohnson/neural-style do.
@@ -212,7 +226,8 @@ pub fn optimize_from<B: Backend>(
         backend.copy(x, &mut good)?;
         good_iteration = iteration;
         let progress = Progress { iteration, evaluations: iteration, loss, elapsed };
-        let snapshot = if job.snapshot_every > 0 && iteration % job.snapshot_every == 0 && iteration < job.iterations {
+        let wanted = (job.snapshot_every > 0 && iteration % job.snapshot_every == 0) || job.snapshot_gate.as_ref().is_some_and(|gate| (gate.0)(iteration));
+        let snapshot = if wanted && iteration < job.iterations {
             Some(backend.download(x)?)
         } else {
             None

@@ -719,6 +719,7 @@ fn lbfgs_job(iterations: usize) -> Job {
         iterations,
         seed: 3,
         snapshot_every: 0,
+        snapshot_gate: None,
         bounds: None,
     }
 }

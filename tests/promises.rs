@@ -239,6 +239,7 @@ fn adam_runs_as_torch_optim_adam() {
         iterations: steps,
         seed: 0,
         snapshot_every: 0,
+        snapshot_gate: None,
         bounds: None,
     };
     let mut losses = Vec::new();

@@ -125,7 +125,7 @@ enum Previous {
 
 /// Stylises the shard's frames; the summary line it printed.
 fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool, server: Option<&Serve>) -> Result<String> {
-    let base = Job { snapshot_every: server.map_or(0, |s| s.snapshot_every(0)), ..job(plan) };
+    let base = Job { snapshot_every: server.map_or(0, |s| s.snapshot_every(0)), snapshot_gate: server.and_then(Serve::snapshot_gate), ..job(plan) };
     let image_size = plan.content.w.max(plan.content.h);
     let sizes = plan.scales.clone().unwrap_or_else(|| vec![(image_size, plan.iterations)]);
     let random = matches!(plan.init, Init::Random);

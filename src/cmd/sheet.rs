@@ -59,7 +59,7 @@ impl<'p> Cells<'p> {
     /// The job of every cell: frames for the page, no snapshot files (a sheet writes none).
     fn job(&self) -> Job {
         let snapshot_every = self.server.map_or(0, |s| s.snapshot_every(0));
-        Job { snapshot_every, ..stylize::job(self.plan) }
+        Job { snapshot_every, snapshot_gate: self.server.and_then(Serve::snapshot_gate), ..stylize::job(self.plan) }
     }
 
     /// The page's contact sheet, with `filled` cells done.

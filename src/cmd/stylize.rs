@@ -489,6 +489,7 @@ pub fn job(plan: &Plan) -> Job {
         iterations: plan.iterations,
         seed: plan.seed,
         snapshot_every: plan.save_iter,
+        snapshot_gate: None,
         bounds: plan.bounds,
     }
 }
@@ -656,12 +657,14 @@ fn save_stopped(plan: &Plan, job: &Job, signal: i32, state: &resume::RunState) -
 
 pub fn run<B: Backend>(backend: &B, plan: &Plan, server: Option<&Serve>) -> Result<()> {
     let mut job = job(plan);
-    // The page's frames come from the snapshots, taken more often than --save-iter's files then.
+    // The page's frames come from the snapshots, taken more often than --save-iter's files then
+    // (every --serve-every iterations, or about once a second).
     // Not in a multi-scale run, whose snapshots are numbered within its last scale: its page
     // gets --save-iter's snapshots only.
     let more_snapshots = server.is_some() && plan.scales.is_none();
     if let (Some(server), true) = (server, more_snapshots) {
         job.snapshot_every = server.snapshot_every(plan.save_iter);
+        job.snapshot_gate = server.snapshot_gate();
     }
     let from = load_state(plan, &job)?;
     let device = backend.name();

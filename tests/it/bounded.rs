@@ -213,6 +213,7 @@ fn a_stylize_run_never_leaves_the_pixel_box() {
             iterations: 15,
             seed: 1,
             snapshot_every: 1,
+            snapshot_gate: None,
             bounds: Some(pixel_box),
         };
         let mut seen = 0;

@@ -175,7 +175,7 @@ mod state_seeds {
             pooling: PoolKind::Max,
             ..Default::default()
         };
-        let job = Job { content: image(1), styles: vec![(image(2), 1.0)], spec, init: Init::Random, optimizer, iterations: ITERATIONS, seed: 3, snapshot_every: 0, bounds: None };
+        let job = Job { content: image(1), styles: vec![(image(2), 1.0)], spec, init: Init::Random, optimizer, iterations: ITERATIONS, seed: 3, snapshot_every: 0, snapshot_gate: None, bounds: None };
         let made = std::cell::Cell::new(0);
         let mut observer = |p: &neural_style::Progress, _: Option<&[f32]>| {
             made.set(p.iteration);

@@ -243,6 +243,7 @@ fn lbfgs_run<B: Backend<Buf = Vec<f32>>>(be: &B, g: &Golden, vgg: &Vgg, pooling:
         iterations: 20,
         seed: 0,
         snapshot_every: 0,
+        snapshot_gate: None,
         bounds: None,
     };
     let mut losses = Vec::new();

@@ -44,4 +44,5 @@ mod objective_reuse;
 mod resume;
 mod serve;
 mod serve_multi;
+mod snapshots;
 mod winograd;

@@ -17,7 +17,7 @@ fn setup() -> (neural_style::Vgg, ObjectiveSpec, Rgb8, Vec<(Rgb8, f32)>) {
 }
 
 fn job(spec: &ObjectiveSpec, content: &Image, init: Init) -> Job {
-    Job { content: content.clone(), styles: vec![], spec: spec.clone(), init, optimizer: Optimizer::lbfgs(10), iterations: 0, seed: 1, snapshot_every: 0, bounds: None }
+    Job { content: content.clone(), styles: vec![], spec: spec.clone(), init, optimizer: Optimizer::lbfgs(10), iterations: 0, seed: 1, snapshot_every: 0, snapshot_gate: None, bounds: None }
 }
 
 #[test]

@@ -29,6 +29,7 @@ fn setup() -> (Vgg, Job) {
         iterations: 0,
         seed: 3,
         snapshot_every: 0,
+        snapshot_gate: None,
         bounds: None,
     };
     (vgg, job)

@@ -149,3 +149,31 @@ fn stop_on_a_sheet_page_stops_it_as_sigint_does() {
     assert_eq!(run.child.wait().unwrap().code(), Some(130));
     assert!(!d.join("sheet.png").exists(), "a stopped sheet writes nothing");
 }
+
+/// Without --serve-every the page gets about one image a second, the optimisation copying the
+/// image out only for those iterations (the snapshot gate).
+#[test]
+fn without_serve_every_frames_come_about_once_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = crate::interrupt::tiny_run(dir.path(), "out.png");
+    c.args(["--print-iter", "0", "--optimizer", "adam", "--learning-rate", "0.05", "--num-iterations", "1000000", "--serve", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let run = Run::start(c);
+    let (addr, token) = url(&run);
+    let count = |e: &[(String, String)], name: &str| e.iter().filter(|(n, _)| n == name).count();
+    // Bounded: a run that sends no images ends the wait after 20000 iterations.
+    let events = read_events(&addr, &token, |e| count(e, "image") >= 3 || count(e, "progress") >= 20_000);
+    let images = data(&events, "image");
+    assert!(images.len() >= 3, "{} images in {} iterations", images.len(), count(&events, "progress"));
+    let elapsed_at = |iteration: &Value| {
+        let p = data(&events, "progress").into_iter().find(|p| p["iteration"] == *iteration).expect("its progress event");
+        p["elapsed"].as_f64().unwrap()
+    };
+    for pair in images.windows(2) {
+        let gap = elapsed_at(&pair[1]["iteration"]) - elapsed_at(&pair[0]["iteration"]);
+        assert!(gap >= 0.95, "frames {:?} only {gap:.3} s apart", (&pair[0]["iteration"], &pair[1]["iteration"]));
+        assert!(pair[1]["iteration"].as_u64() > pair[0]["iteration"].as_u64().map(|i| i + 1), "{images:?}");
+    }
+    assert_eq!(request(&addr, "POST", &format!("/stop?token={token}")).0, 202);
+}

@@ -235,6 +235,7 @@ fn objective_after_100_lbfgs_iterations_matches_the_direct_path() {
         iterations: 100,
         seed: 0,
         snapshot_every: 0,
+        snapshot_gate: None,
         bounds: None,
     };
     let wino = stylize(&CpuBackend::new(), &vgg, &job, &mut |_, _| Ok(())).unwrap().loss.total;

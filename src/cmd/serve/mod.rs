@@ -68,8 +68,14 @@ pub struct Serve {
     hub: Arc<Hub>,
     frames: SyncSender<ToEncoder>,
     every: Option<usize>,
-    last_frame: Mutex<Option<Instant>>,
+    /// When the encoder last took a frame (shared with the snapshot gate).
+    last_frame: Arc<Mutex<Option<Instant>>>,
     linger: Duration,
+}
+
+/// Without `--serve-every`: whether a second has passed since the last frame.
+fn frame_due(last: &Mutex<Option<Instant>>) -> bool {
+    last.lock().unwrap_or_else(|e| e.into_inner()).is_none_or(|t| t.elapsed() >= FRAME_INTERVAL)
 }
 
 /// A client's bounded event queue, as the optimisation feeds it.
@@ -225,19 +231,30 @@ pub fn start(addr: SocketAddr, info: Info, every: Option<usize>, linger: Duratio
     let encoder_hub = hub.clone();
     std::thread::Builder::new().name("serve-encode".into()).spawn(move || encode_frames(&encoder_hub, rx, deprocess))?;
     eprintln!("serving http://{bound}/?token={}", hub.token);
-    Ok(Serve { hub, frames, every: every.filter(|&n| n > 0), last_frame: Mutex::new(None), linger })
+    Ok(Serve { hub, frames, every: every.filter(|&n| n > 0), last_frame: Arc::default(), linger })
 }
 
 impl Serve {
     /// The snapshot period the optimisation must use so that this server gets its images, given
-    /// `--save-iter`'s (0: none): with no `--serve-every`, every iteration (the frames are then
-    /// picked by time; a download is a copy of the image, small beside an evaluation).
+    /// `--save-iter`'s (0: none): `--serve-every`'s, or with no `--serve-every` --save-iter's
+    /// alone (the frames between come through `snapshot_gate`).
     pub fn snapshot_every(&self, save_iter: usize) -> usize {
         match (self.every, save_iter) {
-            (None, _) => 1,
+            (None, s) => s,
             (Some(n), 0) => n,
             (Some(n), s) => gcd(n, s),
         }
+    }
+
+    /// Without `--serve-every`: asks for the image when a frame is due (a second since the last
+    /// one the encoder took), so that the optimisation copies it out of the backend about once a
+    /// second, not every iteration.
+    pub fn snapshot_gate(&self) -> Option<neural_style::SnapshotGate> {
+        if self.every.is_some() {
+            return None;
+        }
+        let last = self.last_frame.clone();
+        Some(neural_style::SnapshotGate(Arc::new(move |_| frame_due(&last))))
     }
 
     /// One iteration: its losses to every page, and the image when a frame is due (`image` is
@@ -269,10 +286,7 @@ impl Serve {
         let Some(image) = image else { return };
         let due = match self.every {
             Some(n) => p.iteration % n == 0,
-            None => {
-                let last = self.last_frame.lock().unwrap_or_else(|e| e.into_inner());
-                last.is_none_or(|t| t.elapsed() >= FRAME_INTERVAL)
-            }
+            None => frame_due(&self.last_frame),
         };
         if due && self.offer(p.iteration, image) {
             *self.last_frame.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
@@ -614,7 +628,7 @@ mod tests {
         // An encoder that never reads: the optimisation's offers fail at once instead of blocking.
         let (frames, _rx) = mpsc::sync_channel(1);
         let hub = Arc::new(Hub { token: T.into(), info: sse("info", "{}"), state: Mutex::default(), streams: Arc::default() });
-        let serve = Serve { hub, frames, every: None, last_frame: Mutex::new(None), linger: Duration::ZERO };
+        let serve = Serve { hub, frames, every: None, last_frame: Arc::default(), linger: Duration::ZERO };
         let start = Instant::now();
         assert!(serve.offer(1, &[0.0; 12]));
         for k in 2..100 {
@@ -629,10 +643,14 @@ mod tests {
             hub: Arc::new(Hub { token: T.into(), info: sse("info", "{}"), state: Mutex::default(), streams: Arc::default() }),
             frames: mpsc::sync_channel(1).0,
             every,
-            last_frame: Mutex::new(None),
+            last_frame: Arc::default(),
             linger: Duration::ZERO,
         };
-        assert_eq!(serve(None).snapshot_every(100), 1);
+        assert_eq!(serve(None).snapshot_every(100), 100, "--save-iter's; the page's frames come through the gate");
+        assert_eq!(serve(None).snapshot_every(0), 0);
+        let gate = serve(None).snapshot_gate().expect("a gate without --serve-every");
+        assert!((gate.0)(1), "the first frame is due at once");
+        assert!(serve(Some(10)).snapshot_gate().is_none());
         assert_eq!(serve(Some(10)).snapshot_every(0), 10);
         assert_eq!(serve(Some(10)).snapshot_every(25), 5);
     }
