@@ -213,22 +213,30 @@ fn proc_status(pid: u32, field: &str) -> u64 {
     line[field.len()..].trim_start_matches(':').split_whitespace().next().unwrap().parse().unwrap()
 }
 
-/// The run's iterations per second, counted on a fresh event stream over two seconds of wall
-/// time (the backlog arrives in the first moments and is not counted).
-fn iteration_rate(addr: &str, token: &str) -> f64 {
-    let opened = Instant::now();
+/// The run's iterations per second, counted on a fresh event stream over `window` of wall time
+/// from 200 ms after its first event (the backlog comes at once and is not counted).
+fn iteration_rate(addr: &str, token: &str, window: Duration) -> f64 {
+    let first = std::cell::Cell::new(None::<Instant>);
     let seen = std::cell::RefCell::new(Vec::new());
+    let skip = Duration::from_millis(200);
     read_events(addr, token, |e| {
+        let since = first.get().unwrap_or_else(|| {
+            first.set(Some(Instant::now()));
+            Instant::now()
+        });
+        let since = since.elapsed();
         let (name, data) = e.last().unwrap();
-        if name == "progress" && opened.elapsed() > Duration::from_millis(500) {
+        if name == "progress" && since > skip {
             let p: serde_json::Value = serde_json::from_str(data).unwrap();
             seen.borrow_mut().push((Instant::now(), p["iteration"].as_u64().unwrap()));
         }
-        opened.elapsed() > Duration::from_millis(2500)
+        since > skip + window
     });
     let seen = seen.into_inner();
-    let (first, last) = (seen.first().expect("progress in two seconds"), seen.last().unwrap());
-    (last.1 - first.1) as f64 / (last.0 - first.0).as_secs_f64().max(1e-3)
+    match (seen.first(), seen.last()) {
+        (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64(),
+        _ => 0.0,
+    }
 }
 
 /// Sends `bytes` on a fresh connection and reads what comes back: the status, or None when the
@@ -319,7 +327,7 @@ fn slow_clients_holding_every_connection_do_not_lock_out_the_page() {
             let (status, _, body) = request(&addr, "GET", &format!("/?token={token}"));
             assert_eq!(status, 200, "second {second}");
             assert!(String::from_utf8_lossy(&body).contains("<canvas"));
-            assert!(t.elapsed() < Duration::from_secs(2), "the page took {:?} beside slow clients", t.elapsed());
+            assert!(t.elapsed() < Duration::from_secs(3), "the page took {:?} beside slow clients", t.elapsed());
             pages += 1;
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -336,8 +344,15 @@ fn clients_dropping_at_random_neither_stall_the_run_nor_leak_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (run, addr, token) = served(dir.path());
     let pid = run.child.id();
-    let rate_before = iteration_rate(&addr, &token);
+    let rate_before = iteration_rate(&addr, &token, Duration::from_secs(2));
     let rss_before = proc_status(pid, "VmRSS");
+    // The run keeps its pace while the clients come and go (about two seconds): watched from a
+    // stream opened before them.
+    let watch = {
+        let (addr, token) = (addr.clone(), token.clone());
+        std::thread::spawn(move || iteration_rate(&addr, &token, Duration::from_secs(3)))
+    };
+    std::thread::sleep(Duration::from_millis(300));
     let clients: Vec<_> = (0..10u64)
         .map(|t| {
             let (addr, token) = (addr.clone(), token.clone());
@@ -368,20 +383,20 @@ fn clients_dropping_at_random_neither_stall_the_run_nor_leak_memory() {
             })
         })
         .collect();
-    // The run keeps its pace while they come and go (a few seconds).
-    let rate_during = iteration_rate(&addr, &token);
     for c in clients {
         c.join().unwrap();
     }
+    let rate_during = watch.join().unwrap();
     // The streams of clients that left end at their next write (an event every iteration).
     std::thread::sleep(Duration::from_secs(1));
     let rss_after = proc_status(pid, "VmRSS");
-    let rate_after = iteration_rate(&addr, &token);
+    let rate_after = iteration_rate(&addr, &token, Duration::from_secs(2));
     eprintln!("100 clients: VmRSS {rss_before} kB -> {rss_after} kB; {rate_before:.0} iterations/s before, {rate_during:.0} during, {rate_after:.0} after");
     assert!(rss_after.abs_diff(rss_before) < 10 * 1024, "VmRSS {rss_before} kB -> {rss_after} kB");
-    // A stalled run would make no iterations; the bound leaves room for a busy machine.
+    // A stalled run makes next to none (a server holding the run's lock for 300 ms per stream:
+    // 1 iteration/s against 114 before); the bound leaves room for a busy shared machine.
     for (when, rate) in [("during", rate_during), ("after", rate_after)] {
-        assert!(rate > 0.3 * rate_before, "{rate_before:.0} iterations/s before the clients, {rate:.0} {when}");
+        assert!(rate > 0.15 * rate_before, "{rate_before:.0} iterations/s before the clients, {rate:.0} {when}");
     }
     // Every stream slot and connection was given back: 16 pages can watch at once.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -440,7 +455,7 @@ fn malformed_requests_are_refused_and_the_run_goes_on() {
         assert!(expected.contains(&status), "{what}: {status:?}, expected one of {expected:?}: {:?}", String::from_utf8_lossy(&got));
     }
     // None of them stopped the run (a refused POST /stop included), and it still iterates.
-    assert!(iteration_rate(&addr, &token) > 0.0);
+    assert!(iteration_rate(&addr, &token, Duration::from_secs(1)) > 0.0);
     assert_eq!(raw(&addr, format!("GET /image/final?token={t} HTTP/1.1\r\n\r\n").as_bytes()), Some(404));
     page_then_stop(run, dir.path(), &addr, &token);
 }
