@@ -4,22 +4,24 @@
 //! to `Serve::progress` (a lock held for a few `try_send`s, no I/O); at most one image a second
 //! (or every `--serve-every` iterations) it offers the float image to the encoder thread over a
 //! channel of one, dropped when the encoder is still busy. The encoder deprocesses and
-//! PNG-encodes it, keeps it for `/image/N` and announces it. Four workers answer requests; each
-//! `/events` client gets a thread of its own and a bounded queue, and events that do not fit in
-//! it are dropped, so a slow or stalled browser only loses updates.
+//! PNG-encodes it, keeps it for `/image/N` and announces it. The HTTP layer (http.rs: bounded
+//! requests, connections and threads) answers requests; each `/events` client gets a thread of
+//! its own and a bounded queue, and events that do not fit in it are dropped, so a slow or
+//! stalled browser only loses updates.
 //!
 //! Security: every request must carry the run's random token (`?token=` or an `X-Token`
 //! header), or it gets 403; the routes are fixed (no file paths); loopback unless another
 //! address is given, with a warning.
 
+mod http;
+
 use anyhow::{anyhow, Result};
-use neural_style::interrupt;
 use neural_style::Progress;
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,8 +42,6 @@ const THUMB_SIZE: usize = 160;
 const FRAME_INTERVAL: Duration = Duration::from_secs(1);
 /// Progress events kept for pages that connect late (about 1.5 MB); beyond, they are thinned.
 const HISTORY_KEPT: usize = 10_000;
-/// Request-handling threads (the `/events` streams have their own).
-const WORKERS: usize = 4;
 
 /// What the page shows of the run besides its progress.
 pub struct Info {
@@ -202,8 +202,8 @@ impl Drop for Slot {
 /// Listens on `addr` and starts the threads. The error (an address in use, say) comes before
 /// the run starts. Prints the page's URL, with the token, on stderr.
 pub fn start(addr: SocketAddr, info: Info, every: Option<usize>, linger: Duration, deprocess: Deprocess) -> Result<Serve> {
-    let server = tiny_http::Server::http(addr).map_err(|e| anyhow!("--serve {addr}: cannot listen there: {e}"))?;
-    let bound = server.server_addr().to_ip().unwrap_or(addr);
+    let listener = TcpListener::bind(addr).map_err(|e| anyhow!("--serve {addr}: cannot listen there: {e}"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
     if !addr.ip().is_loopback() {
         eprintln!("warning: --serve {addr} is reachable from other machines: anyone who learns the URL's token can watch and stop this run");
     }
@@ -218,15 +218,7 @@ pub fn start(addr: SocketAddr, info: Info, every: Option<usize>, linger: Duratio
         "runs": info.runs,
     });
     let hub = Arc::new(Hub { token, info: sse("info", &info.to_string()), state: Mutex::default(), streams: Arc::default() });
-    let server = Arc::new(server);
-    for k in 0..WORKERS {
-        let (server, hub) = (server.clone(), hub.clone());
-        std::thread::Builder::new().name(format!("serve-{k}")).spawn(move || {
-            while let Ok(request) = server.recv() {
-                handle(&hub, request);
-            }
-        })?;
-    }
+    http::spawn(listener, hub.clone())?;
     let (frames, rx) = mpsc::sync_channel(1);
     let encoder_hub = hub.clone();
     std::thread::Builder::new().name("serve-encode".into()).spawn(move || encode_frames(&encoder_hub, rx, deprocess))?;
@@ -470,99 +462,6 @@ fn encode_frames(hub: &Hub, rx: Receiver<ToEncoder>, mut deprocess: Deprocess) {
             }
         }
     }
-}
-
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
-}
-
-fn text(status: u16, body: &str) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
-    tiny_http::Response::from_string(format!("{body}\n")).with_status_code(status).with_header(header("Content-Type", "text/plain; charset=utf-8"))
-}
-
-/// Answers one request. Errors writing a response (the client went away) are ignored: the
-/// next request is unaffected, and a browser closing a tab is no news.
-fn handle(hub: &Arc<Hub>, request: tiny_http::Request) {
-    use tiny_http::Method;
-    let url = request.url().to_string();
-    let token_header = request.headers().iter().find(|h| h.field.equiv("X-Token")).map(|h| h.value.as_str().to_string());
-    if !authorized(&url, token_header.as_deref(), &hub.token) {
-        let _ = request.respond(text(403, "forbidden: this page needs the token printed by neural-style --serve"));
-        return;
-    }
-    let (path, _) = split_target(&url);
-    let method = request.method().clone();
-    let _ = match (path, &method) {
-        ("/", Method::Get) => request.respond(
-            tiny_http::Response::from_string(PAGE)
-                .with_header(header("Content-Type", "text/html; charset=utf-8"))
-                .with_header(header("Cache-Control", "no-store"))
-                // The page's own script and style only, and images from this server.
-                .with_header(header("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self'; connect-src 'self'")),
-        ),
-        ("/events", Method::Get) => {
-            let Some(slot) = take_slot(&hub.streams, MAX_CLIENTS) else {
-                let _ = request.respond(text(503, &format!("busy: {MAX_CLIENTS} pages are already watching this run")));
-                return;
-            };
-            let hub = hub.clone();
-            // A thread per stream: it lives as long as the page does.
-            let spawned = std::thread::Builder::new().name("serve-events".into()).spawn(move || {
-                let _slot = slot;
-                let _ = stream(&hub, request);
-            });
-            if let Err(e) = spawned {
-                eprintln!("serve: cannot start a thread for a page ({e}); it gets no updates");
-            }
-            Ok(())
-        }
-        ("/stop", Method::Post) => {
-            // Exactly what SIGINT does: the run stops after this iteration and saves its state.
-            interrupt::request(interrupt::SIGINT);
-            request.respond(text(202, "stopping after the current iteration"))
-        }
-        ("/stop", _) => request.respond(text(405, "use POST to stop the run").with_header(header("Allow", "POST"))),
-        (p, Method::Get) if p.starts_with("/image/") => match hub.frame(&p["/image/".len()..]) {
-            Some(png) => request.respond(
-                tiny_http::Response::from_data(png.as_slice().to_vec()).with_header(header("Content-Type", "image/png")).with_header(header("Cache-Control", "no-store")),
-            ),
-            None => request.respond(text(404, "no such image (only the last few frames are kept)")),
-        },
-        ("/" | "/events", _) => request.respond(text(405, "use GET")),
-        _ => request.respond(text(404, "not found")),
-    };
-}
-
-/// One `/events` stream: what happened so far, then the events as they come, until the run's
-/// `done` or the client goes away. A keep-alive comment every 15 s finds a dead client.
-fn stream(hub: &Hub, request: tiny_http::Request) -> std::io::Result<()> {
-    let (tx, rx) = mpsc::sync_channel(CLIENT_QUEUE);
-    // The backlog and the subscription under one lock: no event is missed or sent twice.
-    let backlog: Vec<Arc<str>> = {
-        let mut s = hub.lock();
-        let b = s.backlog(&hub.info);
-        if s.done.is_none() {
-            s.clients.push(Client { events: tx });
-        }
-        b
-    };
-    // tiny_http's own responses buffer their body; an event stream writes its head itself and
-    // flushes each event.
-    let mut w = request.into_writer();
-    w.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n")?;
-    for e in &backlog {
-        w.write_all(e.as_bytes())?;
-    }
-    w.flush()?;
-    loop {
-        match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(e) => w.write_all(e.as_bytes())?,
-            Err(RecvTimeoutError::Timeout) => w.write_all(b": keep-alive\n\n")?,
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        w.flush()?;
-    }
-    w.flush()
 }
 
 #[cfg(test)]
