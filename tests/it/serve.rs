@@ -19,9 +19,9 @@ fn command(dir: &Path, output: &str, serve: &str) -> Command {
     c
 }
 
-/// A child killed if the test fails while it runs.
-struct Run {
-    child: Child,
+/// A child killed if the test fails while it runs (also used by browser.rs).
+pub(crate) struct Run {
+    pub(crate) child: Child,
     /// stderr's lines as they come.
     lines: mpsc::Receiver<String>,
 }
@@ -34,7 +34,7 @@ impl Drop for Run {
 }
 
 impl Run {
-    fn start(mut c: Command) -> Run {
+    pub(crate) fn start(mut c: Command) -> Run {
         let mut child = c.spawn().unwrap();
         let err = BufReader::new(child.stderr.take().unwrap());
         let (tx, lines) = mpsc::channel();
@@ -49,7 +49,7 @@ impl Run {
     }
 
     /// The first stderr line that `f` accepts (within 60 s), and the lines before it.
-    fn wait_for(&self, f: impl Fn(&str) -> bool) -> (String, Vec<String>) {
+    pub(crate) fn wait_for(&self, f: impl Fn(&str) -> bool) -> (String, Vec<String>) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut seen = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
