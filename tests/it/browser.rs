@@ -121,10 +121,11 @@ fn chromium_watches_a_run_sees_its_saved_frames_and_stops_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
     if let Some(path) = &screenshot_to {
-        // The whole page: the window as tall as the document.
+        // The whole page, in a window as wide as its image and curves and as tall as the document.
+        browser.set_window_size(1000, 900).unwrap();
         let size = browser.execute("return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight]", json!([])).unwrap();
         let height = size[0].as_u64().unwrap() + size[1].as_u64().unwrap();
-        browser.set_window_size(1280, height.min(4000) as u32).unwrap();
+        browser.set_window_size(1000, height.min(4000) as u32).unwrap();
         std::fs::write(path, browser.screenshot().unwrap()).unwrap();
     }
 
