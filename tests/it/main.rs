@@ -21,6 +21,7 @@
 mod common;
 
 mod bounded;
+mod browser;
 mod cli;
 mod cpu_ops;
 mod cuda_emulated_cli;

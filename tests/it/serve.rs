@@ -19,7 +19,7 @@ fn command(dir: &Path, output: &str, serve: &str) -> Command {
     c
 }
 
-/// A child killed if the test fails while it runs.
+/// A child killed if the test fails while it runs (also used by browser.rs and serve_multi.rs).
 pub(crate) struct Run {
     pub(crate) child: Child,
     /// stderr's lines as they come.

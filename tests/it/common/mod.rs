@@ -5,6 +5,7 @@
 pub mod nets;
 pub mod png_chunks;
 pub mod state_file;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
