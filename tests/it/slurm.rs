@@ -16,7 +16,7 @@ use crate::common::{stderr, Env, BIN};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -36,26 +36,35 @@ struct Slurm {
 }
 
 /// The Slurm to submit to, or None (after printing why) when none answers and none is required.
+/// Asked once per test binary: sinfo takes about 9 s to give up on a controller that is down.
 fn slurm(test: &str) -> Option<Slurm> {
-    let conf = std::env::var_os("SLURM_CONF").map(PathBuf::from).or_else(|| {
-        let dir = std::env::var_os("NEURAL_STYLE_SLURM_DIR").map_or_else(|| PathBuf::from("/tmp/neural-style-slurm"), PathBuf::from);
-        Some(dir.join("slurm.conf")).filter(|c| c.is_file())
-    });
-    let s = Slurm { conf };
-    let state = s.cmd("sinfo").args(["-h", "-o", "%t"]).output();
-    let why = match &state {
-        Err(e) => format!("sinfo cannot be run ({e})"),
-        Ok(o) if !o.status.success() => format!("sinfo failed: {}", stderr(o).trim()),
-        Ok(o) => {
-            let states = String::from_utf8_lossy(&o.stdout).into_owned();
-            if states.lines().any(|l| matches!(l.trim(), "idle" | "mix" | "alloc")) {
-                return Some(s);
+    static PROBE: OnceLock<(Option<PathBuf>, Result<(), String>)> = OnceLock::new();
+    let (conf, answer) = PROBE.get_or_init(|| {
+        let conf = std::env::var_os("SLURM_CONF").map(PathBuf::from).or_else(|| {
+            let dir = std::env::var_os("NEURAL_STYLE_SLURM_DIR").map_or_else(|| PathBuf::from("/tmp/neural-style-slurm"), PathBuf::from);
+            Some(dir.join("slurm.conf")).filter(|c| c.is_file())
+        });
+        let state = Slurm { conf: conf.clone() }.cmd("sinfo").args(["-h", "-o", "%t"]).output();
+        let answer = match &state {
+            Err(e) => Err(format!("sinfo cannot be run ({e})")),
+            Ok(o) if !o.status.success() => Err(format!("sinfo failed: {}", stderr(o).trim())),
+            Ok(o) => {
+                let states = String::from_utf8_lossy(&o.stdout).into_owned();
+                if states.lines().any(|l| matches!(l.trim(), "idle" | "mix" | "alloc")) {
+                    Ok(())
+                } else {
+                    Err(format!("no node is up (sinfo: {:?})", states.trim()))
+                }
             }
-            format!("no node is up (sinfo: {:?})", states.trim())
-        }
+        };
+        (conf, answer)
+    });
+    let why = match answer {
+        Ok(()) => return Some(Slurm { conf: conf.clone() }),
+        Err(why) => why,
     };
     let required = std::env::var_os("NEURAL_STYLE_REQUIRE_SLURM").is_some_and(|v| !v.is_empty() && v != "0");
-    assert!(!required, "{test}: NEURAL_STYLE_REQUIRE_SLURM is set but no Slurm is reachable: {why} (SLURM_CONF {:?})", s.conf);
+    assert!(!required, "{test}: NEURAL_STYLE_REQUIRE_SLURM is set but no Slurm is reachable: {why} (SLURM_CONF {conf:?})");
     eprintln!("SKIPPED: {test}: no Slurm reachable: {why}; .ci/slurm/up.sh starts one");
     None
 }
