@@ -268,6 +268,17 @@ pub fn canonical(p: &Path) -> PathBuf {
     }
 }
 
+/// The frames a shard at `range` optimises before its own with `--temporal-overlap K`: the K
+/// inputs just before its block (fewer where the block starts earlier than K), so that its first
+/// frame starts from a warm `--temporal-init` chain as in an unsharded run. Their results are not
+/// written (another shard writes them).
+pub fn warm_up_range(range: &Range<usize>, overlap: usize) -> Range<usize> {
+    if range.is_empty() {
+        return range.clone();
+    }
+    range.start.saturating_sub(overlap)..range.start
+}
+
 /// What to do with one input of this shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -306,6 +317,16 @@ mod tests {
         }
         assert_eq!(Shard { index: 1, count: 3 }.range(10), 3..6);
         assert_eq!(Shard::ALL.range(7), 0..7);
+    }
+
+    #[test]
+    fn warm_up_frames_are_the_ones_just_before_the_block() {
+        assert_eq!(warm_up_range(&(6..9), 2), 4..6);
+        assert_eq!(warm_up_range(&(6..9), 0), 6..6, "K = 0: none");
+        assert_eq!(warm_up_range(&(3..6), 5), 0..3, "K beyond the first input: from the first");
+        assert_eq!(warm_up_range(&(0..3), 4), 0..0, "the first shard has none");
+        assert_eq!(warm_up_range(&(7..9), usize::MAX), 0..7, "huge K");
+        assert_eq!(warm_up_range(&(7..7), 3), 7..7, "an empty shard has none");
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub struct BatchArgs {
     /// Start each frame from the previous frame's result (its output file when an earlier run wrote it) instead of --init.
     #[arg(long)]
     pub temporal_init: bool,
+    /// With --temporal-init: each shard but the first also optimises the K frames before its block (from --init, results not written), so that its own first frame starts from a warm chain instead of restarting.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub temporal_overlap: usize,
     #[command(flatten)]
     pub style: StyleArgs,
     #[command(flatten)]

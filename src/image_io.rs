@@ -329,10 +329,22 @@ pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// A temp path beside `path` (same directory, so the rename cannot cross file systems).
+/// A temp path beside `path` (same directory, so the rename cannot cross file systems), named
+/// after this host and process: two batch tasks writing one frame on shared storage (a double
+/// submission) may run on two machines with the same process id, and must not share a temp file.
 pub fn temp_path_for(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    path.with_file_name(format!(".{name}.{}.{}.tmp", host_name(), std::process::id()))
+}
+
+/// This machine's name as a file-name part ('/' and other odd characters replaced), or `host`.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer it is given.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let raw = if ok { String::from_utf8_lossy(&buf[..buf.iter().position(|&b| b == 0).unwrap_or(buf.len())]).into_owned() } else { String::new() };
+    let clean: String = raw.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    if clean.is_empty() { "host".into() } else { clean }
 }
 
 /// Writes bytes to a temp file beside `path`, syncs it, then renames it over `path`. The temp

@@ -11,7 +11,7 @@ use super::Device;
 use crate::cli::BatchArgs;
 use anyhow::{ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use neural_style::batch::{list_inputs, output_paths, parse_shard, shard_from_env, steps, without_earlier_results, Step};
+use neural_style::batch::{list_inputs, output_paths, parse_shard, shard_from_env, steps, warm_up_range, without_earlier_results, Step};
 use neural_style::image_io::{self, Rgb8};
 use neural_style::multiscale::{resize_image, scales_from, MultiScale};
 use neural_style::{cuda, Backend, CpuBackend, Image, Init, Job, Progress};
@@ -23,6 +23,8 @@ struct Frame {
     input: PathBuf,
     output: PathBuf,
     step: Step,
+    /// One of the frames before the shard's block (--temporal-overlap): optimised, not written.
+    warm_up: bool,
 }
 
 pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsString]) -> Result<()> {
@@ -32,6 +34,10 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
     ensure!(style.plot.is_none(), "--plot is not supported by batch (it would draw one frame's curves): use the main command on a frame to see its loss curves");
     ensure!(style.resume.is_none(), "--resume is not supported by batch: run the same command again and it skips the frames already written");
     ensure!(style.init_image.is_none(), "--init-image is not supported by batch (--temporal-init starts each frame from the previous result)");
+    ensure!(
+        a.temporal_overlap == 0 || a.temporal_init,
+        "--temporal-overlap needs --temporal-init (it warms the chain of results that --temporal-init starts each frame from)"
+    );
     let ext = a.output_ext.trim_start_matches('.').to_ascii_lowercase();
     image_io::out_format(Path::new(&format!("result.{ext}"))).context("--output-ext")?;
     let (shard, source) = match &a.shard {
@@ -68,17 +74,31 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
     let frames: Vec<Frame> = inputs[range.clone()]
         .iter()
         .zip(&outputs[range.clone()])
-        .zip(steps(&outputs[range]))
-        .map(|((i, o), step)| Frame { input: i.clone(), output: o.clone(), step })
+        .zip(steps(&outputs[range.clone()]))
+        .map(|((i, o), step)| Frame { input: i.clone(), output: o.clone(), step, warm_up: false })
         .collect();
-    let Some(first) = frames.iter().find(|f| f.step == Step::Run) else {
+    let Some(first) = frames.iter().find(|f| f.step == Step::Run).map(|f| f.input.clone()) else {
         eprintln!("batch: nothing to do: all {} outputs of this shard exist", frames.len());
         return Ok(());
     };
+    // The warm-up frames matter only to a chain that starts in this run: when the block's first
+    // frame was written by an earlier run, the chain continues from that file instead. They are
+    // always optimised here from --init, never read from the other shard's outputs, so a
+    // shard's results do not depend on how far the shard before it had got.
+    let warm_up = if a.temporal_init && frames[0].step == Step::Run { warm_up_range(&range, a.temporal_overlap) } else { 0..0 };
+    if !warm_up.is_empty() {
+        eprintln!("batch: --temporal-overlap: first optimising inputs {}..{} (not written) to warm the chain", warm_up.start + 1, warm_up.end);
+    }
+    let frames: Vec<Frame> = inputs[warm_up.clone()]
+        .iter()
+        .zip(&outputs[warm_up])
+        .map(|(i, o)| Frame { input: i.clone(), output: o.clone(), step: Step::Run, warm_up: true })
+        .chain(frames)
+        .collect();
     // `plan` checks every style option with the first frame to run as the content image. Its
     // output path only has to pass the format check in an existing folder: nothing is written
     // there (the frames' outputs come from `outputs`, their folders are made below).
-    style.content_image = Some(first.input.clone());
+    style.content_image = Some(first);
     style.output_image = PathBuf::from(format!("batch-frame.{ext}"));
     style.save_iter = 0;
     let temporal = a.temporal_init;
@@ -87,7 +107,7 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
     // existing ones passed.
     let (ready, missing): (Vec<_>, Vec<_>) = frames
         .iter()
-        .filter(|f| f.step == Step::Run)
+        .filter(|f| f.step == Step::Run && !f.warm_up)
         .map(|f| ("--output", f.output.clone()))
         .partition(|(_, o)| o.parent().map_or(true, |d| d.as_os_str().is_empty() || d.is_dir()));
     check_writable(&ready)?;
@@ -147,16 +167,17 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool, s
         None => eprintln!("{line}"),
     };
     let (mut objectives, mut built_for): (Option<MultiScale<B>>, (usize, usize)) = (None, (0, 0));
-    let (mut done, mut skipped, mut rebuilt) = (0, 0, 0);
+    let (mut done, mut skipped, mut rebuilt, mut warmed) = (0, 0, 0, 0);
     let mut previous = Previous::None;
+    let warm_ups = frames.iter().filter(|f| f.warm_up).count();
     for (k, f) in frames.iter().enumerate() {
         let name = f.input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tag = format!("[{}/{}] {name}", k + 1, frames.len());
+        let tag = if f.warm_up { format!("[warm-up {}/{warm_ups}] {name}", k + 1) } else { format!("[{}/{}] {name}", k + 1 - warm_ups, frames.len() - warm_ups) };
         if f.step == Step::Skip {
             say(format!("{tag}: skipped, {} exists", f.output.display()));
             skipped += 1;
             if let Some(server) = server {
-                server.batch_frame(k, &name, &f.output.display().to_string(), None, done, skipped, frames.len());
+                server.batch_frame(k - warm_ups, &name, &f.output.display().to_string(), None, done, skipped, frames.len() - warm_ups);
             }
             previous = Previous::File(f.output.clone());
             if let Some(bar) = &bar {
@@ -204,6 +225,15 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool, s
             Ok(())
         };
         let out = objectives.as_mut().expect("built above").run(backend, &frame_job, &mut observer)?;
+        if f.warm_up {
+            say(format!("{tag}: warmed the chain (from {init_from}, not written) after {} evaluations in {:.1} s", out.evaluations, started.elapsed().as_secs_f64()));
+            warmed += 1;
+            previous = Previous::Memory(Image { h: out.h, w: out.w, data: out.image });
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+            continue;
+        }
         let provenance = super::settings::with_content(&plan.provenance, &f.input);
         let written = save_result(plan, &content, &out.image, (out.w, out.h), &f.output, &provenance)?;
         say(format!(
@@ -217,7 +247,7 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool, s
         ));
         done += 1;
         if let Some(server) = server {
-            server.batch_frame(k, &name, &f.output.display().to_string(), Some(&written), done, skipped, frames.len());
+            server.batch_frame(k - warm_ups, &name, &f.output.display().to_string(), Some(&written), done, skipped, frames.len() - warm_ups);
         }
         previous = Previous::Memory(Image { h: out.h, w: out.w, data: out.image });
         if let Some(bar) = &bar {
@@ -227,7 +257,8 @@ fn run<B: Backend>(backend: &B, plan: &Plan, frames: &[Frame], temporal: bool, s
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let summary = format!("batch: {done} stylised, {skipped} skipped (output already present); style targets computed {rebuilt} time(s)");
+    let warm_note = if warmed > 0 { format!(", {warmed} optimised only to warm the chain (--temporal-overlap)") } else { String::new() };
+    let summary = format!("batch: {done} stylised, {skipped} skipped (output already present){warm_note}; style targets computed {rebuilt} time(s)");
     eprintln!("{summary}");
     Ok(summary)
 }

@@ -757,6 +757,45 @@ fn batch_temporal_init_starts_from_the_previous_frame() {
 }
 
 #[test]
+fn batch_temporal_overlap_starts_a_shard_from_a_chain_warmed_on_the_frames_before_it() {
+    // As above: Adam at a tiny rate for one iteration returns its start, so shard 1/2's first
+    // frame (f4 of f1..f6) shows where its chain began: K warm-up frames back, from --init.
+    let env = Env::new();
+    let dir = frames(&env, 6);
+    let load = |p: PathBuf| image::open(p).unwrap().to_rgb8().into_raw();
+    let close = |a: &[u8], b: &[u8]| a.iter().zip(b).all(|(x, y)| x.abs_diff(*y) <= 2);
+    let content: Vec<Vec<u8>> = (1..=6).map(|i| load(dir.join(format!("f{i}.png")))).collect();
+    let tiny = ["--optimizer", "adam", "--learning-rate", "1e-6", "--num-iterations", "1", "--temporal-init", "--shard", "1/2"];
+    // (K, the content frame the chain starts from: f4 itself without warm-up, f1 at most)
+    for (k, start) in [("0", 4), ("1", 3), ("2", 2), ("3", 1), ("100", 1), ("18446744073709551615", 1)] {
+        let _ = std::fs::remove_dir_all(env.path("out"));
+        let o = batch(&env, &[&tiny[..], &["--temporal-overlap", k]].concat());
+        assert!(o.status.success(), "K={k}: {}", stderr(&o));
+        assert_eq!(written(&o), ["f4.png", "f5.png", "f6.png"], "K={k}: warm-up frames must not be written");
+        assert_eq!(std::fs::read_dir(env.path("out")).unwrap().count(), 3, "K={k}");
+        let f4 = load(env.path("out/f4.png"));
+        assert!(close(&f4, &content[start - 1]), "K={k}: f4 did not start from a chain begun at f{start}");
+        let warmed = stderr(&o).lines().filter(|l| l.contains(": warmed the chain")).count();
+        assert_eq!(warmed, 4 - start, "K={k}: {}", stderr(&o));
+    }
+    // The first shard has nothing before it; a shard whose first frame exists continues from it.
+    let o = batch(&env, &["--optimizer", "adam", "--learning-rate", "1e-6", "--num-iterations", "1", "--temporal-init", "--shard", "0/2", "--temporal-overlap", "2"]);
+    assert!(o.status.success() && !stderr(&o).contains("warm"), "{}", stderr(&o));
+    std::fs::remove_file(env.path("out/f5.png")).unwrap();
+    let o = batch(&env, &[&tiny[..], &["--temporal-overlap", "2"]].concat());
+    assert!(o.status.success() && !stderr(&o).contains("warmed") && stderr(&o).contains("from the previous output file"), "{}", stderr(&o));
+    assert_eq!(written(&o), ["f5.png"]);
+    // Refused: without --temporal-init (nothing to warm), and values that are no count.
+    std::fs::remove_dir_all(env.path("out")).unwrap();
+    let o = batch(&env, &["--shard", "1/2", "--temporal-overlap", "2"]);
+    assert_user_error(&env, &o, "--temporal-overlap needs --temporal-init");
+    for bad in ["-1", "nan", "1.5", "18446744073709551616", ""] {
+        let o = batch(&env, &["--temporal-init", &format!("--temporal-overlap={bad}")]);
+        assert!(o.status.code() == Some(2) && stderr(&o).contains("--temporal-overlap"), "{bad:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn bad_batch_inputs_are_rejected_and_write_nothing() {
     let env = Env::new();
     env.png("content.png", 32, 24);
