@@ -1,5 +1,6 @@
 //! Gram matrix and its backward pass.  Mirrors kernels/gram.cu.
 
+use super::bf16;
 use crate::backend::scales;
 use rayon::prelude::*;
 
@@ -116,8 +117,75 @@ pub fn gram_bwd_acc(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [f32]) 
         crate::cpu::conv::gemm_rm(d.len() / c, c, c, fb, &sym, d, true);
     });
 }
-// touch
-// touch2
+
+/// gram in bf16 (`--precision bf16`, needs bf16::available()): f rounded once to bf16 pairs of
+/// pixels, P (pairs(hw), c), which is both operands of fᵀf (its A read down the columns); the
+/// same chunks and row blocks as `gram`, f32 accumulation and partial sums.
+pub fn gram_bf16(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
+    assert!(f.len() >= hw * c && g.len() >= c * c);
+    if c == 0 {
+        return;
+    }
+    let scale = scales::gram_scale_f32(hw, c);
+    let chunk_pairs = GRAM_K_CHUNK / 2;
+    let mut packed = vec![0u32; bf16::pairs(hw) * c];
+    packed.par_chunks_mut(chunk_pairs * c).zip(f[..hw * c].par_chunks(GRAM_K_CHUNK * c)).for_each(|(dst, src)| bf16::pack_pairs(src.len() / c, c, src, c, 1, dst));
+    let chunks = hw.div_ceil(GRAM_K_CHUNK).max(1);
+    let blocks = c.div_ceil(GRAM_ROW_BLOCK);
+    let mut partial = vec![0.0f32; chunks * c * c];
+    let tasks: Vec<(usize, &mut [f32])> = partial
+        .chunks_mut(c * c)
+        .enumerate()
+        .flat_map(|(chunk, slab)| slab.chunks_mut(GRAM_ROW_BLOCK * c).enumerate().map(move |(blk, d)| (chunk * blocks + blk, d)))
+        .collect();
+    let packed = &packed[..];
+    tasks.into_par_iter().for_each(|(t, dst)| {
+        let (chunk, block) = (t / blocks, t % blocks);
+        let (q0, q1) = (chunk * chunk_pairs, ((chunk + 1) * chunk_pairs).min(bf16::pairs(hw)));
+        let (i0, i1) = (block * GRAM_ROW_BLOCK, ((block + 1) * GRAM_ROW_BLOCK).min(c));
+        if q1 <= q0 {
+            dst.fill(0.0);
+            return;
+        }
+        let a = bf16::PackedA { data: &packed[q0 * c + i0..], row: 1, pair: c };
+        let b = bf16::PackedB { data: &packed[q0 * c..], pair: c };
+        bf16::gemm(i1 - i0, c, q1 - q0, a, b, dst, c, false, scale);
+    });
+    let g = &mut g[..c * c];
+    g.copy_from_slice(&partial[..c * c]);
+    for p in partial.chunks_exact(c * c).skip(1) {
+        for (gv, &pv) in g.iter_mut().zip(p) {
+            *gv += pv;
+        }
+    }
+}
+
+/// gram_bwd_acc in bf16 (needs bf16::available()): S = (dg + dgᵀ) / (c·hw) rounded once to
+/// bf16 pairs, each band of f rounded as it is used; the same bands, f32 accumulation into df.
+pub fn gram_bwd_acc_bf16(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [f32]) {
+    assert!(f.len() >= hw * c && dg.len() >= c * c && df.len() >= hw * c);
+    if c == 0 {
+        return;
+    }
+    let scale = scales::gram_scale_f32(hw, c);
+    let mut sym = vec![0.0f32; c * c];
+    for i in 0..c {
+        for j in 0..c {
+            sym[i * c + j] = (dg[i * c + j] + dg[j * c + i]) * scale;
+        }
+    }
+    let k2 = bf16::pairs(c);
+    let mut sym_packed = vec![0u32; k2 * c];
+    bf16::pack_pairs(c, c, &sym, c, 1, &mut sym_packed);
+    let b = bf16::PackedB { data: &sym_packed, pair: c };
+    df[..hw * c].par_chunks_mut(GRAM_BWD_BAND * c).zip(f[..hw * c].par_chunks(GRAM_BWD_BAND * c)).for_each(|(d, fb)| {
+        let rows = d.len() / c;
+        crate::cpu::winograd::with_packed_lhs(rows * k2, |a| {
+            bf16::pack_rows(rows, c, fb, c, a);
+            bf16::gemm(rows, c, k2, bf16::PackedA { data: a, row: k2, pair: 1 }, b, d, c, true, 1.0);
+        })
+    });
+}
 
 #[cfg(test)]
 mod tests {
