@@ -11,9 +11,12 @@ size=${1:-256}
 evals=${2:-10}
 cd "$(dirname "$0")/.."
 cargo build --release ${CARGO_FEATURES:-} >&2
+# The hypervisor's steal share over the run (a busy host slows both sides unevenly).
+steal_before=$(awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat)
 echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-4 /proc/loadavg) cargo: ${CARGO_FEATURES:-default features} torch ISA: ${ATEN_CPU_CAPABILITY:-auto} oneDNN: ${DNNL_MAX_CPU_ISA:-auto}"
 OMP_NUM_THREADS=2 /usr/bin/python3 "${TORCH_GATYS:-../shared/peer/torch_gatys.py}" --device cpu --sizes "$size" --evals "$evals" | tail -n 1
 for p in ${PRECISIONS:-fp32}; do
     RAYON_NUM_THREADS=2 ./target/release/neural-style bench --device cpu --precision "$p" --sizes "$size" --evals "$evals" --warmup 2 --json
 done
-echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-4 /proc/loadavg)"
+steal_after=$(awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat)
+echo "# $(date -u +%FT%TZ) load: $(cut -d' ' -f1-4 /proc/loadavg) steal: $(echo "$steal_before $steal_after" | awk '{printf "%.1f%%", 100 * ($4 - $2) / ($3 - $1)}')"

@@ -131,6 +131,28 @@ pub fn pack_rows(m: usize, k: usize, src: &[f32], ld: usize, dst: &mut [u32]) {
     }
 }
 
+thread_local! {
+    /// Per-thread bf16 pairs of one GEMM's left operand (xi_gemms_bf16, the Gram's backward).
+    static PACKED_LHS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs f with the calling thread's packing buffer of at least `len` words (a fresh one if in
+/// use: a rayon worker waiting on its own tasks may steal another such call).
+pub(crate) fn with_packed_lhs<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
+    PACKED_LHS.with(|cell| {
+        let mut fresh = Vec::new();
+        let mut borrowed = cell.try_borrow_mut();
+        let buf = match borrowed.as_deref_mut() {
+            Ok(buf) => buf,
+            Err(_) => &mut fresh,
+        };
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        f(&mut buf[..len])
+    })
+}
+
 /// A operand: (m, pairs) words, word (i, q) at `data[i * row + q * pair]`.
 #[derive(Clone, Copy)]
 pub struct PackedA<'a> {

@@ -445,34 +445,12 @@ fn xi_gemms_bf16(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: &[u32], dst: &
     let k2 = bf16::pairs(k);
     assert!(lhs.len() >= NXI * nt * k && dst.len() >= NXI * nt * n && rhs.len() >= NXI * k2 * n);
     dst[..NXI * nt * n].par_chunks_mut(nt * n).enumerate().for_each(|(xi, d)| {
-        with_packed_lhs(nt * k2, |a| {
+        bf16::with_packed_lhs(nt * k2, |a| {
             bf16::pack_rows(nt, k, &lhs[xi * nt * k..(xi + 1) * nt * k], k, a);
             let a = bf16::PackedA { data: a, row: k2, pair: 1 };
             bf16::gemm(nt, n, k2, a, bf16::PackedB { data: &rhs[xi * k2 * n..(xi + 1) * k2 * n], pair: n }, d, n, false, 1.0);
         })
     });
-}
-
-thread_local! {
-    /// Per-thread bf16 pairs of one GEMM's left operand (xi_gemms_bf16, the Gram's backward).
-    static PACKED_LHS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs f with the calling thread's packing buffer of at least `len` words (a fresh one if in
-/// use: a rayon worker waiting on its own tasks may steal another such call).
-pub(crate) fn with_packed_lhs<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
-    PACKED_LHS.with(|cell| {
-        let mut fresh = Vec::new();
-        let mut borrowed = cell.try_borrow_mut();
-        let buf = match borrowed.as_deref_mut() {
-            Ok(buf) => buf,
-            Err(_) => &mut fresh,
-        };
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        f(&mut buf[..len])
-    })
 }
 
 /// Runs f with U[ξ]ᵀ (36, c_out, c_in) of u (36, c_in, c_out) if u is given (else None), in
