@@ -92,7 +92,8 @@ impl PixelBox {
     }
 }
 
-/// Arithmetic used by the convolutions and Gram products. The CPU always computes in fp32.
+/// Arithmetic used by the convolutions and Gram products. The CPU computes in fp32, or with
+/// Bf16 in bf16 where it has AVX512_BF16 (cpu::bf16); it has no tf32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
 pub enum Precision {
     Fp32,

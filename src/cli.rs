@@ -365,7 +365,7 @@ pub struct StyleArgs {
     pub preprocess: Option<PreprocessArg>,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
-    /// GPU arithmetic for convolutions and Grams (the CPU computes in fp32).
+    /// Arithmetic of the convolutions and Grams [default: tf32 on the GPU, fp32 on the CPU]. On the CPU, bf16 needs AVX512_BF16 (else fp32, with a note) and tf32 computes in fp32.
     #[arg(long, value_enum)]
     pub precision: Option<PrecisionArg>,
     /// Write one JSON line per iteration, and a summary line at the end, to FILE.
@@ -411,8 +411,9 @@ pub struct BenchArgs {
     pub warmup: usize,
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Tf32)]
-    pub precision: PrecisionArg,
+    /// As for stylize [default: tf32 on the GPU, fp32 on the CPU]; the CPU reports its kind and the instruction set used.
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
     /// Print one JSON line per size instead of a table.
     #[arg(long)]
     pub json: bool,

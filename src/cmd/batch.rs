@@ -121,7 +121,7 @@ pub fn batch(a: BatchArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStrin
     let server = start_server(&plan, &a.serve, "batch", frames.len(), a.output.display().to_string())?;
     let started = SystemTime::now();
     let result = match plan.device {
-        Device::Cpu => run(&CpuBackend::new(), &plan, &frames, temporal, server.as_ref()),
+        Device::Cpu(p) => run(&CpuBackend::with_precision(p), &plan, &frames, temporal, server.as_ref()),
         Device::Cuda(precision) => cuda::CudaBackend::new(0, precision).map_err(Into::into).and_then(|b| run(&b, &plan, &frames, temporal, server.as_ref())),
     };
     let (result, summary) = match result {

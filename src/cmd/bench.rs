@@ -1,11 +1,11 @@
 //! `neural-style bench`: time loss-and-gradient evaluations (the same work as torch_gatys.py).
 
 use super::{choose_device, Device};
-use crate::cli::{BenchArgs, DeviceArg};
+use crate::cli::BenchArgs;
 use anyhow::{ensure, Result};
 use neural_style::model::source;
 use neural_style::model::Vgg;
-use neural_style::{cuda, Backend, CpuBackend};
+use neural_style::{cpu, cuda, Backend, CpuBackend, Precision};
 
 pub fn bench(a: BenchArgs) -> Result<()> {
     ensure!(!a.sizes.is_empty(), "--sizes must list at least one size");
@@ -18,26 +18,37 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     for &s in &a.sizes {
         ensure!(s >= side, "--sizes: {s} is too small: the minimum size is {side} pixels ({pools} poolings before {deepest})");
     }
-    let precision = if a.device == DeviceArg::Cpu { None } else { Some(a.precision) };
-    let device = choose_device(a.device, precision)?;
+    let device = choose_device(a.device, a.precision)?;
     // Each timed evaluation is followed by an L-BFGS step (history 100).
     let pairs = (a.warmup + a.evals).min(100);
     for &s in &a.sizes {
         super::check_memory(&vgg, &spec.content_layers, &spec.style_layers, (s, s), &[(s, s)], 2 * pairs + 2, device).map_err(|e| anyhow::anyhow!("--sizes {s}: {e}"))?;
     }
     match device {
-        Device::Cpu => bench_on(&CpuBackend::new(), &vgg, &a),
-        Device::Cuda(p) => bench_on(&cuda::CudaBackend::new(0, p)?, &vgg, &a),
+        Device::Cpu(p) => {
+            let backend = CpuBackend::with_precision(p);
+            let (kind, isa) = (cpu::bf16::cpu_kind(), cpu::bf16::instruction_set(backend.precision() == Precision::Bf16));
+            if !a.json {
+                println!("cpu: {kind}; {} convolutions and Grams on {isa}", format!("{:?}", backend.precision()).to_lowercase());
+            }
+            bench_on(&backend, &vgg, &a, &[("cpu", kind), ("instruction_set", isa.to_string())])
+        }
+        Device::Cuda(p) => bench_on(&cuda::CudaBackend::new(0, p)?, &vgg, &a, &[]),
     }
 }
 
 /// Median over timed evaluations (each followed by an L-BFGS step, as torch_gatys.py times its
 /// closure); effective GFLOP/s = 2 x forward conv FLOPs / median time.
-fn bench_on<B: Backend>(backend: &B, vgg: &Vgg, a: &BenchArgs) -> Result<()> {
+/// `extra`: fields added to each JSON line (the CPU's kind and instruction set).
+fn bench_on<B: Backend>(backend: &B, vgg: &Vgg, a: &BenchArgs, extra: &[(&str, String)]) -> Result<()> {
     for &size in &a.sizes {
         let r = neural_style::bench::run_evaluations(backend, vgg, size, a.warmup, a.evals)?;
         if a.json {
-            println!("{}", serde_json::to_string(&r)?);
+            let mut line = serde_json::to_value(&r)?;
+            for (key, value) in extra {
+                line[*key] = serde_json::Value::String(value.clone());
+            }
+            println!("{line}");
         } else {
             let peak = r.peak_bytes.map(|b| format!("{:.2} GiB peak", b as f64 / (1u64 << 30) as f64)).unwrap_or_else(|| "peak n/a".into());
             println!(

@@ -37,9 +37,11 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Device {
-    Cpu,
+    /// The precision the CPU computes in: Fp32, or Bf16 where the CPU has AVX512_BF16.
+    Cpu(Precision),
     Cuda(Precision),
 }
+
 
 pub fn check_weight(name: &str, v: f32) -> Result<()> {
     ensure!(v.is_finite() && v >= 0.0, "--{name} must be a finite number >= 0 (got {v})");
@@ -100,12 +102,7 @@ pub fn min_side(vgg: &Vgg, needed: &[String]) -> (usize, usize, String) {
 pub fn choose_device(device: DeviceArg, precision: Option<cli::PrecisionArg>) -> Result<Device> {
     let gpu_precision = precision.map(Precision::from).unwrap_or_default();
     match device {
-        DeviceArg::Cpu => {
-            if precision.is_some() {
-                eprintln!("note: --precision applies to the GPU; the CPU computes in fp32");
-            }
-            Ok(Device::Cpu)
-        }
+        DeviceArg::Cpu => Ok(Device::Cpu(cpu_precision(precision))),
         DeviceArg::Cuda => match cuda::probe() {
             Ok(()) => Ok(say_if_emulated(Device::Cuda(gpu_precision))),
             Err(e) => bail!("--device cuda: no usable GPU: {e:#}"),
@@ -114,9 +111,29 @@ pub fn choose_device(device: DeviceArg, precision: Option<cli::PrecisionArg>) ->
             Ok(()) => Ok(say_if_emulated(Device::Cuda(gpu_precision))),
             Err(e) => {
                 eprintln!("using the CPU: no usable GPU ({:#})", e);
-                Ok(Device::Cpu)
+                Ok(Device::Cpu(cpu_precision(precision)))
             }
         },
+    }
+}
+
+/// What `--precision` means on the CPU: fp32 by default and for fp32; bf16 (bf16 operands, f32
+/// accumulation) where the CPU has AVX512_BF16, else fp32 with a note; tf32, a tensor-core
+/// format no CPU has, computes in fp32 with a note (its nearest CPU counterpart, and what the
+/// GPU's tf32 approximates). Each note once per process (a batch chooses per frame).
+fn cpu_precision(precision: Option<cli::PrecisionArg>) -> Precision {
+    match precision {
+        None | Some(cli::PrecisionArg::Fp32) => Precision::Fp32,
+        Some(cli::PrecisionArg::Tf32) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| eprintln!("note: --precision tf32 has no CPU counterpart (TF32 is a GPU tensor-core format); the CPU computes in fp32"));
+            Precision::Fp32
+        }
+        Some(cli::PrecisionArg::Bf16) if neural_style::cpu::bf16::available() => Precision::Bf16,
+        Some(cli::PrecisionArg::Bf16) => {
+            neural_style::cpu::bf16::note_fallback_once();
+            Precision::Fp32
+        }
     }
 }
 
@@ -278,7 +295,7 @@ pub fn progress_bar(len: usize) -> Option<ProgressBar> {
 pub fn check_memory(vgg: &Vgg, content_layers: &[String], style_layers: &[String], (w, h): (usize, usize), style_sizes: &[(usize, usize)], optimizer_vectors: usize, device: Device) -> Result<u64> {
     let needed: Vec<String> = content_layers.iter().chain(style_layers).cloned().collect();
     let floats = match device {
-        Device::Cpu => neural_style::memory::run_floats_with_weights(vgg, &needed, h, w, optimizer_vectors, neural_style::cpu::conv_weight_floats),
+        Device::Cpu(p) => neural_style::memory::run_floats_with_weights(vgg, &needed, h, w, optimizer_vectors, |c_in, c_out| neural_style::cpu::conv_weight_floats_in(p == Precision::Bf16, c_in, c_out)),
         Device::Cuda(_) => neural_style::memory::run_floats_with_weights(vgg, &needed, h, w, optimizer_vectors, |c_in, c_out| 2 * 9 * c_in * c_out),
     };
     // (Sizes here are (w, h); the estimate's are (h, w).)
@@ -296,7 +313,7 @@ pub fn check_memory(vgg: &Vgg, content_layers: &[String], style_layers: &[String
     }
     let need = floats.bytes();
     let (available, what) = match device {
-        Device::Cpu => (neural_style::memory::available_bytes(), "available"),
+        Device::Cpu(_) => (neural_style::memory::available_bytes(), "available"),
         Device::Cuda(_) => (neural_style::cuda::free_memory(0).ok().map(|(free, _)| free), "free on the GPU"),
     };
     let Some(available) = available else { return Ok(need) };

@@ -132,7 +132,7 @@ pub fn sheet(mut a: SheetArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsS
     let what = format!("content + {} style | result pairs", plan.styles.len());
     served(server.as_ref(), &plan.output, &what, || {
         let sheet = match plan.device {
-            Device::Cpu => run_sheet(&CpuBackend::new(), &plan, &content_name, &names, per_row, server.as_ref()),
+            Device::Cpu(p) => run_sheet(&CpuBackend::with_precision(p), &plan, &content_name, &names, per_row, server.as_ref()),
             Device::Cuda(p) => run_sheet(&cuda::CudaBackend::new(0, p)?, &plan, &content_name, &names, per_row, server.as_ref()),
         }?;
         save(&sheet, &plan.output, &what)
@@ -229,7 +229,7 @@ pub fn grid(mut a: GridArgs, matches: &clap::ArgMatches, argv: &[std::ffi::OsStr
     let what = format!("{rows} x {cols} cells");
     served(server.as_ref(), &plan.output, &what, || {
         let sheet = match plan.device {
-            Device::Cpu => run_grid(&CpuBackend::new(), &plan, &a.ratios, server.as_ref()),
+            Device::Cpu(p) => run_grid(&CpuBackend::with_precision(p), &plan, &a.ratios, server.as_ref()),
             Device::Cuda(p) => run_grid(&cuda::CudaBackend::new(0, p)?, &plan, &a.ratios, server.as_ref()),
         }?;
         save(&sheet, &plan.output, &what)

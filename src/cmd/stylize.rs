@@ -383,7 +383,7 @@ fn out_of_device_memory(plan: &Plan, oom: &OutOfDeviceMemory) -> anyhow::Error {
     let (w, h) = (plan.content.w, plan.content.h);
     let precision = match plan.device {
         Device::Cuda(p) => format!("{p:?}").to_lowercase(),
-        Device::Cpu => "fp32".into(),
+        Device::Cpu(p) => format!("{p:?}").to_lowercase(),
     };
     // The estimate missed by at least this much: scale it so that it explains the failure.
     let fits = neural_style::memory::largest_side(w.max(h), plan.memory_need.max(oom.free_at_start + 1), oom.free_at_start);
@@ -408,7 +408,7 @@ pub fn stylize(a: StyleArgs, serve: ServeArgs, matches: &ArgMatches, argv: &[OsS
     let server = start_server(&plan, &serve, "stylize", 1, plan.output.display().to_string())?;
     let started = SystemTime::now();
     let result = match plan.device {
-        Device::Cpu => run(&CpuBackend::new(), &plan, server.as_ref()),
+        Device::Cpu(p) => run(&CpuBackend::with_precision(p), &plan, server.as_ref()),
         Device::Cuda(precision) => match cuda::CudaBackend::new(0, precision) {
             Ok(backend) => run(&backend, &plan, server.as_ref()),
             Err(e) => Err(e.into()),

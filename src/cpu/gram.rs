@@ -1,5 +1,6 @@
 //! Gram matrix and its backward pass.  Mirrors kernels/gram.cu.
 
+use super::bf16;
 use crate::backend::scales;
 use rayon::prelude::*;
 
@@ -41,7 +42,7 @@ pub fn gram_bwd_acc_naive(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [
 // into bands of pixels (each output sums over the same c products in the same order).
 
 /// Rows of f per partial Gram.
-const GRAM_K_CHUNK: usize = 4096;
+const GRAM_K_CHUNK: usize = 4096; // even: gram_bf16 packs pairs of rows
 /// Rows of g per task.
 const GRAM_ROW_BLOCK: usize = 64;
 
@@ -49,22 +50,7 @@ const GRAM_ROW_BLOCK: usize = 64;
 pub fn gram(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
     assert!(f.len() >= hw * c && g.len() >= c * c);
     let scale = scales::gram_scale_f32(hw, c);
-    let chunks = hw.div_ceil(GRAM_K_CHUNK).max(1);
-    let blocks = c.div_ceil(GRAM_ROW_BLOCK);
-    let mut partial = vec![0.0f32; chunks * c * c];
-    // One task per (chunk, row block): partial[chunk][i0..i1][..] = f[k0..k1, i0..i1]ᵀ f[k0..k1, :].
-    let tasks: Vec<(usize, &mut [f32])> = partial
-        .chunks_mut(c * c)
-        .enumerate()
-        .flat_map(|(chunk, slab)| slab.chunks_mut(GRAM_ROW_BLOCK * c).enumerate().map(move |(blk, d)| (chunk * blocks + blk, d)))
-        .collect();
-    tasks.into_par_iter().for_each(|(t, dst)| {
-        let (chunk, block) = (t / blocks, t % blocks);
-        let (k0, k1) = (chunk * GRAM_K_CHUNK, ((chunk + 1) * GRAM_K_CHUNK).min(hw));
-        let (i0, i1) = (block * GRAM_ROW_BLOCK, ((block + 1) * GRAM_ROW_BLOCK).min(c));
-        if k1 <= k0 {
-            return;
-        }
+    sum_of_partials(hw, c, g, |(k0, k1), (i0, i1), dst| {
         // SAFETY: lhs reads f[(k0..k1) * c + (i0..i1)], rhs f[(k0..k1) * c + (0..c)], dst (i1-i0, c).
         unsafe {
             gemm_f32::gemm::f32::get_gemm_fn()(
@@ -90,9 +76,30 @@ pub fn gram(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
             );
         }
     });
+}
+
+/// g (c, c) = the sum, in chunk order, of one partial Gram per GRAM_K_CHUNK rows of f: one task
+/// per (chunk, row block) writes `partial(rows k0..k1 of f, rows i0..i1 of g, dst (i1-i0, c))`
+/// (never called with k1 <= k0; dst starts zeroed).
+fn sum_of_partials(hw: usize, c: usize, g: &mut [f32], partial: impl Fn((usize, usize), (usize, usize), &mut [f32]) + Sync) {
+    let chunks = hw.div_ceil(GRAM_K_CHUNK).max(1);
+    let blocks = c.div_ceil(GRAM_ROW_BLOCK);
+    let mut partials = vec![0.0f32; chunks * c * c];
+    let tasks: Vec<(usize, &mut [f32])> = partials
+        .chunks_mut(c * c)
+        .enumerate()
+        .flat_map(|(chunk, slab)| slab.chunks_mut(GRAM_ROW_BLOCK * c).enumerate().map(move |(blk, d)| (chunk * blocks + blk, d)))
+        .collect();
+    tasks.into_par_iter().for_each(|(t, dst)| {
+        let (chunk, block) = (t / blocks, t % blocks);
+        let (k0, k1) = (chunk * GRAM_K_CHUNK, ((chunk + 1) * GRAM_K_CHUNK).min(hw));
+        if k1 > k0 {
+            partial((k0, k1), (block * GRAM_ROW_BLOCK, ((block + 1) * GRAM_ROW_BLOCK).min(c)), dst);
+        }
+    });
     let g = &mut g[..c * c];
-    g.copy_from_slice(&partial[..c * c]);
-    for p in partial.chunks_exact(c * c).skip(1) {
+    g.copy_from_slice(&partials[..c * c]);
+    for p in partials.chunks_exact(c * c).skip(1) {
         for (gv, &pv) in g.iter_mut().zip(p) {
             *gv += pv;
         }
@@ -116,8 +123,54 @@ pub fn gram_bwd_acc(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [f32]) 
         crate::cpu::conv::gemm_rm(d.len() / c, c, c, fb, &sym, d, true);
     });
 }
-// touch
-// touch2
+
+/// gram in bf16 (`--precision bf16`, needs bf16::available()): f rounded once to bf16 pairs of
+/// pixels, P (pairs(hw), c), which is both operands of fᵀf (its A read down the columns); the
+/// same chunks and row blocks as `gram`, f32 accumulation and partial sums.
+pub fn gram_bf16(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
+    assert!(f.len() >= hw * c && g.len() >= c * c);
+    if c == 0 {
+        return;
+    }
+    let scale = scales::gram_scale_f32(hw, c);
+    // GRAM_K_CHUNK is even: every chunk of rows starts on a pair.
+    let mut packed = vec![0u32; bf16::pairs(hw) * c];
+    packed.par_chunks_mut(GRAM_K_CHUNK / 2 * c).zip(f[..hw * c].par_chunks(GRAM_K_CHUNK * c)).for_each(|(dst, src)| bf16::pack_pairs(src.len() / c, c, src, c, 1, dst));
+    let packed = &packed[..];
+    sum_of_partials(hw, c, g, |(k0, k1), (i0, i1), dst| {
+        let (q0, q1) = (k0 / 2, bf16::pairs(k1));
+        let a = bf16::PackedA { data: &packed[q0 * c + i0..], row: 1, pair: c };
+        let b = bf16::PackedB { data: &packed[q0 * c..], pair: c };
+        bf16::gemm(i1 - i0, c, q1 - q0, a, b, dst, c, false, scale);
+    });
+}
+
+/// gram_bwd_acc in bf16 (needs bf16::available()): S = (dg + dgᵀ) / (c·hw) rounded once to
+/// bf16 pairs, each band of f rounded as it is used; the same bands, f32 accumulation into df.
+pub fn gram_bwd_acc_bf16(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [f32]) {
+    assert!(f.len() >= hw * c && dg.len() >= c * c && df.len() >= hw * c);
+    if c == 0 {
+        return;
+    }
+    let scale = scales::gram_scale_f32(hw, c);
+    let mut sym = vec![0.0f32; c * c];
+    for i in 0..c {
+        for j in 0..c {
+            sym[i * c + j] = (dg[i * c + j] + dg[j * c + i]) * scale;
+        }
+    }
+    let k2 = bf16::pairs(c);
+    let mut sym_packed = vec![0u32; k2 * c];
+    bf16::pack_pairs(c, c, &sym, c, 1, &mut sym_packed);
+    let b = bf16::PackedB { data: &sym_packed, pair: c };
+    df[..hw * c].par_chunks_mut(GRAM_BWD_BAND * c).zip(f[..hw * c].par_chunks(GRAM_BWD_BAND * c)).for_each(|(d, fb)| {
+        let rows = d.len() / c;
+        bf16::with_packed_lhs(rows * k2, |a| {
+            bf16::pack_rows(rows, c, fb, c, a);
+            bf16::gemm(rows, c, k2, bf16::PackedA { data: a, row: k2, pair: 1 }, b, d, c, true, 1.0);
+        })
+    });
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,8 @@
 //! The CPU backend: rayon over every core, f32, channels-last. Each file mirrors one .cu file.
+//! With `Precision::Bf16` on a CPU with AVX512_BF16 (bf16.rs), the Winograd tile GEMMs and the
+//! Grams take bf16 operands with f32 accumulation; everything else stays f32.
 
+pub mod bf16;
 pub mod conv;
 pub mod gram;
 pub mod loss;
@@ -7,11 +10,15 @@ pub mod pool;
 pub mod vector;
 pub mod winograd;
 
-use crate::backend::{AdamStep, Backend, ConvShape, PixelBox, PoolKind, PoolShape};
+use crate::backend::{AdamStep, Backend, ConvShape, PixelBox, PoolKind, PoolShape, Precision};
 use anyhow::Result;
 
+/// The CPU backend; `new()` computes in fp32 (the reference), `with_precision(Bf16)` in bf16
+/// where the CPU can.
 #[derive(Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    bf16: bool,
+}
 
 /// The algorithm of the CPU's 3x3 convolutions, from `NEURAL_STYLE_CPU_CONV` (read once):
 /// `direct` (conv.rs: banded implicit GEMM), `winograd` (winograd.rs, for every conv whose
@@ -45,18 +52,35 @@ fn carries_winograd(c_in: usize, c_out: usize) -> bool {
     ConvAlgo::from_env() != ConvAlgo::Direct && c_in >= 64 && c_out >= 16
 }
 
-/// Floats `upload_conv_weights` keeps for a (c_in, c_out) conv (for the memory estimate).
+/// Floats `upload_conv_weights` keeps for a (c_in, c_out) conv in fp32 (for the memory estimate).
 pub fn conv_weight_floats(c_in: usize, c_out: usize) -> usize {
-    if carries_winograd(c_in, c_out) {
-        winograd::transformed_len(c_in, c_out)
-    } else {
-        2 * 9 * c_in * c_out
+    conv_weight_floats_in(false, c_in, c_out)
+}
+
+/// Floats `upload_conv_weights` keeps for a (c_in, c_out) conv, with bf16 tile GEMMs or not.
+pub fn conv_weight_floats_in(bf16: bool, c_in: usize, c_out: usize) -> usize {
+    match (carries_winograd(c_in, c_out), bf16) {
+        (true, false) => winograd::transformed_len(c_in, c_out),
+        (true, true) => winograd::transformed_len(c_in, c_out) + winograd::bf16_weight_words(c_in, c_out),
+        (false, _) => 2 * 9 * c_in * c_out,
     }
 }
 
-/// U of conv s, if w is the Winograd form (forward orientation: c_in the GEMM depth).
-fn as_winograd(s: ConvShape, w: &[f32]) -> Option<&[f32]> {
-    (w.len() == winograd::transformed_len(s.c_in, s.c_out) && w.len() != 9 * s.c_in * s.c_out).then_some(w)
+/// U of conv s, if w is the Winograd form (forward orientation: c_in the GEMM depth), and the
+/// bf16 packs of U that follow it in the buffer when the backend computes in bf16.
+fn as_winograd(s: ConvShape, w: &[f32]) -> Option<(&[f32], Option<&[u32]>)> {
+    let (len, words) = (winograd::transformed_len(s.c_in, s.c_out), winograd::bf16_weight_words(s.c_in, s.c_out));
+    if w.len() == 9 * s.c_in * s.c_out {
+        None
+    } else if w.len() == len {
+        Some((w, None))
+    } else if w.len() == len + words {
+        let (u, packed) = w.split_at(len);
+        // SAFETY: f32 and u32 have the same size and alignment; the words were stored as f32 bits.
+        Some((u, Some(unsafe { std::slice::from_raw_parts(packed.as_ptr() as *const u32, packed.len()) })))
+    } else {
+        None
+    }
 }
 
 /// Whether conv s (in the orientation of its GEMM: c_in the depth) runs as Winograd, given
@@ -70,8 +94,24 @@ fn use_winograd(s: ConvShape) -> bool {
 }
 
 impl CpuBackend {
+    /// fp32 throughout.
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend { bf16: false }
+    }
+
+    /// `Precision::Bf16` where bf16::available() (else fp32, silently: the CLI says so once,
+    /// see bf16::note_fallback_once); fp32 and tf32 (which CPUs do not have) compute in fp32.
+    pub fn with_precision(precision: Precision) -> Self {
+        CpuBackend { bf16: precision == Precision::Bf16 && bf16::available() }
+    }
+
+    /// The precision the convolutions and Grams run in: Fp32 or Bf16.
+    pub fn precision(&self) -> Precision {
+        if self.bf16 {
+            Precision::Bf16
+        } else {
+            Precision::Fp32
+        }
     }
 }
 
@@ -92,7 +132,8 @@ impl Backend for CpuBackend {
     type Buf = Vec<f32>;
 
     fn name(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        let precision = if self.bf16 { "bf16" } else { "fp32" };
+        format!("cpu ({} threads, {precision})", rayon::current_num_threads())
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
@@ -128,14 +169,23 @@ impl Backend for CpuBackend {
         // transposed algorithm on it, and the rare direct fallback recovers the direct layout
         // from it. Elsewhere both direct layouts.
         if carries_winograd(c_in, c_out) && w.len() == 9 * c_in * c_out {
-            return Ok((self.upload(&winograd::transform_weights(c_in, c_out, w))?, Vec::new()));
+            let mut u = winograd::transform_weights(c_in, c_out, w);
+            if self.bf16 {
+                // The packs ride in the same buffer as f32 bit patterns (copied, never computed on).
+                let packed = winograd::pack_weights_bf16(c_in, c_out, &u);
+                let total = u.len() + packed.len();
+                reserve_total(&mut u, total)?;
+                u.extend(packed.into_iter().map(f32::from_bits));
+            }
+            return Ok((u, Vec::new()));
         }
         Ok((self.upload(w)?, self.upload(w_flip)?))
     }
     fn conv3x3_fwd(&self, s: ConvShape, x: &Vec<f32>, w: &Vec<f32>, b: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
         match as_winograd(s, w) {
-            Some(u) if use_winograd(s) => winograd::conv3x3_fwd(s, x, u, b, y),
-            Some(u) => conv::conv3x3_fwd(s, x, &winograd::recover_weights(s.c_in, s.c_out, u), b, y),
+            Some((u, Some(packed))) if use_winograd(s) => winograd::conv3x3_fwd_bf16(s, x, u, packed, b, y),
+            Some((u, _)) if use_winograd(s) => winograd::conv3x3_fwd(s, x, u, b, y),
+            Some((u, _)) => conv::conv3x3_fwd(s, x, &winograd::recover_weights(s.c_in, s.c_out, u), b, y),
             None => conv::conv3x3_fwd(s, x, w, b, y),
         }
         Ok(())
@@ -143,8 +193,9 @@ impl Backend for CpuBackend {
     fn conv3x3_bwd_input(&self, s: ConvShape, dy: &Vec<f32>, w: &Vec<f32>, w_flip: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
         let swapped = ConvShape { h: s.h, w: s.w, c_in: s.c_out, c_out: s.c_in };
         match as_winograd(s, w) {
-            Some(u) if w_flip.is_empty() && use_winograd(swapped) => winograd::conv3x3_bwd_input(s, dy, u, dx),
-            Some(u) if w_flip.is_empty() => {
+            Some((u, Some(packed))) if w_flip.is_empty() && use_winograd(swapped) => winograd::conv3x3_bwd_input_bf16(s, dy, u, packed, dx),
+            Some((u, _)) if w_flip.is_empty() && use_winograd(swapped) => winograd::conv3x3_bwd_input(s, dy, u, dx),
+            Some((u, _)) if w_flip.is_empty() => {
                 let flipped = conv::fwd_layout_to_bwd_layout(s.c_in, s.c_out, &winograd::recover_weights(s.c_in, s.c_out, u));
                 conv::conv3x3_bwd_input(s, dy, &flipped, dx)
             }
@@ -166,11 +217,19 @@ impl Backend for CpuBackend {
     }
 
     fn gram(&self, hw: usize, c: usize, f: &Vec<f32>, g: &mut Vec<f32>) -> Result<()> {
-        gram::gram(hw, c, f, g);
+        if self.bf16 {
+            gram::gram_bf16(hw, c, f, g);
+        } else {
+            gram::gram(hw, c, f, g);
+        }
         Ok(())
     }
     fn gram_bwd_acc(&self, hw: usize, c: usize, f: &Vec<f32>, dg: &Vec<f32>, df: &mut Vec<f32>) -> Result<()> {
-        gram::gram_bwd_acc(hw, c, f, dg, df);
+        if self.bf16 {
+            gram::gram_bwd_acc_bf16(hw, c, f, dg, df);
+        } else {
+            gram::gram_bwd_acc(hw, c, f, dg, df);
+        }
         Ok(())
     }
     fn content_loss_acc(&self, weight: f32, f: &Vec<f32>, p: &Vec<f32>, df: &mut Vec<f32>) -> Result<f64> {

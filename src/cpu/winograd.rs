@@ -44,6 +44,7 @@
 //! the bias and ReLU fused for the forward. Band sizes depend only on the shape, and each output
 //! is summed in one fixed order: the result does not depend on the thread count.
 
+use super::bf16;
 use crate::backend::ConvShape;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -129,14 +130,47 @@ pub fn pays(s: ConvShape) -> bool {
 /// x (h, w, c_in), u (36, c_in, c_out), b (c_out), y (h, w, c_out).
 pub fn conv3x3_fwd(s: ConvShape, x: &[f32], u: &[f32], b: &[f32], y: &mut [f32]) {
     assert!(b.len() >= s.c_out);
-    conv3x3_winograd(s, x, u, Some(b), y);
+    conv3x3_winograd(s, x, u, None, Some(b), y);
+}
+
+/// conv3x3_fwd with the 36 tile GEMMs in bf16 (bf16::gemm, f32 accumulation): V rounded per
+/// band, U taken from `packed` = pack_weights_bf16(c_in, c_out, u). The transforms stay f32.
+/// Needs bf16::available().
+pub fn conv3x3_fwd_bf16(s: ConvShape, x: &[f32], u: &[f32], packed: &[u32], b: &[f32], y: &mut [f32]) {
+    assert!(b.len() >= s.c_out && packed.len() >= bf16_weight_words(s.c_in, s.c_out));
+    conv3x3_winograd(s, x, u, Some(packed), Some(b), y);
+}
+
+/// conv3x3_bwd_input with the tile GEMMs in bf16 (see conv3x3_fwd_bf16).
+pub fn conv3x3_bwd_input_bf16(s: ConvShape, dy: &[f32], u: &[f32], packed: &[u32], dx: &mut [f32]) {
+    assert!(packed.len() >= bf16_weight_words(s.c_in, s.c_out));
+    conv3x3_winograd_transposed(s, dy, u, Some(packed), dx);
+}
+
+/// 32-bit words of pack_weights_bf16(c_in, c_out, ·): both directions' U in bf16 pairs.
+pub fn bf16_weight_words(c_in: usize, c_out: usize) -> usize {
+    NXI * (bf16::pairs(c_in) * c_out + bf16::pairs(c_out) * c_in)
+}
+
+/// U (36, c_in, c_out) = transform_weights(..) packed once for the bf16 tile GEMMs (see bf16.rs):
+/// per ξ, the forward's B (k = c_in, n = c_out), then, after all 36, the backward-input's
+/// B = U[ξ]ᵀ (k = c_out, n = c_in).
+pub fn pack_weights_bf16(c_in: usize, c_out: usize, u: &[f32]) -> Vec<u32> {
+    let ld = u_row_stride(c_out);
+    assert!(u.len() >= transformed_len(c_in, c_out));
+    let (fwd_xi, bwd_xi) = (bf16::pairs(c_in) * c_out, bf16::pairs(c_out) * c_in);
+    let mut out = vec![0u32; bf16_weight_words(c_in, c_out)];
+    let (fwd, bwd) = out.split_at_mut(NXI * fwd_xi);
+    fwd.par_chunks_mut(fwd_xi.max(1)).zip(u.par_chunks(c_in * ld)).for_each(|(dst, u_xi)| bf16::pack_pairs(c_in, c_out, u_xi, ld, 1, dst));
+    bwd.par_chunks_mut(bwd_xi.max(1)).zip(u.par_chunks(c_in * ld)).for_each(|(dst, u_xi)| bf16::pack_pairs(c_out, c_in, u_xi, 1, ld, dst));
+    out
 }
 
 /// dx = conv3x3(dy, w_flip), the input gradient of the conv whose forward weights give
 /// u = transform_weights(c_in, c_out, w): the forward's transpose, see the module comment.
 /// dy (h, w, c_out), u (36, c_in, c_out), dx (h, w, c_in).
 pub fn conv3x3_bwd_input(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f32]) {
-    conv3x3_winograd_transposed(s, dy, u, dx);
+    conv3x3_winograd_transposed(s, dy, u, None, dx);
 }
 
 /// The direct-layout weights (3, 3, c_in, c_out) back from u = transform_weights(c_in, c_out, w):
@@ -186,7 +220,8 @@ impl SharedMut {
 
 /// y = conv3x3(x, w) (+ b, relu if given) through the Winograd domain.
 /// x (h, w, c_in), u (36, c_in, c_out), b (c_out), y (h, w, c_out).
-fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &mut [f32]) {
+/// With `packed` (pack_weights_bf16), the tile GEMMs run in bf16.
+fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], packed: Option<&[u32]>, b: Option<&[f32]>, y: &mut [f32]) {
     let ConvShape { h, w: wd, c_in, c_out } = s;
     assert!(x.len() >= h * wd * c_in && u.len() >= transformed_len(c_in, c_out) && y.len() >= h * wd * c_out);
     if h * wd == 0 || c_out == 0 {
@@ -205,7 +240,10 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
                 unsafe { kind.input_tile(x, h, wd, c_in, t / g.tiles_x, t % g.tiles_x, v_ptr.get().add(k * c_in), nt * c_in) };
             });
             // (2) M[ξ] (nt, c_out) = V[ξ] (nt, c_in) · U[ξ] (c_in, c_out).
-            xi_gemms(nt, c_in, c_out, v, Rhs { data: u, ld: u_row_stride(c_out), layout: RhsLayout::RowMajor }, m);
+            match packed {
+                Some(p) => xi_gemms_bf16(nt, c_in, c_out, v, &p[..NXI * bf16::pairs(c_in) * c_out], m),
+                None => xi_gemms(nt, c_in, c_out, v, Rhs { data: u, ld: u_row_stride(c_out), layout: RhsLayout::RowMajor }, m),
+            }
             // (3) y tile = Aᵀ M[t] A (+ b, relu), cropped at the image's edges.
             let m_ref = &m[..];
             (0..nt).into_par_iter().for_each(|k| {
@@ -221,7 +259,7 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], b: Option<&[f32]>, y: &m
 /// dx = the input gradient of conv3x3_winograd(s, ·, u) at output gradient dy (no ReLU: the
 /// caller masked dy). dy (h, w, c_out), u (36, c_in, c_out), dx (h, w, c_in). Same bands as the
 /// forward, with the roles of c_in and c_out exchanged.
-fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f32]) {
+fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], packed: Option<&[u32]>, dx: &mut [f32]) {
     let ConvShape { h, w: wd, c_in, c_out } = s;
     assert!(dy.len() >= h * wd * c_out && u.len() >= transformed_len(c_in, c_out) && dx.len() >= h * wd * c_in);
     if c_out == 0 {
@@ -233,7 +271,7 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f3
     let g = TileGrid::new(s);
     let kind = Simd::detect();
     // With more than one band, transposing U once costs less than gemm's gather in every band.
-    let transpose_u = g.bands().nth(1).is_some();
+    let transpose_u = packed.is_none() && g.bands().nth(1).is_some();
     with_transposed_weights(c_in, c_out, transpose_u.then_some(u), |u_t| with_band_buffers(g.band_tiles() * NXI * c_out, g.band_tiles() * NXI * c_in, |dm, dv| {
         let dx_ptr = SharedMut(dx.as_mut_ptr());
         for (t0, nt) in g.bands() {
@@ -245,9 +283,10 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], dx: &mut [f3
                 unsafe { kind.output_grad_tile(dy, h, wd, c_out, t / g.tiles_x, t % g.tiles_x, dm_ptr.get().add(k * c_out), nt * c_out) };
             });
             // (2) dV[ξ] (nt, c_in) = dM[ξ] (nt, c_out) · U[ξ]ᵀ.
-            match u_t {
-                Some(u_t) => xi_gemms(nt, c_out, c_in, dm, Rhs { data: u_t, ld: c_in, layout: RhsLayout::RowMajor }, dv),
-                None => xi_gemms(nt, c_out, c_in, dm, Rhs { data: u, ld: u_row_stride(c_out), layout: RhsLayout::ColMajor }, dv),
+            match (packed, u_t) {
+                (Some(p), _) => xi_gemms_bf16(nt, c_out, c_in, dm, &p[NXI * bf16::pairs(c_in) * c_out..], dv),
+                (None, Some(u_t)) => xi_gemms(nt, c_out, c_in, dm, Rhs { data: u_t, ld: c_in, layout: RhsLayout::RowMajor }, dv),
+                (None, None) => xi_gemms(nt, c_out, c_in, dm, Rhs { data: u, ld: u_row_stride(c_out), layout: RhsLayout::ColMajor }, dv),
             }
             // (3) dx += B dV[t] Bᵀ over each tile's 6x6 input patch. Patches of neighbouring tiles
             // overlap, so a task owns one tile row and one block of channels and adds its tiles
@@ -396,6 +435,21 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32
                 gemm_common::Parallelism::None,
             );
         }
+    });
+}
+
+/// xi_gemms in bf16: dst[ξ] (nt, n) = lhs[ξ] (nt, k) · B[ξ], B[ξ] the packed pairs
+/// (pairs(k), n) at rhs[ξ * pairs(k) * n..] (pack_weights_bf16). Each ξ's task rounds its lhs
+/// rows to bf16 pairs first (the packing, counted in the time) into a reused per-thread buffer.
+fn xi_gemms_bf16(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: &[u32], dst: &mut [f32]) {
+    let k2 = bf16::pairs(k);
+    assert!(lhs.len() >= NXI * nt * k && dst.len() >= NXI * nt * n && rhs.len() >= NXI * k2 * n);
+    dst[..NXI * nt * n].par_chunks_mut(nt * n).enumerate().for_each(|(xi, d)| {
+        bf16::with_packed_lhs(nt * k2, |a| {
+            bf16::pack_rows(nt, k, &lhs[xi * nt * k..(xi + 1) * nt * k], k, a);
+            let a = bf16::PackedA { data: a, row: k2, pair: 1 };
+            bf16::gemm(nt, n, k2, a, bf16::PackedB { data: &rhs[xi * k2 * n..(xi + 1) * k2 * n], pair: n }, d, n, false, 1.0);
+        })
     });
 }
 

@@ -111,7 +111,7 @@ fn conv_bwd_matches_finite_differences() {
         };
         let y0 = fwd(&x);
         let mut d = r.clone();
-        CpuBackend.relu_bwd(&y0, &mut d).unwrap();
+        CpuBackend::new().relu_bwd(&y0, &mut d).unwrap();
         let mut dx = vec![0.0; h * w * c_in];
         conv::conv3x3_bwd_input(s, &d, &w_flip, &mut dx);
         // Difference elementwise before projecting, so the bias cancels exactly.
@@ -133,7 +133,7 @@ fn relu_bwd_matches_finite_differences() {
     let v = randn(&mut rng, x.len());
     let relu = |x: &[f32]| x.iter().map(|v| v.max(0.0)).collect::<Vec<f32>>();
     let mut d = r.clone();
-    CpuBackend.relu_bwd(&relu(&x), &mut d).unwrap();
+    CpuBackend::new().relu_bwd(&relu(&x), &mut d).unwrap();
     check_fd("relu", &x, &v, 1e-2, &d, 1e-4, |x| dot64(&r, &relu(x)));
 }
 

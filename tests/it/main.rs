@@ -23,6 +23,7 @@ mod common;
 mod bounded;
 mod browser;
 mod cli;
+mod cpu_bf16;
 mod cpu_ops;
 mod cuda_emulated_cli;
 mod cuda_emulated_driver;
