@@ -15,17 +15,21 @@ pub(crate) fn png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
     p
 }
 
-/// A tiny run (32x24 inputs written into `dir`, the embedded model, three style layers) writing
-/// `output`, without --print-iter: also the run tests/it/serve.rs watches.
-pub(crate) fn tiny_run(dir: &Path, output: &str) -> Command {
+/// The program in `dir` with the embedded model (no model file or download found), and 32x24
+/// content and 20x28 style images written there.
+pub(crate) fn tiny_inputs(dir: &Path) -> (Command, PathBuf, PathBuf) {
     let content = png(dir, "content.png", 32, 24);
     let style = png(dir, "style.png", 20, 28);
     let mut c = Command::new(BIN);
-    c.current_dir(dir)
-        .env_remove("NEURAL_STYLE_MODEL")
-        .env_remove("NEURAL_STYLE_MODEL_URL")
-        .env("TORCH_HOME", dir.join("torch-home"))
-        .args(["--content-image", content.to_str().unwrap(), "--style-image", style.to_str().unwrap()])
+    c.current_dir(dir).env_remove("NEURAL_STYLE_MODEL").env_remove("NEURAL_STYLE_MODEL_URL").env("TORCH_HOME", dir.join("torch-home"));
+    (c, content, style)
+}
+
+/// A tiny run (32x24 inputs written into `dir`, the embedded model, three style layers) writing
+/// `output`, without --print-iter: also the run tests/it/serve.rs watches.
+pub(crate) fn tiny_run(dir: &Path, output: &str) -> Command {
+    let (mut c, content, style) = tiny_inputs(dir);
+    c.args(["--content-image", content.to_str().unwrap(), "--style-image", style.to_str().unwrap()])
         .args(["--image-size", "32", "--device", "cpu", "--save-iter", "0"])
         .args(["--content-layers", "relu2_2", "--style-layers", "relu1_1,relu2_1,relu3_1"])
         .args(["--output-image", output]);

@@ -2,27 +2,17 @@
 //! cell or frame, the contact sheet after every cell, a batch's frames (written, with a
 //! thumbnail that is the result, or skipped), and the end; Stop stops a grid as SIGINT does.
 
-use crate::interrupt::png;
+use crate::interrupt::{png, tiny_inputs};
 use crate::serve::{read_events, request, Run};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_neural-style");
-
 /// `sub` (grid, sheet or batch) on tiny inputs written into `dir`, embedded model, serving on a
 /// free port; each optimisation is `iterations` Adam steps (every one an iteration).
 fn served(dir: &Path, sub: &str, iterations: &str) -> Command {
-    let content = png(dir, "content.png", 32, 24);
-    let style = png(dir, "style.png", 20, 28);
-    let mut c = Command::new(BIN);
-    c.current_dir(dir)
-        .env_remove("NEURAL_STYLE_MODEL")
-        .env_remove("NEURAL_STYLE_MODEL_URL")
-        .env_remove("SLURM_ARRAY_TASK_ID")
-        .env_remove("JOB_COMPLETION_INDEX")
-        .env("TORCH_HOME", dir.join("torch-home"))
-        .arg(sub);
+    let (mut c, content, style) = tiny_inputs(dir);
+    c.env_remove("SLURM_ARRAY_TASK_ID").env_remove("JOB_COMPLETION_INDEX").arg(sub);
     if sub != "batch" {
         c.args(["--content-image", content.to_str().unwrap()]);
     }
