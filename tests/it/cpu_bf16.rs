@@ -20,7 +20,7 @@ use neural_style::bench::{default_spec, procedural_image};
 use neural_style::cpu::bf16;
 use neural_style::preprocess::Convention;
 use neural_style::rng::Rng;
-use neural_style::stylize::{stylize, Init, Job, Optimizer};
+use neural_style::stylize::{stylize, Job};
 use neural_style::{CpuBackend, Image, Objective, ObjectiveSpec};
 use std::path::Path;
 
@@ -196,23 +196,7 @@ fn bf16_final_objective_after_100_iterations_is_within_3_percent_of_fp32() {
     if skipped("bf16_final_objective_after_100_iterations_is_within_3_percent_of_fp32") {
         return;
     }
-    let vgg = neural_style::model::random::random_vgg19(0);
-    let size = 48;
-    let conv = Convention::Torchvision;
-    let content = Image { h: size, w: size, data: conv.preprocess(&procedural_image(size, 1, false)) };
-    let style = Image { h: size, w: size, data: conv.preprocess(&procedural_image(size, 2, true)) };
-    let job = Job {
-        init: Init::Image(content.data.clone()),
-        content,
-        styles: vec![(style, 1.0)],
-        spec: default_spec(),
-        optimizer: Optimizer::lbfgs(100),
-        iterations: 100,
-        seed: 0,
-        snapshot_every: 0,
-        snapshot_gate: None,
-        bounds: None,
-    };
+    let (vgg, job) = crate::common::nets::bench_job_48();
     let (b16, f32b) = backends();
     let start = stylize(&f32b, &vgg, &Job { iterations: 1, ..job.clone() }, &mut |_, _| Ok(())).unwrap().loss.total;
     let low = stylize(&b16, &vgg, &job, &mut |_, _| Ok(())).unwrap().loss.total;

@@ -217,27 +217,8 @@ impl Backend for DirectCpu {
 /// iterations, whichever conv path), so it could not tell a wrong convolution from luck.
 #[test]
 fn objective_after_100_lbfgs_iterations_matches_the_direct_path() {
-    use neural_style::bench::{default_spec, procedural_image};
-    use neural_style::objective::Image;
-    use neural_style::preprocess::Convention;
-    use neural_style::stylize::{stylize, Init, Job, Optimizer};
-    let vgg = neural_style::model::random::random_vgg19(0);
-    let size = 48;
-    let conv = Convention::Torchvision;
-    let content = Image { h: size, w: size, data: conv.preprocess(&procedural_image(size, 1, false)) };
-    let style = Image { h: size, w: size, data: conv.preprocess(&procedural_image(size, 2, true)) };
-    let job = Job {
-        init: Init::Image(content.data.clone()),
-        content,
-        styles: vec![(style, 1.0)],
-        spec: default_spec(),
-        optimizer: Optimizer::lbfgs(100),
-        iterations: 100,
-        seed: 0,
-        snapshot_every: 0,
-        snapshot_gate: None,
-        bounds: None,
-    };
+    use neural_style::stylize::stylize;
+    let (vgg, job) = crate::common::nets::bench_job_48();
     let wino = stylize(&CpuBackend::new(), &vgg, &job, &mut |_, _| Ok(())).unwrap().loss.total;
     let direct = stylize(&DirectCpu(CpuBackend::new()), &vgg, &job, &mut |_, _| Ok(())).unwrap().loss.total;
     let rel = (wino - direct).abs() / direct.abs();

@@ -37,3 +37,30 @@ pub fn normal_image(rng: &mut Rng, h: usize, w: usize) -> Image {
 pub fn pattern_pixels(w: usize, h: usize, k: usize) -> Vec<u8> {
     (0..w * h * 3).map(|i| ((i * 37 + k * 101 + (i / 7) * 13) % 256) as u8).collect()
 }
+
+/// The bench's objective on the full-width VGG-19 (the embedded model's architecture, random
+/// weights, seed 0) at 48², from the content image: 100 L-BFGS iterations, the run with which
+/// winograd.rs and cpu_bf16.rs compare a convolution path's final objective with the reference's.
+pub fn bench_job_48() -> (neural_style::Vgg, neural_style::Job) {
+    use neural_style::bench::{default_spec, procedural_image};
+    use neural_style::preprocess::Convention;
+    use neural_style::{Image, Init, Job, Optimizer};
+    let vgg = neural_style::model::random::random_vgg19(0);
+    let size = 48;
+    let conv = Convention::Torchvision;
+    let content = Image { h: size, w: size, data: conv.preprocess(&procedural_image(size, 1, false)) };
+    let style = Image { h: size, w: size, data: conv.preprocess(&procedural_image(size, 2, true)) };
+    let job = Job {
+        init: Init::Image(content.data.clone()),
+        content,
+        styles: vec![(style, 1.0)],
+        spec: default_spec(),
+        optimizer: Optimizer::lbfgs(100),
+        iterations: 100,
+        seed: 0,
+        snapshot_every: 0,
+        snapshot_gate: None,
+        bounds: None,
+    };
+    (vgg, job)
+}
