@@ -98,6 +98,7 @@ pub fn fwd_layout_to_bwd_layout(c_in: usize, c_out: usize, w: &[f32]) -> Vec<f32
 // so every output's reduction order depends only on the shape and the thread count:
 // deterministic. conv3x3_bwd_input is the same conv with the flipped weights.
 
+use super::matmul::{self, Strided};
 use std::cell::RefCell;
 
 /// Band size target, in bytes of a 9-tap im2col block (the row buffer is a third of it): ~L2/2.
@@ -129,29 +130,7 @@ pub(crate) fn gemm_rm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], dst: &
         return;
     }
     // SAFETY: the asserts above bound every access gemm makes through these strides.
-    unsafe {
-        gemm_f32::gemm::f32::get_gemm_fn()(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm_common::Parallelism::None,
-        );
-    }
+    unsafe { matmul::gemm(m, n, k, dst.as_mut_ptr(), n, accumulate, Strided::rows(a.as_ptr(), k), Strided::rows(b.as_ptr(), n), 1.0) }
 }
 
 /// y = conv3x3(x, w) (+ b, relu if given).  x (h, w, c_in), w (3, 3, c_in, c_out), b (c_out), y (h, w, c_out).

@@ -1,6 +1,7 @@
 //! Gram matrix and its backward pass.  Mirrors kernels/gram.cu.
 
 use super::bf16;
+use super::matmul::{self, Strided};
 use crate::backend::scales;
 use rayon::prelude::*;
 
@@ -52,29 +53,7 @@ pub fn gram(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
     let scale = scales::gram_scale_f32(hw, c);
     sum_of_partials(hw, c, g, |(k0, k1), (i0, i1), dst| {
         // SAFETY: lhs reads f[(k0..k1) * c + (i0..i1)], rhs f[(k0..k1) * c + (0..c)], dst (i1-i0, c).
-        unsafe {
-            gemm_f32::gemm::f32::get_gemm_fn()(
-                i1 - i0,
-                c,
-                k1 - k0,
-                dst.as_mut_ptr(),
-                1,
-                c as isize,
-                false,
-                f.as_ptr().add(k0 * c + i0),
-                c as isize,
-                1,
-                f.as_ptr().add(k0 * c),
-                1,
-                c as isize,
-                1.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm_common::Parallelism::None,
-            );
-        }
+        unsafe { matmul::gemm(i1 - i0, c, k1 - k0, dst.as_mut_ptr(), c, false, Strided::rows(f.as_ptr().add(k0 * c + i0), c).t(), Strided::rows(f.as_ptr().add(k0 * c), c), scale) }
     });
 }
 

@@ -6,6 +6,7 @@ pub mod bf16;
 pub mod conv;
 pub mod gram;
 pub mod loss;
+pub mod matmul;
 pub mod pool;
 pub mod vector;
 pub mod winograd;

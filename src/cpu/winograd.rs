@@ -45,6 +45,7 @@
 //! is summed in one fixed order: the result does not depend on the thread count.
 
 use super::bf16;
+use super::matmul::{self, Strided};
 use crate::backend::ConvShape;
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -403,9 +404,9 @@ enum RhsLayout {
 /// gemm transposes the problem (dst is row-major) and then packs rhs with n as the vector
 /// dimension: a plain copy when rhs is row-major, a float-by-float gather when it is not.
 fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32]) {
-    let (rhs_cs, rhs_rs, rhs_xi_stride) = match rhs.layout {
-        RhsLayout::RowMajor => (1, rhs.ld as isize, k * rhs.ld),
-        RhsLayout::ColMajor => (rhs.ld as isize, 1, n * rhs.ld),
+    let rhs_xi_stride = match rhs.layout {
+        RhsLayout::RowMajor => k * rhs.ld,
+        RhsLayout::ColMajor => n * rhs.ld,
     };
     assert!(lhs.len() >= NXI * nt * k && dst.len() >= NXI * nt * n && rhs.data.len() >= NXI * rhs_xi_stride);
     let dst_ptr = SharedMut(dst.as_mut_ptr());
@@ -413,27 +414,12 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32
         // SAFETY: the operands lie inside lhs, rhs.data and dst (asserted above); distinct ξ write
         // disjoint dst matrices, and nothing else touches dst meanwhile (&mut).
         unsafe {
-            gemm_f32::gemm::f32::get_gemm_fn()(
-                nt,
-                n,
-                k,
-                dst_ptr.get().add(xi * nt * n),
-                1,
-                n as isize,
-                false,
-                lhs.as_ptr().add(xi * nt * k),
-                1,
-                k as isize,
-                rhs.data.as_ptr().add(xi * rhs_xi_stride),
-                rhs_cs,
-                rhs_rs,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm_common::Parallelism::None,
-            );
+            let rhs_xi = rhs.data.as_ptr().add(xi * rhs_xi_stride);
+            let rhs_xi = match rhs.layout {
+                RhsLayout::RowMajor => Strided::rows(rhs_xi, rhs.ld),
+                RhsLayout::ColMajor => Strided::rows(rhs_xi, rhs.ld).t(),
+            };
+            matmul::gemm(nt, n, k, dst_ptr.get().add(xi * nt * n), n, false, Strided::rows(lhs.as_ptr().add(xi * nt * k), k), rhs_xi, 1.0);
         }
     });
 }
