@@ -769,6 +769,7 @@ unsafe fn input_tile(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: us
         // Every column is written below: no zeroing first (a memset call per tile).
         let mut t = std::mem::MaybeUninit::<[[Lanes; ALPHA]; ALPHA]>::uninit();
         let t_cols = t.as_mut_ptr() as *mut [Lanes; ALPHA];
+        prefetch_window(x, h, wd, c, c0, y0, ALPHA, x0 + ALPHA as isize, TILE);
         for j in 0..ALPHA {
             let ix = x0 + j as isize;
             let mut d = [[0.0f32; CH]; ALPHA];
@@ -793,6 +794,29 @@ unsafe fn input_tile(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: us
             let v = bt6(&row);
             for s in 0..ALPHA {
                 store(std::slice::from_raw_parts_mut(v_t.add((r * ALPHA + s) * xi_stride + c0), n), &v[s], n);
+            }
+        }
+    }
+}
+
+/// Asks the cache for channels c0.. c0 + 16 of the pixels of src (h, wd, c) in rows y0 ..
+/// y0 + rows and columns x_start .. x_start + cols that lie inside the image: the columns that
+/// the next tile to the right reads and this one does not. The transforms read their
+/// activations from memory, a few scattered lines per step; without this, they wait on each.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn prefetch_window(src: &[f32], h: usize, wd: usize, c: usize, c0: usize, y0: isize, rows: usize, x_start: isize, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in 0..rows as isize {
+        let iy = y0 + i;
+        if iy < 0 || iy >= h as isize {
+            continue;
+        }
+        for j in 0..cols as isize {
+            let ix = x_start + j;
+            if ix >= 0 && ix < wd as isize {
+                // SAFETY: (iy, ix) is inside the image and c0 < c, so the address is inside src.
+                unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(src.as_ptr().add((iy as usize * wd + ix as usize) * c + c0) as *const i8) };
             }
         }
     }
@@ -861,6 +885,7 @@ unsafe fn output_grad_tile(dy: &[f32], h: usize, wd: usize, c: usize, ty: usize,
         // Every column is written below: no zeroing first (a memset call per tile).
         let mut t = std::mem::MaybeUninit::<[[Lanes; ALPHA]; TILE]>::uninit();
         let t_cols = t.as_mut_ptr() as *mut [Lanes; ALPHA];
+        prefetch_window(dy, h, wd, c, c0, oy0 as isize, TILE, (ox0 + TILE) as isize, TILE);
         for q in 0..TILE {
             let mut g = [[0.0f32; CH]; TILE];
             if q < nx {
