@@ -401,8 +401,9 @@ enum RhsLayout {
 /// thread reads only its ξ's weights). lhs and dst hold 36 row-major matrices each, ξ after ξ;
 /// rhs is U (36, c_in, c_out) for the forward (row-major), and for the backward-input U read
 /// transposed (column-major) or U[ξ]ᵀ (row-major; with_transposed_weights). The layout matters:
-/// gemm transposes the problem (dst is row-major) and then packs rhs with n as the vector
-/// dimension: a plain copy when rhs is row-major, a float-by-float gather when it is not.
+/// cpu::matmul hands gemm the transposed product, so rhs[ξ]ᵀ is gemm's left operand, which it
+/// reads (or packs) with n as the vector dimension: contiguous when rhs is row-major, a
+/// float-by-float gather when it is not.
 fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32]) {
     let rhs_xi_stride = match rhs.layout {
         RhsLayout::RowMajor => k * rhs.ld,
