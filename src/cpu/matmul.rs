@@ -2,8 +2,8 @@
 //!
 //! gemm's microkernels run down the destination's columns (its m is their vector dimension), so a
 //! row-major destination (column stride 1) is written back one float at a time: on Zen 5 ~40%
-//! of the microkernel's time went to those scalar stores, and gemm ran at 70-100 GFLOPS per core
-//! against 185-207 for the same product handed over transposed (PERFORMANCE.md, issue 24 round
+//! of the microkernel's time went to those scalar stores, and gemm ran at 68-98 GFLOPS per core
+//! against 154-207 for the same products handed over transposed (PERFORMANCE.md, issue 24 round
 //! two). So every call computes dstᵀ (n, m) = rhsᵀ · lhsᵀ, whose columns are dst's rows.
 
 /// A matrix operand in memory: element (r, c) at `ptr[r * row_stride + c * col_stride]`.

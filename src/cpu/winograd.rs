@@ -806,6 +806,7 @@ unsafe fn input_tile(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: us
 /// activations from memory, a few scattered lines per step; without this, they wait on each.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn prefetch_window(src: &[f32], h: usize, wd: usize, c: usize, c0: usize, y0: isize, rows: usize, x_start: isize, cols: usize) {
     #[cfg(target_arch = "x86_64")]
     for i in 0..rows as isize {
