@@ -11,6 +11,10 @@ use neural_style::{Backend, CpuBackend, Image, Objective};
 use std::hint::black_box;
 use std::time::Duration;
 
+/// As the program: large buffers on cache lines (neural_style::aligned_alloc).
+#[global_allocator]
+static ALLOC: neural_style::aligned_alloc::CacheLineAligned = neural_style::aligned_alloc::CacheLineAligned;
+
 /// (name, h = w, c_in, c_out) of distinct VGG-19 conv shapes for a 256² input.
 const CONVS: [(&str, usize, usize, usize); 6] = [
     ("conv1_1", 256, 3, 64),

@@ -11,6 +11,7 @@
 //! Figures: [`contact`] composes contact sheets, [`plot`] draws loss curves, and [`text`] is the
 //! bitmap font that labels both.
 
+pub mod aligned_alloc;
 pub mod backend;
 pub mod batch;
 pub mod bench;

@@ -9,6 +9,10 @@ use cli::{Cli, Command};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+/// Large buffers on cache lines (neural_style::aligned_alloc says why).
+#[global_allocator]
+static ALLOC: neural_style::aligned_alloc::CacheLineAligned = neural_style::aligned_alloc::CacheLineAligned;
+
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let parsed = Cli::command().try_get_matches_from(&argv).and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));

@@ -44,6 +44,9 @@
 //! the bias and ReLU fused for the forward. Band sizes depend only on the shape, and each output
 //! is summed in one fixed order: the result does not depend on the thread count.
 
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+mod avx512;
+
 use super::bf16;
 use super::matmul::{self, Strided};
 use crate::backend::ConvShape;
@@ -230,7 +233,7 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], packed: Option<&[u32]>, 
     }
     let g = TileGrid::new(s);
     let kind = Simd::detect();
-    with_band_buffers(g.band_tiles() * NXI * c_in, g.band_tiles() * NXI * c_out, |v, m| {
+    with_band_buffers(NXI * plane(g.band_tiles(), c_in), NXI * plane(g.band_tiles(), c_out), |v, m| {
         let y_ptr = SharedMut(y.as_mut_ptr());
         for (t0, nt) in g.bands() {
             // (1) V[t] (36, c_in) = Bᵀ d B for each tile of the band.
@@ -238,7 +241,7 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], packed: Option<&[u32]>, 
             (0..nt).into_par_iter().for_each(|k| {
                 let t = t0 + k;
                 // SAFETY: tile k writes V[ξ][k][..c_in] for every ξ: its own rows, inside v.
-                unsafe { kind.input_tile(x, h, wd, c_in, t / g.tiles_x, t % g.tiles_x, v_ptr.get().add(k * c_in), nt * c_in) };
+                unsafe { kind.input_tile(x, h, wd, c_in, t / g.tiles_x, t % g.tiles_x, v_ptr.get().add(k * c_in), plane(nt, c_in)) };
             });
             // (2) M[ξ] (nt, c_out) = V[ξ] (nt, c_in) · U[ξ] (c_in, c_out).
             match packed {
@@ -251,7 +254,7 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], packed: Option<&[u32]>, 
                 let t = t0 + k;
                 let m_t = &m_ref[k * c_out..];
                 // SAFETY: each tile writes only its own 4x4 output pixels, inside y (asserted).
-                unsafe { kind.output_tile(m_t, nt * c_out, b, h, wd, c_out, t / g.tiles_x, t % g.tiles_x, y_ptr.get()) };
+                unsafe { kind.output_tile(m_t, plane(nt, c_out), b, h, wd, c_out, t / g.tiles_x, t % g.tiles_x, y_ptr.get()) };
             });
         }
     });
@@ -273,7 +276,7 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], packed: Opti
     let kind = Simd::detect();
     // With more than one band, transposing U once costs less than gemm's gather in every band.
     let transpose_u = packed.is_none() && g.bands().nth(1).is_some();
-    with_transposed_weights(c_in, c_out, transpose_u.then_some(u), |u_t| with_band_buffers(g.band_tiles() * NXI * c_out, g.band_tiles() * NXI * c_in, |dm, dv| {
+    with_transposed_weights(c_in, c_out, transpose_u.then_some(u), |u_t| with_band_buffers(NXI * plane(g.band_tiles(), c_out), NXI * plane(g.band_tiles(), c_in), |dm, dv| {
         let dx_ptr = SharedMut(dx.as_mut_ptr());
         for (t0, nt) in g.bands() {
             // (1) dM[t] (36, c_out) = A dY Aᵀ for each tile of the band.
@@ -281,7 +284,7 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], packed: Opti
             (0..nt).into_par_iter().for_each(|k| {
                 let t = t0 + k;
                 // SAFETY: tile k writes dM[ξ][k][..c_out] for every ξ: its own rows, inside dm.
-                unsafe { kind.output_grad_tile(dy, h, wd, c_out, t / g.tiles_x, t % g.tiles_x, dm_ptr.get().add(k * c_out), nt * c_out) };
+                unsafe { kind.output_grad_tile(dy, h, wd, c_out, t / g.tiles_x, t % g.tiles_x, dm_ptr.get().add(k * c_out), plane(nt, c_out)) };
             });
             // (2) dV[ξ] (nt, c_in) = dM[ξ] (nt, c_out) · U[ξ]ᵀ.
             match (packed, u_t) {
@@ -307,7 +310,7 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], packed: Opti
                         let k = (ty - ty0) * g.tiles_x + tx;
                         // SAFETY: this task alone writes channels c0.. c0 + CH of the pixels that
                         // tile row ty's patches cover, during this parity.
-                        unsafe { kind.input_grad_tile(&dv_ref[k * c_in..], nt * c_in, h, wd, c_in, c0, ty, tx, first_rows, dx_ptr.get()) };
+                        unsafe { kind.input_grad_tile(&dv_ref[k * c_in..], plane(nt, c_in), h, wd, c_in, c0, ty, tx, first_rows, dx_ptr.get()) };
                     }
                 });
             }
@@ -328,6 +331,13 @@ fn first_rows(ty: usize, band_start: usize, band_end: usize, tiles_y: usize) -> 
     // ty + 1 comes later if it is in a later band (or there is none), or odd in this one.
     let bottom_first = ty + 1 >= tiles_y || ty + 1 >= band_end || even;
     0b001100 | if top_first { 0b000011 } else { 0 } | if bottom_first { 0b110000 } else { 0 }
+}
+
+/// Floats from one ξ's matrix (nt, c) to the next in a band buffer: one cache line more than
+/// the matrix, because nt c is often a large power of two, and the 36 vectors that one tile's
+/// transform writes (reads), one per ξ, would all fall in the same L1 and L2 sets.
+fn plane(nt: usize, c: usize) -> usize {
+    nt * c + CH
 }
 
 /// The 4x4 output tiles of a conv, cut into bands of whole tile rows whose transformed tiles
@@ -409,7 +419,7 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32
         RhsLayout::RowMajor => k * rhs.ld,
         RhsLayout::ColMajor => n * rhs.ld,
     };
-    assert!(lhs.len() >= NXI * nt * k && dst.len() >= NXI * nt * n && rhs.data.len() >= NXI * rhs_xi_stride);
+    assert!(lhs.len() >= NXI * plane(nt, k) && dst.len() >= NXI * plane(nt, n) && rhs.data.len() >= NXI * rhs_xi_stride);
     let dst_ptr = SharedMut(dst.as_mut_ptr());
     (0..NXI).into_par_iter().for_each(|xi| {
         // SAFETY: the operands lie inside lhs, rhs.data and dst (asserted above); distinct ξ write
@@ -420,7 +430,7 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32
                 RhsLayout::RowMajor => Strided::rows(rhs_xi, rhs.ld),
                 RhsLayout::ColMajor => Strided::rows(rhs_xi, rhs.ld).t(),
             };
-            matmul::gemm(nt, n, k, dst_ptr.get().add(xi * nt * n), n, false, Strided::rows(lhs.as_ptr().add(xi * nt * k), k), rhs_xi, 1.0);
+            matmul::gemm(nt, n, k, dst_ptr.get().add(xi * plane(nt, n)), n, false, Strided::rows(lhs.as_ptr().add(xi * plane(nt, k)), k), rhs_xi, 1.0);
         }
     });
 }
@@ -430,10 +440,10 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32
 /// rows to bf16 pairs first (the packing, counted in the time) into a reused per-thread buffer.
 fn xi_gemms_bf16(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: &[u32], dst: &mut [f32]) {
     let k2 = bf16::pairs(k);
-    assert!(lhs.len() >= NXI * nt * k && dst.len() >= NXI * nt * n && rhs.len() >= NXI * k2 * n);
-    dst[..NXI * nt * n].par_chunks_mut(nt * n).enumerate().for_each(|(xi, d)| {
+    assert!(lhs.len() >= NXI * plane(nt, k) && dst.len() >= NXI * plane(nt, n) && rhs.len() >= NXI * k2 * n);
+    dst[..NXI * plane(nt, n)].par_chunks_mut(plane(nt, n)).enumerate().for_each(|(xi, d)| {
         bf16::with_packed_lhs(nt * k2, |a| {
-            bf16::pack_rows(nt, k, &lhs[xi * nt * k..(xi + 1) * nt * k], k, a);
+            bf16::pack_rows(nt, k, &lhs[xi * plane(nt, k)..][..nt * k], k, a);
             let a = bf16::PackedA { data: a, row: k2, pair: 1 };
             bf16::gemm(nt, n, k2, a, bf16::PackedB { data: &rhs[xi * k2 * n..(xi + 1) * k2 * n], pair: n }, d, n, false, 1.0);
         })
@@ -606,6 +616,14 @@ impl Simd {
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn input_tile_avx512(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
+    #[cfg(feature = "avx512")]
+    if let Some(corner) = interior(h, wd, c, (ty * TILE) as isize - 1, (tx * TILE) as isize - 1, ALPHA) {
+        for c0 in (0..c).step_by(CH) {
+            prefetch_window(x, h, wd, c, c0, (ty * TILE) as isize - 1, ALPHA, (tx * TILE + TILE + 1) as isize, TILE);
+            avx512::input_tile(x.as_ptr().add(corner + c0), wd * c, c, v_t.add(c0), xi_stride);
+        }
+        return;
+    }
     input_tile(x, h, wd, c, ty, tx, v_t, xi_stride)
 }
 #[cfg(target_arch = "x86_64")]
@@ -618,6 +636,15 @@ unsafe fn input_tile_avx2(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, t
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn output_tile_avx512(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
+    #[cfg(feature = "avx512")]
+    if let Some(corner) = interior(h, wd, c, (ty * TILE) as isize, (tx * TILE) as isize, TILE) {
+        assert!(m_t.len() >= (NXI - 1) * xi_stride + c);
+        for c0 in (0..c).step_by(CH) {
+            let bias = b.map_or(std::arch::x86_64::_mm512_setzero_ps(), |b| std::arch::x86_64::_mm512_loadu_ps(b[c0..c0 + CH].as_ptr()));
+            avx512::output_tile(m_t.as_ptr().add(c0), xi_stride, bias, b.is_some(), y.add(corner + c0), wd * c, c);
+        }
+        return;
+    }
     output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y)
 }
 #[cfg(target_arch = "x86_64")]
@@ -630,6 +657,14 @@ unsafe fn output_tile_avx2(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: 
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn output_grad_tile_avx512(dy: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, dm_t: *mut f32, xi_stride: usize) {
+    #[cfg(feature = "avx512")]
+    if let Some(corner) = interior(h, wd, c, (ty * TILE) as isize, (tx * TILE) as isize, TILE) {
+        for c0 in (0..c).step_by(CH) {
+            prefetch_window(dy, h, wd, c, c0, (ty * TILE) as isize, TILE, (tx * TILE + TILE) as isize, TILE);
+            avx512::output_grad_tile(dy.as_ptr().add(corner + c0), wd * c, c, dm_t.add(c0), xi_stride);
+        }
+        return;
+    }
     output_grad_tile(dy, h, wd, c, ty, tx, dm_t, xi_stride)
 }
 #[cfg(target_arch = "x86_64")]
@@ -642,7 +677,22 @@ unsafe fn output_grad_tile_avx2(dy: &[f32], h: usize, wd: usize, c: usize, ty: u
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn input_grad_tile_avx512(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, first_rows: u8, dx: *mut f32) {
+    #[cfg(feature = "avx512")]
+    if let Some(corner) = interior(h, wd, c, (ty * TILE) as isize - 1, (tx * TILE) as isize - 1, ALPHA) {
+        assert!(dv_t.len() >= (NXI - 1) * xi_stride + c);
+        avx512::input_grad_tile(dv_t.as_ptr().add(c0), xi_stride, first_rows, tx > 0, dx.add(corner + c0), wd * c, c);
+        return;
+    }
     input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx)
+}
+
+/// Where the explicit AVX-512 transforms apply: a side x side patch at (y0, x0) of an (h, wd,
+/// c) image lies wholly inside it and c is whole 16-channel blocks. Then Some(the offset of its
+/// top-left pixel), else None.
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+fn interior(h: usize, wd: usize, c: usize, y0: isize, x0: isize, side: usize) -> Option<usize> {
+    let inside = c % CH == 0 && y0 >= 0 && x0 >= 0 && y0 as usize + side <= h && x0 as usize + side <= wd;
+    inside.then(|| (y0 as usize * wd + x0 as usize) * c)
 }
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
