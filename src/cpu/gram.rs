@@ -113,15 +113,17 @@ pub fn gram_bf16(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
     }
     let scale = scales::gram_scale_f32(hw, c);
     // GRAM_K_CHUNK is even: every chunk of rows starts on a pair.
-    let mut packed = vec![0u32; bf16::pairs(hw) * c];
-    packed.par_chunks_mut(GRAM_K_CHUNK / 2 * c).zip(f[..hw * c].par_chunks(GRAM_K_CHUNK * c)).for_each(|(dst, src)| bf16::pack_pairs(src.len() / c, c, src, c, 1, dst));
-    let packed = &packed[..];
-    sum_of_partials(hw, c, g, |(k0, k1), (i0, i1), dst| {
-        let (q0, q1) = (k0 / 2, bf16::pairs(k1));
-        let a = bf16::PackedA { data: &packed[q0 * c + i0..], row: 1, pair: c };
-        let b = bf16::PackedB { data: &packed[q0 * c..], pair: c };
-        bf16::gemm(i1 - i0, c, q1 - q0, a, b, dst, c, false, scale);
-    });
+    bf16::with_packed_features(bf16::pairs(hw) * c, |packed| {
+        // Every word is written: each chunk packs all of its rows' pairs.
+        packed.par_chunks_mut(GRAM_K_CHUNK / 2 * c).zip(f[..hw * c].par_chunks(GRAM_K_CHUNK * c)).for_each(|(dst, src)| bf16::pack_pairs(src.len() / c, c, src, c, 1, dst));
+        let packed = &packed[..];
+        sum_of_partials(hw, c, g, |(k0, k1), (i0, i1), dst| {
+            let (q0, q1) = (k0 / 2, bf16::pairs(k1));
+            let a = bf16::PackedA { data: &packed[q0 * c + i0..], row: 1, pair: c };
+            let b = bf16::PackedB { data: &packed[q0 * c..], pair: c };
+            bf16::gemm(i1 - i0, c, q1 - q0, a, b, dst, c, false, scale);
+        });
+    })
 }
 
 /// gram_bwd_acc in bf16 (needs bf16::available()): S = (dg + dgᵀ) / (c·hw) rounded once to
