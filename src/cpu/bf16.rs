@@ -184,6 +184,7 @@ pub struct PackedB<'a> {
 /// c (m, n) (rows ldc apart) = alpha · A (m, k2 pairs) · B (k2 pairs, n), plus c if accumulate:
 /// single-threaded, f32 accumulation. Panics unless available() (callers check it first).
 #[allow(clippy::too_many_arguments)]
+#[cfg_attr(not(all(target_arch = "x86_64", feature = "avx512")), allow(unused_variables))]
 pub fn gemm(m: usize, n: usize, k2: usize, a: PackedA, b: PackedB, c: &mut [f32], ldc: usize, accumulate: bool, alpha: f32) {
     assert!(available(), "bf16 gemm called without AVX512_BF16");
     if m == 0 || n == 0 {
