@@ -117,13 +117,21 @@ pub fn gram_bf16(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
         // Every word is written: each chunk packs all of its rows' pairs.
         packed.par_chunks_mut(GRAM_K_CHUNK / 2 * c).zip(f[..hw * c].par_chunks(GRAM_K_CHUNK * c)).for_each(|(dst, src)| bf16::pack_pairs(src.len() / c, c, src, c, 1, dst));
         let packed = &packed[..];
+        // The Gram is symmetric: each row block computes only the columns from its own first
+        // row on, and the rest is copied across the diagonal below. (Bit for bit the same as
+        // computing it: element (j, i) sums the same products in the same order as (i, j).)
         sum_of_partials(hw, c, g, |(k0, k1), (i0, i1), dst| {
             let (q0, q1) = (k0 / 2, bf16::pairs(k1));
             let a = bf16::PackedA { data: &packed[q0 * c + i0..], row: 1, pair: c };
-            let b = bf16::PackedB { data: &packed[q0 * c..], pair: c };
-            bf16::gemm(i1 - i0, c, q1 - q0, a, b, dst, c, false, scale);
+            let b = bf16::PackedB { data: &packed[q0 * c + i0..], pair: c };
+            bf16::gemm(i1 - i0, c - i0, q1 - q0, a, b, &mut dst[i0..], c, false, scale);
         });
-    })
+    });
+    for i in GRAM_ROW_BLOCK..c {
+        for j in 0..i / GRAM_ROW_BLOCK * GRAM_ROW_BLOCK {
+            g[i * c + j] = g[j * c + i];
+        }
+    }
 }
 
 /// gram_bwd_acc in bf16 (needs bf16::available()): S = (dg + dgᵀ) / (c·hw) rounded once to
