@@ -76,10 +76,10 @@ mod tests {
             for size in [LARGE, LARGE + 4, 1 << 20, 3 << 20] {
                 let layout = Layout::from_size_align(size, 4).unwrap();
                 let p = a.alloc(layout);
-                assert!(!p.is_null() && p as usize % LINE == 0, "{size}: {p:?}");
+                assert!(!p.is_null() && (p as usize).is_multiple_of(LINE), "{size}: {p:?}");
                 a.dealloc(p, layout);
                 let z = a.alloc_zeroed(layout);
-                assert!(!z.is_null() && z as usize % LINE == 0);
+                assert!(!z.is_null() && (z as usize).is_multiple_of(LINE));
                 assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0));
                 a.dealloc(z, layout);
             }
@@ -90,7 +90,7 @@ mod tests {
             }
             // Grow past LARGE: aligned now, the first 100 bytes kept.
             let q = a.realloc(p, small, 3 * LARGE);
-            assert!(!q.is_null() && q as usize % LINE == 0);
+            assert!(!q.is_null() && (q as usize).is_multiple_of(LINE));
             assert!((0..100).all(|i| *q.add(i) == i as u8));
             // Shrink below LARGE again: contents kept.
             let big = Layout::from_size_align(3 * LARGE, 4).unwrap();

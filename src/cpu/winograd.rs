@@ -691,7 +691,7 @@ unsafe fn input_grad_tile_avx512(dv_t: &[f32], xi_stride: usize, h: usize, wd: u
 /// top-left pixel), else None.
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 fn interior(h: usize, wd: usize, c: usize, y0: isize, x0: isize, side: usize) -> Option<usize> {
-    let inside = c % CH == 0 && y0 >= 0 && x0 >= 0 && y0 as usize + side <= h && x0 as usize + side <= wd;
+    let inside = c.is_multiple_of(CH) && y0 >= 0 && x0 >= 0 && y0 as usize + side <= h && x0 as usize + side <= wd;
     inside.then(|| (y0 as usize * wd + x0 as usize) * c)
 }
 #[cfg(target_arch = "x86_64")]

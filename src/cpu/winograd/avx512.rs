@@ -9,6 +9,8 @@
 //! pixel (i, j) is `i * row + j * pix` floats from its top-left one (row = w c, pix = c). A
 //! transformed tile's position ξ = (r, s) is at `(r * 6 + s) * xi_stride` (see winograd.rs).
 
+#![allow(clippy::needless_range_loop)] // r, s: positions of the 6x6 tile, as in winograd.rs
+
 use super::{ALPHA, TILE};
 use std::arch::x86_64::*;
 
@@ -179,8 +181,8 @@ mod tests {
                     assert_eq!(bits(&fast), bits(&portable), "output_grad_tile ({ty}, {tx})");
                     for (m, b) in [&random, &negative_zeros].into_iter().flat_map(|m| [(m, None), (m, Some(&bias[..]))]) {
                         let (mut fast, mut portable) = (x.clone(), x.clone());
-                        Simd::Avx512.output_tile(&m, xi_stride, b, h, wd, c, ty, tx, fast.as_mut_ptr());
-                        output_tile(&m, xi_stride, b, h, wd, c, ty, tx, portable.as_mut_ptr());
+                        Simd::Avx512.output_tile(m, xi_stride, b, h, wd, c, ty, tx, fast.as_mut_ptr());
+                        output_tile(m, xi_stride, b, h, wd, c, ty, tx, portable.as_mut_ptr());
                         assert_eq!(bits(&fast), bits(&portable), "output_tile ({ty}, {tx}) bias {}", b.is_some());
                     }
                     for band in [(0, tiles_y), (ty, ty + 1)] {
