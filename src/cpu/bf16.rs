@@ -133,37 +133,21 @@ pub fn pack_rows(m: usize, k: usize, src: &[f32], ld: usize, dst: &mut [u32]) {
 
 thread_local! {
     /// Per-thread bf16 pairs of one GEMM's left operand (xi_gemms_bf16, the Gram's backward).
-    static PACKED_LHS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PACKED_LHS: std::cell::RefCell<[Vec<u32>; 1]> = const { std::cell::RefCell::new([Vec::new()]) };
     /// Per-thread bf16 pairs of a whole feature map (gram_bf16): kept, because at 512² relu1_1's
     /// (33 MB) is past glibc's largest mmap threshold, and a fresh one each call cost ~3% of an
     /// evaluation in page faults and clearing.
-    static PACKED_FEATURES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PACKED_FEATURES: std::cell::RefCell<[Vec<u32>; 1]> = const { std::cell::RefCell::new([Vec::new()]) };
 }
 
-/// Runs f with the calling thread's packing buffer of at least `len` words (a fresh one if in
-/// use: a rayon worker waiting on its own tasks may steal another such call).
+/// Runs f with the calling thread's packing buffer of at least `len` words (cpu::with_reused).
 pub(crate) fn with_packed_lhs<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
-    with_reused_words(&PACKED_LHS, len, f)
+    super::with_reused(&PACKED_LHS, [len], |[buf]| f(&mut buf[..len]))
 }
 
 /// with_packed_lhs for gram_bf16's packed feature map.
 pub(crate) fn with_packed_features<R>(len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
-    with_reused_words(&PACKED_FEATURES, len, f)
-}
-
-fn with_reused_words<R>(key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<u32>>>, len: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
-    key.with(|cell| {
-        let mut fresh = Vec::new();
-        let mut borrowed = cell.try_borrow_mut();
-        let buf = match borrowed.as_deref_mut() {
-            Ok(buf) => buf,
-            Err(_) => &mut fresh,
-        };
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        f(&mut buf[..len])
-    })
+    super::with_reused(&PACKED_FEATURES, [len], |[buf]| f(&mut buf[..len]))
 }
 
 /// A operand: (m, pairs) words, word (i, q) at `data[i * row + q * pair]`.

@@ -14,6 +14,27 @@ pub mod winograd;
 use crate::backend::{AdamStep, Backend, ConvShape, PixelBox, PoolKind, PoolShape, Precision};
 use anyhow::Result;
 
+/// Runs f with the calling thread's buffers in `key`, each grown to at least its length in
+/// `lens` and reused across calls (no page faults in the hot loop); fresh ones if they are in
+/// use (a rayon worker that calls this may steal another such call while it waits on its own
+/// tasks).
+pub(crate) fn with_reused<T: Copy + Default, const N: usize, R>(key: &'static std::thread::LocalKey<std::cell::RefCell<[Vec<T>; N]>>, lens: [usize; N], f: impl FnOnce(&mut [Vec<T>; N]) -> R) -> R {
+    key.with(|cell| {
+        let mut fresh = std::array::from_fn(|_| Vec::new());
+        let mut borrowed = cell.try_borrow_mut();
+        let bufs = match borrowed.as_deref_mut() {
+            Ok(bufs) => bufs,
+            Err(_) => &mut fresh,
+        };
+        for (buf, &len) in bufs.iter_mut().zip(&lens) {
+            if buf.len() < len {
+                buf.resize(len, T::default());
+            }
+        }
+        f(bufs)
+    })
+}
+
 /// The CPU backend; `new()` computes in fp32 (the reference), `with_precision(Bf16)` in bf16
 /// where the CPU can.
 #[derive(Default)]

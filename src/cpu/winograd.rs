@@ -51,8 +51,8 @@ use super::bf16;
 use super::matmul::{self, Strided};
 use crate::backend::ConvShape;
 use rayon::prelude::*;
+use super::with_reused;
 use std::cell::RefCell;
-use std::thread::LocalKey;
 
 /// Output tile side (m of F(m, r)).
 pub const TILE: usize = 4;
@@ -364,27 +364,6 @@ impl TileGrid {
     fn bands(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         (0..self.tiles_y).step_by(self.band_rows).map(|ty0| (ty0 * self.tiles_x, self.band_rows.min(self.tiles_y - ty0) * self.tiles_x))
     }
-}
-
-/// Runs f with the calling thread's buffers in `key`, each grown to at least its length in
-/// `lens` and reused across calls (no page faults in the hot loop); fresh ones if they are in
-/// use (a rayon worker that calls this may steal another such call while it waits on its own
-/// tasks).
-fn with_reused<const N: usize, R>(key: &'static LocalKey<RefCell<[Vec<f32>; N]>>, lens: [usize; N], f: impl FnOnce(&mut [Vec<f32>; N]) -> R) -> R {
-    key.with(|cell| {
-        let mut fresh = std::array::from_fn(|_| Vec::new());
-        let mut borrowed = cell.try_borrow_mut();
-        let bufs = match borrowed.as_deref_mut() {
-            Ok(bufs) => bufs,
-            Err(_) => &mut fresh,
-        };
-        for (buf, &len) in bufs.iter_mut().zip(&lens) {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-        }
-        f(bufs)
-    })
 }
 
 /// Runs f with the calling thread's two band buffers, at least (len_a, len_b) floats (with_reused).
