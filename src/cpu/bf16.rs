@@ -8,8 +8,10 @@
 //!
 //! - A (m, k): word (i, q) = (a[i][2q], a[i][2q+1]) at `a + i * a_row + q * a_pair`;
 //!   the microkernel broadcasts one word per row and pair.
-//! - B (k, n): word (q, j) = (b[2q][j], b[2q+1][j]) at `b + q * b_pair + j`: for each pair,
-//!   the n words contiguous, read 16 at a time.
+//! - B (k, n): word (q, j) = (b[2q][j], b[2q+1][j]) at `b + (j / NR) * b_panel + q * b_pair +
+//!   j % NR`, read 16 at a time: row-major (b_pair = n, b_panel = NR) for the Gram, or
+//!   panel-major (b_pair = NR, b_panel = pairs · NR: each NR-column panel's words contiguous) for
+//!   the Winograd weights, which the microkernel then streams as one run of pages.
 //!
 //! The Gram's fᵀf uses one packed f for both (its A is the same words read down a column), the
 //! Winograd tile GEMMs pack V per band and keep U packed from the upload on. The accumulation is
@@ -80,16 +82,38 @@ pub fn pairs(k: usize) -> usize {
 }
 
 /// Packs src (k, n), element (kk, j) at src[kk * rs + j * cs], as B words: dst[q * n + j]
-/// (pair stride n). dst holds pairs(k) * n words.
+/// (row-major, pair stride n). dst holds pairs(k) * n words.
 pub fn pack_pairs(k: usize, n: usize, src: &[f32], rs: usize, cs: usize, dst: &mut [u32]) {
-    assert!(dst.len() >= pairs(k) * n);
+    pack_pairs_strided(k, n, src, rs, cs, dst, n);
+}
+
+/// Words of pack_panels(k, n, ..): pairs(k) words per column, n rounded up to whole panels.
+pub fn panel_words(k: usize, n: usize) -> usize {
+    pairs(k) * n.div_ceil(NR) * NR
+}
+
+/// Packs src (k, n) as pack_pairs does, but panel-major: word (q, j) at
+/// dst[(j / NR) * pairs(k) * NR + q * NR + j % NR] (see PackedB::panels); the last panel's
+/// columns past n are left as they are (zero in a fresh buffer). dst holds panel_words(k, n).
+pub fn pack_panels(k: usize, n: usize, src: &[f32], rs: usize, cs: usize, dst: &mut [u32]) {
+    assert!(dst.len() >= panel_words(k, n));
+    let panel = pairs(k) * NR;
+    for (p, dst) in dst[..panel_words(k, n)].chunks_exact_mut(panel.max(1)).enumerate() {
+        let j0 = p * NR;
+        pack_pairs_strided(k, NR.min(n - j0), &src[j0 * cs..], rs, cs, dst, NR);
+    }
+}
+
+/// pack_pairs with pair stride ld >= n: dst[q * ld + j].
+fn pack_pairs_strided(k: usize, n: usize, src: &[f32], rs: usize, cs: usize, dst: &mut [u32], ld: usize) {
+    assert!(ld >= n && dst.len() >= pairs(k).saturating_sub(1) * ld + n);
     if k == 0 || n == 0 {
         return;
     }
     assert!(src.len() > (k - 1) * rs + (n - 1) * cs);
     for q in 0..pairs(k) {
         let (r0, r1) = (2 * q * rs, (2 * q + 1 < k).then_some((2 * q + 1) * rs));
-        let row = &mut dst[q * n..(q + 1) * n];
+        let row = &mut dst[q * ld..q * ld + n];
         if cs == 1 && available() {
             // SAFETY: available() checked the features; rows 2q (and 2q + 1) hold n floats from r0 (r1).
             #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
@@ -158,11 +182,29 @@ pub struct PackedA<'a> {
     pub pair: usize,
 }
 
-/// B operand: (pairs, n) words, word (q, j) at `data[q * pair + j]`.
+/// B operand: (pairs, n) words, word (q, j) at `data[(j / NR) * panel + q * pair + j % NR]`.
 #[derive(Clone, Copy)]
 pub struct PackedB<'a> {
     pub data: &'a [u32],
     pub pair: usize,
+    pub panel: usize,
+}
+
+impl<'a> PackedB<'a> {
+    /// pack_pairs's row-major words, n per pair.
+    pub fn rows(data: &'a [u32], n: usize) -> Self {
+        PackedB { data, pair: n, panel: NR }
+    }
+
+    /// pack_panels's panel-major words of depth k2 pairs.
+    pub fn panels(data: &'a [u32], k2: usize) -> Self {
+        PackedB { data, pair: NR, panel: k2 * NR }
+    }
+
+    /// Index of word (q, j).
+    fn at(&self, q: usize, j: usize) -> usize {
+        (j / NR) * self.panel + q * self.pair + j % NR
+    }
 }
 
 /// c (m, n) (rows ldc apart) = alpha · A (m, k2 pairs) · B (k2 pairs, n), plus c if accumulate:
@@ -177,7 +219,8 @@ pub fn gemm(m: usize, n: usize, k2: usize, a: PackedA, b: PackedB, c: &mut [f32]
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n);
     if k2 > 0 {
         assert!(a.data.len() > (m - 1) * a.row + (k2 - 1) * a.pair, "A too short");
-        assert!(b.data.len() >= (k2 - 1) * b.pair + n, "B too short");
+        // Word (k2 - 1, n - 1) is the last that any panel reads (a panel's words precede the next's).
+        assert!(b.data.len() > b.at(k2 - 1, n - 1), "B too short");
     }
     #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
     // SAFETY: the asserts bound every read of A, B and every write of c; features checked.
@@ -250,7 +293,7 @@ unsafe fn gemm_avx512(m: usize, n: usize, k2: usize, a: PackedA, b: PackedB, c: 
     for j0 in (0..n).step_by(NR) {
         let cols = NR.min(n - j0);
         let masks = [lane_mask(cols), lane_mask(cols.saturating_sub(16))];
-        let bp = b.data.as_ptr().add(j0);
+        let bp = b.data.as_ptr().add(b.at(0, j0));
         let mut i0 = 0;
         while i0 + MR <= m {
             tile::<MR>(k2, a.data.as_ptr().add(i0 * a.row), a.row, a.pair, bp, b.pair, masks, c.add(i0 * ldc + j0), ldc, accumulate, alpha);
@@ -434,7 +477,7 @@ mod tests {
 
     /// The microkernel against the exact product of the rounded operands, over shapes with
     /// every tail (m % 12, n % 32, n % 16, odd k), accumulate and alpha; then against the f32
-    /// product, within bf16's rounding.
+    /// product, within bf16's rounding; and B panel-major against B row-major, bit for bit.
     #[test]
     fn gemm_matches_the_rounded_product() {
         if skipped("gemm_matches_the_rounded_product") {
@@ -450,7 +493,18 @@ mod tests {
             pack_pairs(k, n, &b, n, 1, &mut pb);
             for (accumulate, alpha) in [(false, 1.0), (true, 0.5)] {
                 let mut c = if accumulate { c0.clone() } else { vec![f32::NAN; m * n] };
-                gemm(m, n, pairs(k), PackedA { data: &pa, row: pairs(k), pair: 1 }, PackedB { data: &pb, pair: n }, &mut c, n, accumulate, alpha);
+                gemm(m, n, pairs(k), PackedA { data: &pa, row: pairs(k), pair: 1 }, PackedB::rows(&pb, n), &mut c, n, accumulate, alpha);
+                // The same B panel-major (pack_panels): the same words, read in the same order.
+                let mut pp = vec![0u32; panel_words(k, n)];
+                pack_panels(k, n, &b, n, 1, &mut pp);
+                for q in 0..pairs(k) {
+                    for j in 0..n {
+                        assert_eq!(pp[PackedB::panels(&pp, pairs(k)).at(q, j)], pb[q * n + j], "pack_panels k {k} n {n} ({q}, {j})");
+                    }
+                }
+                let mut c_panels = if accumulate { c0.clone() } else { vec![f32::NAN; m * n] };
+                gemm(m, n, pairs(k), PackedA { data: &pa, row: pairs(k), pair: 1 }, PackedB::panels(&pp, pairs(k)), &mut c_panels, n, accumulate, alpha);
+                assert!(c.iter().zip(&c_panels).all(|(x, y)| x.to_bits() == y.to_bits()), "({m}, {n}, {k}): panel-major B changed the product");
                 let mut rounded = c0.clone();
                 gemm_reference(m, n, k, &a, &b, &mut rounded, accumulate, alpha);
                 // Against the exact product of the rounded operands, only the f32 accumulation's

@@ -123,7 +123,7 @@ pub fn gram_bf16(hw: usize, c: usize, f: &[f32], g: &mut [f32]) {
         sum_of_partials(hw, c, g, |(k0, k1), (i0, i1), dst| {
             let (q0, q1) = (k0 / 2, bf16::pairs(k1));
             let a = bf16::PackedA { data: &packed[q0 * c + i0..], row: 1, pair: c };
-            let b = bf16::PackedB { data: &packed[q0 * c + i0..], pair: c };
+            let b = bf16::PackedB::rows(&packed[q0 * c + i0..], c);
             bf16::gemm(i1 - i0, c - i0, q1 - q0, a, b, &mut dst[i0..], c, false, scale);
         });
     });
@@ -151,7 +151,7 @@ pub fn gram_bwd_acc_bf16(hw: usize, c: usize, f: &[f32], dg: &[f32], df: &mut [f
     let k2 = bf16::pairs(c);
     let mut sym_packed = vec![0u32; k2 * c];
     bf16::pack_pairs(c, c, &sym, c, 1, &mut sym_packed);
-    let b = bf16::PackedB { data: &sym_packed, pair: c };
+    let b = bf16::PackedB::rows(&sym_packed, c);
     df[..hw * c].par_chunks_mut(GRAM_BWD_BAND * c).zip(f[..hw * c].par_chunks(GRAM_BWD_BAND * c)).for_each(|(d, fb)| {
         let rows = d.len() / c;
         bf16::with_packed_lhs(rows * k2, |a| {

@@ -153,20 +153,22 @@ pub fn conv3x3_bwd_input_bf16(s: ConvShape, dy: &[f32], u: &[f32], packed: &[u32
 
 /// 32-bit words of pack_weights_bf16(c_in, c_out, ·): both directions' U in bf16 pairs.
 pub fn bf16_weight_words(c_in: usize, c_out: usize) -> usize {
-    NXI * (bf16::pairs(c_in) * c_out + bf16::pairs(c_out) * c_in)
+    NXI * (bf16::panel_words(c_in, c_out) + bf16::panel_words(c_out, c_in))
 }
 
-/// U (36, c_in, c_out) = transform_weights(..) packed once for the bf16 tile GEMMs (see bf16.rs):
-/// per ξ, the forward's B (k = c_in, n = c_out), then, after all 36, the backward-input's
-/// B = U[ξ]ᵀ (k = c_out, n = c_in).
+/// U (36, c_in, c_out) = transform_weights(..) packed once for the bf16 tile GEMMs (see bf16.rs),
+/// panel-major (bf16::pack_panels: each 32-column panel a contiguous run that the microkernel
+/// streams; row-major panels 2 KB apart crossed a page every second pair, where the prefetchers
+/// stop): per ξ, the forward's B (k = c_in, n = c_out), then, after all 36, the
+/// backward-input's B = U[ξ]ᵀ (k = c_out, n = c_in).
 pub fn pack_weights_bf16(c_in: usize, c_out: usize, u: &[f32]) -> Vec<u32> {
     let ld = u_row_stride(c_out);
     assert!(u.len() >= transformed_len(c_in, c_out));
-    let (fwd_xi, bwd_xi) = (bf16::pairs(c_in) * c_out, bf16::pairs(c_out) * c_in);
+    let (fwd_xi, bwd_xi) = (bf16::panel_words(c_in, c_out), bf16::panel_words(c_out, c_in));
     let mut out = vec![0u32; bf16_weight_words(c_in, c_out)];
     let (fwd, bwd) = out.split_at_mut(NXI * fwd_xi);
-    fwd.par_chunks_mut(fwd_xi.max(1)).zip(u.par_chunks(c_in * ld)).for_each(|(dst, u_xi)| bf16::pack_pairs(c_in, c_out, u_xi, ld, 1, dst));
-    bwd.par_chunks_mut(bwd_xi.max(1)).zip(u.par_chunks(c_in * ld)).for_each(|(dst, u_xi)| bf16::pack_pairs(c_out, c_in, u_xi, 1, ld, dst));
+    fwd.par_chunks_mut(fwd_xi.max(1)).zip(u.par_chunks(c_in * ld)).for_each(|(dst, u_xi)| bf16::pack_panels(c_in, c_out, u_xi, ld, 1, dst));
+    bwd.par_chunks_mut(bwd_xi.max(1)).zip(u.par_chunks(c_in * ld)).for_each(|(dst, u_xi)| bf16::pack_panels(c_out, c_in, u_xi, 1, ld, dst));
     out
 }
 
@@ -245,7 +247,7 @@ fn conv3x3_winograd(s: ConvShape, x: &[f32], u: &[f32], packed: Option<&[u32]>, 
             });
             // (2) M[ξ] (nt, c_out) = V[ξ] (nt, c_in) · U[ξ] (c_in, c_out).
             match packed {
-                Some(p) => xi_gemms_bf16(nt, c_in, c_out, v, &p[..NXI * bf16::pairs(c_in) * c_out], m),
+                Some(p) => xi_gemms_bf16(nt, c_in, c_out, v, &p[..NXI * bf16::panel_words(c_in, c_out)], m),
                 None => xi_gemms(nt, c_in, c_out, v, Rhs { data: u, ld: u_row_stride(c_out), layout: RhsLayout::RowMajor }, m),
             }
             // (3) y tile = Aᵀ M[t] A (+ b, relu), cropped at the image's edges.
@@ -288,7 +290,7 @@ fn conv3x3_winograd_transposed(s: ConvShape, dy: &[f32], u: &[f32], packed: Opti
             });
             // (2) dV[ξ] (nt, c_in) = dM[ξ] (nt, c_out) · U[ξ]ᵀ.
             match (packed, u_t) {
-                (Some(p), _) => xi_gemms_bf16(nt, c_out, c_in, dm, &p[NXI * bf16::pairs(c_in) * c_out..], dv),
+                (Some(p), _) => xi_gemms_bf16(nt, c_out, c_in, dm, &p[NXI * bf16::panel_words(c_in, c_out)..], dv),
                 (None, Some(u_t)) => xi_gemms(nt, c_out, c_in, dm, Rhs { data: u_t, ld: c_in, layout: RhsLayout::RowMajor }, dv),
                 (None, None) => xi_gemms(nt, c_out, c_in, dm, Rhs { data: u, ld: u_row_stride(c_out), layout: RhsLayout::ColMajor }, dv),
             }
@@ -414,17 +416,18 @@ fn xi_gemms(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: Rhs, dst: &mut [f32
     });
 }
 
-/// xi_gemms in bf16: dst[ξ] (nt, n) = lhs[ξ] (nt, k) · B[ξ], B[ξ] the packed pairs
-/// (pairs(k), n) at rhs[ξ * pairs(k) * n..] (pack_weights_bf16). Each ξ's task rounds its lhs
+/// xi_gemms in bf16: dst[ξ] (nt, n) = lhs[ξ] (nt, k) · B[ξ], B[ξ] the panel-major pairs
+/// (pairs(k), n) at rhs[ξ * panel_words(k, n)..] (pack_weights_bf16). Each ξ's task rounds its lhs
 /// rows to bf16 pairs first (the packing, counted in the time) into a reused per-thread buffer.
 fn xi_gemms_bf16(nt: usize, k: usize, n: usize, lhs: &[f32], rhs: &[u32], dst: &mut [f32]) {
     let k2 = bf16::pairs(k);
-    assert!(lhs.len() >= NXI * plane(nt, k) && dst.len() >= NXI * plane(nt, n) && rhs.len() >= NXI * k2 * n);
+    assert!(lhs.len() >= NXI * plane(nt, k) && dst.len() >= NXI * plane(nt, n) && rhs.len() >= NXI * bf16::panel_words(k, n));
     dst[..NXI * plane(nt, n)].par_chunks_mut(plane(nt, n)).enumerate().for_each(|(xi, d)| {
         bf16::with_packed_lhs(nt * k2, |a| {
             bf16::pack_rows(nt, k, &lhs[xi * plane(nt, k)..][..nt * k], k, a);
             let a = bf16::PackedA { data: a, row: k2, pair: 1 };
-            bf16::gemm(nt, n, k2, a, bf16::PackedB { data: &rhs[xi * k2 * n..(xi + 1) * k2 * n], pair: n }, d, n, false, 1.0);
+            let words = bf16::panel_words(k, n);
+            bf16::gemm(nt, n, k2, a, bf16::PackedB::panels(&rhs[xi * words..(xi + 1) * words], k2), d, n, false, 1.0);
         })
     });
 }
