@@ -44,8 +44,8 @@
 //! the bias and ReLU fused for the forward. Band sizes depend only on the shape, and each output
 //! is summed in one fixed order: the result does not depend on the thread count.
 
-#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod explicit;
 
 use super::bf16;
 use super::matmul::{self, Strided};
@@ -594,16 +594,20 @@ impl Simd {
     }
 }
 
+// The Simd variants: the explicit transforms (explicit.rs, one 16-channel block per __m512, or
+// two __m256 halves of it) for interior tiles of whole blocks, the portable code, compiled for
+// the same features, for the rest.
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::__m256;
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+use std::arch::x86_64::__m512;
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn input_tile_avx512(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
     #[cfg(feature = "avx512")]
-    if let Some(corner) = interior(h, wd, c, (ty * TILE) as isize - 1, (tx * TILE) as isize - 1, ALPHA) {
-        for c0 in (0..c).step_by(CH) {
-            prefetch_window(x, h, wd, c, c0, (ty * TILE) as isize - 1, ALPHA, (tx * TILE + TILE + 1) as isize, TILE);
-            avx512::input_tile(x.as_ptr().add(corner + c0), wd * c, c, v_t.add(c0), xi_stride);
-        }
+    if input_tile_explicit::<__m512>(x, h, wd, c, ty, tx, v_t, xi_stride) {
         return;
     }
     input_tile(x, h, wd, c, ty, tx, v_t, xi_stride)
@@ -612,19 +616,31 @@ unsafe fn input_tile_avx512(x: &[f32], h: usize, wd: usize, c: usize, ty: usize,
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn input_tile_avx2(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) {
-    input_tile(x, h, wd, c, ty, tx, v_t, xi_stride)
+    if !input_tile_explicit::<__m256>(x, h, wd, c, ty, tx, v_t, xi_stride) {
+        input_tile(x, h, wd, c, ty, tx, v_t, xi_stride)
+    }
 }
+/// explicit::input_tile over the tile's channel blocks if it is interior (then true).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_tile_explicit<V: explicit::Vector>(x: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, v_t: *mut f32, xi_stride: usize) -> bool {
+    let Some(corner) = interior(h, wd, c, (ty * TILE) as isize - 1, (tx * TILE) as isize - 1, ALPHA) else { return false };
+    for c0 in (0..c).step_by(CH) {
+        prefetch_window(x, h, wd, c, c0, (ty * TILE) as isize - 1, ALPHA, (tx * TILE + TILE + 1) as isize, TILE);
+        for l in (c0..c0 + CH).step_by(V::LANES) {
+            explicit::input_tile::<V>(x.as_ptr().add(corner + l), wd * c, c, v_t.add(l), xi_stride);
+        }
+    }
+    true
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn output_tile_avx512(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
     #[cfg(feature = "avx512")]
-    if let Some(corner) = interior(h, wd, c, (ty * TILE) as isize, (tx * TILE) as isize, TILE) {
-        assert!(m_t.len() >= (NXI - 1) * xi_stride + c);
-        for c0 in (0..c).step_by(CH) {
-            let bias = b.map_or(std::arch::x86_64::_mm512_setzero_ps(), |b| std::arch::x86_64::_mm512_loadu_ps(b[c0..c0 + CH].as_ptr()));
-            avx512::output_tile(m_t.as_ptr().add(c0), xi_stride, bias, b.is_some(), y.add(corner + c0), wd * c, c);
-        }
+    if output_tile_explicit::<__m512>(m_t, xi_stride, b, h, wd, c, ty, tx, y) {
         return;
     }
     output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y)
@@ -633,18 +649,30 @@ unsafe fn output_tile_avx512(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn output_tile_avx2(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) {
-    output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y)
+    if !output_tile_explicit::<__m256>(m_t, xi_stride, b, h, wd, c, ty, tx, y) {
+        output_tile(m_t, xi_stride, b, h, wd, c, ty, tx, y)
+    }
 }
+/// explicit::output_tile over the tile's channel blocks if it is interior (then true).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_tile_explicit<V: explicit::Vector>(m_t: &[f32], xi_stride: usize, b: Option<&[f32]>, h: usize, wd: usize, c: usize, ty: usize, tx: usize, y: *mut f32) -> bool {
+    let Some(corner) = interior(h, wd, c, (ty * TILE) as isize, (tx * TILE) as isize, TILE) else { return false };
+    assert!(m_t.len() >= (NXI - 1) * xi_stride + c && b.is_none_or(|b| b.len() >= c));
+    for l in (0..c).step_by(V::LANES) {
+        let bias = b.map_or(V::splat(0.0), |b| V::load(b.as_ptr().add(l)));
+        explicit::output_tile::<V>(m_t.as_ptr().add(l), xi_stride, bias, b.is_some(), y.add(corner + l), wd * c, c);
+    }
+    true
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn output_grad_tile_avx512(dy: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, dm_t: *mut f32, xi_stride: usize) {
     #[cfg(feature = "avx512")]
-    if let Some(corner) = interior(h, wd, c, (ty * TILE) as isize, (tx * TILE) as isize, TILE) {
-        for c0 in (0..c).step_by(CH) {
-            prefetch_window(dy, h, wd, c, c0, (ty * TILE) as isize, TILE, (tx * TILE + TILE) as isize, TILE);
-            avx512::output_grad_tile(dy.as_ptr().add(corner + c0), wd * c, c, dm_t.add(c0), xi_stride);
-        }
+    if output_grad_tile_explicit::<__m512>(dy, h, wd, c, ty, tx, dm_t, xi_stride) {
         return;
     }
     output_grad_tile(dy, h, wd, c, ty, tx, dm_t, xi_stride)
@@ -653,34 +681,63 @@ unsafe fn output_grad_tile_avx512(dy: &[f32], h: usize, wd: usize, c: usize, ty:
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn output_grad_tile_avx2(dy: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, dm_t: *mut f32, xi_stride: usize) {
-    output_grad_tile(dy, h, wd, c, ty, tx, dm_t, xi_stride)
+    if !output_grad_tile_explicit::<__m256>(dy, h, wd, c, ty, tx, dm_t, xi_stride) {
+        output_grad_tile(dy, h, wd, c, ty, tx, dm_t, xi_stride)
+    }
 }
+/// explicit::output_grad_tile over the tile's channel blocks if it is interior (then true).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn output_grad_tile_explicit<V: explicit::Vector>(dy: &[f32], h: usize, wd: usize, c: usize, ty: usize, tx: usize, dm_t: *mut f32, xi_stride: usize) -> bool {
+    let Some(corner) = interior(h, wd, c, (ty * TILE) as isize, (tx * TILE) as isize, TILE) else { return false };
+    for c0 in (0..c).step_by(CH) {
+        prefetch_window(dy, h, wd, c, c0, (ty * TILE) as isize, TILE, (tx * TILE + TILE) as isize, TILE);
+        for l in (c0..c0 + CH).step_by(V::LANES) {
+            explicit::output_grad_tile::<V>(dy.as_ptr().add(corner + l), wd * c, c, dm_t.add(l), xi_stride);
+        }
+    }
+    true
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn input_grad_tile_avx512(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, first_rows: u8, dx: *mut f32) {
     #[cfg(feature = "avx512")]
-    if let Some(corner) = interior(h, wd, c, (ty * TILE) as isize - 1, (tx * TILE) as isize - 1, ALPHA) {
-        assert!(dv_t.len() >= (NXI - 1) * xi_stride + c);
-        avx512::input_grad_tile(dv_t.as_ptr().add(c0), xi_stride, first_rows, tx > 0, dx.add(corner + c0), wd * c, c);
+    if input_grad_tile_explicit::<__m512>(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx) {
         return;
     }
     input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx)
-}
-
-/// Where the explicit AVX-512 transforms apply: a side x side patch at (y0, x0) of an (h, wd,
-/// c) image lies wholly inside it and c is whole 16-channel blocks. Then Some(the offset of its
-/// top-left pixel), else None.
-#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-fn interior(h: usize, wd: usize, c: usize, y0: isize, x0: isize, side: usize) -> Option<usize> {
-    let inside = c.is_multiple_of(CH) && y0 >= 0 && x0 >= 0 && y0 as usize + side <= h && x0 as usize + side <= wd;
-    inside.then(|| (y0 as usize * wd + x0 as usize) * c)
 }
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn input_grad_tile_avx2(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, first_rows: u8, dx: *mut f32) {
-    input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx)
+    if !input_grad_tile_explicit::<__m256>(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx) {
+        input_grad_tile(dv_t, xi_stride, h, wd, c, c0, ty, tx, first_rows, dx)
+    }
+}
+/// explicit::input_grad_tile on channel block c0 if the tile is interior (then true).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn input_grad_tile_explicit<V: explicit::Vector>(dv_t: &[f32], xi_stride: usize, h: usize, wd: usize, c: usize, c0: usize, ty: usize, tx: usize, first_rows: u8, dx: *mut f32) -> bool {
+    let Some(corner) = interior(h, wd, c, (ty * TILE) as isize - 1, (tx * TILE) as isize - 1, ALPHA) else { return false };
+    assert!(dv_t.len() >= (NXI - 1) * xi_stride + c && c0 + CH <= c);
+    for l in (c0..c0 + CH).step_by(V::LANES) {
+        explicit::input_grad_tile::<V>(dv_t.as_ptr().add(l), xi_stride, first_rows, tx > 0, dx.add(corner + l), wd * c, c);
+    }
+    true
+}
+
+/// Where the explicit transforms apply: a side x side patch at (y0, x0) of an (h, wd, c) image
+/// lies wholly inside it and c is whole 16-channel blocks. Then Some(the offset of its top-left
+/// pixel), else None.
+#[cfg(target_arch = "x86_64")]
+fn interior(h: usize, wd: usize, c: usize, y0: isize, x0: isize, side: usize) -> Option<usize> {
+    let inside = c.is_multiple_of(CH) && y0 >= 0 && x0 >= 0 && y0 as usize + side <= h && x0 as usize + side <= wd;
+    inside.then(|| (y0 as usize * wd + x0 as usize) * c)
 }
 
 type Lanes = [f32; CH];
