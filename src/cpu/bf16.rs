@@ -106,7 +106,8 @@ pub fn pack_panels(k: usize, n: usize, src: &[f32], rs: usize, cs: usize, dst: &
 
 /// pack_pairs with pair stride ld >= n: dst[q * ld + j].
 fn pack_pairs_strided(k: usize, n: usize, src: &[f32], rs: usize, cs: usize, dst: &mut [u32], ld: usize) {
-    assert!(ld >= n && dst.len() >= pairs(k).saturating_sub(1) * ld + n);
+    // As pack_pairs asked before it took a stride: nothing of dst for k = 0, pairs(k) * n for ld = n.
+    assert!(ld >= n && (pairs(k) == 0 || dst.len() >= (pairs(k) - 1) * ld + n));
     if k == 0 || n == 0 {
         return;
     }
